@@ -1,0 +1,472 @@
+//! [`Bus`]: the cloneable handle that services use.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_xmpp::stanzastream::{Event as StreamItem, StanzaStream, StreamEvent};
+use tracing::{Instrument, debug, info, info_span, warn};
+use xmpp_parsers::jid::{FullJid, Jid};
+use xmpp_parsers::minidom::Element;
+use xmpp_parsers::presence::{Presence, Type as PresenceType};
+
+use crate::codec::RawPayload;
+use crate::config::BusConfig;
+use crate::error::{
+    CloseError, ConnectError, PublishError, SendError, ServerError, SubscribeError,
+};
+use crate::event::{Event, validate_topic};
+use crate::headers::Headers;
+use crate::login::Login;
+use crate::pubsub;
+use crate::subscription::{DropGuard, RawSubscription, Subscription};
+use crate::task::{Command, Dropped, IqOutcome, Shared, Task};
+
+/// Confirmation that the pubsub service stored an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PublishReceipt {
+    /// The topic (node) it was published to.
+    pub topic: String,
+    /// The item id: subscribers see the same id in
+    /// [`Delivery::item_id`](crate::Delivery::item_id).
+    pub item_id: String,
+}
+
+/// A connection to the bus: publish, subscribe, send.
+///
+/// `Bus` is a cheap handle: clone it freely. All clones share one XMPP
+/// connection, owned by a background task that reconnects by itself.
+#[derive(Debug, Clone)]
+pub struct Bus {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: BusConfig,
+    commands: mpsc::Sender<Command>,
+    dropped: mpsc::UnboundedSender<Dropped>,
+    shared: Arc<Shared>,
+    pubsub: Jid,
+    /// Topics whose node this bus has created or found.
+    known_nodes: Mutex<HashSet<String>>,
+}
+
+/// What went wrong with one IQ, before it is mapped to a concern's error.
+enum IqError {
+    Server(ServerError),
+    TimedOut,
+    Closed,
+}
+
+impl Bus {
+    /// Connects and logs in, sends initial presence and starts the
+    /// connection task.
+    ///
+    /// The first connection is tried once: a wrong password, an unknown
+    /// host or an unreachable server returns a [`ConnectError`] within the
+    /// connect timeout (5 s by default). Later connection losses are
+    /// repaired in the background.
+    pub async fn connect(config: BusConfig) -> Result<Bus, ConnectError> {
+        let login = Login::new(&config)?;
+        let server = login.server();
+        let started = Instant::now();
+        let timed_out = || ConnectError::TimedOut {
+            server: server.clone(),
+            after: config.connect_timeout,
+        };
+        let first = tokio::time::timeout(config.connect_timeout, login.connect())
+            .await
+            .map_err(|_| timed_out())??;
+        let mut stream = StanzaStream::new(reconnector(login, first), 256);
+        let remaining = config.connect_timeout.saturating_sub(started.elapsed());
+        let (bound, stream_management) = tokio::time::timeout(remaining, async {
+            while let Some(item) = stream.next().await {
+                if let StreamItem::Stream(StreamEvent::Reset {
+                    bound_jid,
+                    features,
+                }) = item
+                {
+                    return Some((bound_jid, features.stream_management.is_some()));
+                }
+            }
+            None
+        })
+        .await
+        .map_err(|_| timed_out())?
+        .ok_or_else(|| ConnectError::Protocol {
+            server: server.clone(),
+            reason: "the stream ended during resource binding".into(),
+        })?;
+        let bound = FullJid::try_from(bound).map_err(|jid| ConnectError::Protocol {
+            server: server.clone(),
+            reason: format!("the server bound a bare JID {jid}"),
+        })?;
+        info!(jid = %bound, server, stream_management, "connected");
+        // Without initial presence the server delivers nothing addressed to
+        // the bare JID.
+        stream
+            .send(Box::new(Presence::new(PresenceType::None).into()))
+            .await;
+        let (commands, commands_rx) = mpsc::channel(config.command_capacity);
+        let (dropped, dropped_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            bound: RwLock::new(bound.clone()),
+        });
+        let pubsub = Jid::from(config.pubsub_service());
+        let task = Task::new(
+            stream,
+            commands_rx,
+            dropped_rx,
+            shared.clone(),
+            pubsub.clone(),
+            stream_management,
+            config.max_payload,
+            config.close_timeout,
+        );
+        tokio::spawn(task.run().instrument(info_span!("xbus", jid = %bound)));
+        Ok(Bus {
+            inner: Arc::new(Inner {
+                config,
+                commands,
+                dropped,
+                shared,
+                pubsub,
+                known_nodes: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+
+    /// The full JID of this bus's current session.
+    pub fn jid(&self) -> FullJid {
+        self.inner
+            .shared
+            .bound
+            .read()
+            .expect("lock poisoned")
+            .clone()
+    }
+
+    /// The configuration this bus was started with.
+    pub fn config(&self) -> &BusConfig {
+        &self.inner.config
+    }
+
+    /// Publishes `event` to its topic and resolves once the server has
+    /// stored it. The topic's node is created on first use, with persistent
+    /// items and the configured `max_items`.
+    pub async fn publish<E: Event>(&self, event: &E) -> Result<PublishReceipt, PublishError> {
+        self.publish_raw(RawPayload::encode(event)?).await
+    }
+
+    /// Publishes `event` with XEP-0131 headers (trace ids, correlation ids).
+    pub async fn publish_with_headers<E: Event>(
+        &self,
+        event: &E,
+        headers: Headers,
+    ) -> Result<PublishReceipt, PublishError> {
+        let mut payload = RawPayload::encode(event)?;
+        payload.headers = headers;
+        self.publish_raw(payload).await
+    }
+
+    /// Publishes an already serialized payload: the untyped form, for
+    /// tools and bridges.
+    pub async fn publish_raw(&self, payload: RawPayload) -> Result<PublishReceipt, PublishError> {
+        validate_topic(&payload.topic)?;
+        payload.headers.validate()?;
+        let max = self.inner.config.max_payload;
+        if payload.data.len() > max {
+            return Err(PublishError::PayloadTooLarge {
+                size: payload.data.len(),
+                max,
+            });
+        }
+        let topic = payload.topic.clone();
+        let span = info_span!("publish", topic);
+        async {
+            let timeout = self.inner.config.publish_timeout;
+            let deadline = Instant::now() + timeout;
+            let timed_out = || PublishError::TimedOut {
+                topic: topic.clone(),
+                after: timeout,
+            };
+            self.ensure_node(&topic, deadline)
+                .await
+                .map_err(|e| match e {
+                    IqError::TimedOut => timed_out(),
+                    _ => PublishError::Closed,
+                })?;
+            let item_id = new_item_id();
+            let request = pubsub::publish(&topic, &item_id, payload.to_element());
+            match self
+                .iq(self.inner.pubsub.clone(), true, request, deadline)
+                .await
+            {
+                Ok(result) => {
+                    let item_id = result
+                        .as_ref()
+                        .and_then(confirmed_item_id)
+                        .unwrap_or(item_id);
+                    debug!(item_id, "published");
+                    Ok(PublishReceipt { topic, item_id })
+                }
+                Err(IqError::Server(error)) => Err(PublishError::Rejected { topic, error }),
+                Err(IqError::TimedOut) => Err(timed_out()),
+                Err(IqError::Closed) => Err(PublishError::Closed),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Subscribes to events of type `E` on their topic.
+    ///
+    /// Several subscriptions to one topic in one process share a single
+    /// server subscription; dropping the last one unsubscribes.
+    pub async fn subscribe<E: Event>(&self) -> Result<Subscription<E>, SubscribeError> {
+        Ok(Subscription::new(self.subscribe_raw(E::TOPIC).await?))
+    }
+
+    /// Subscribes to a topic without decoding: the untyped form.
+    pub async fn subscribe_raw(&self, topic: &str) -> Result<RawSubscription, SubscribeError> {
+        validate_topic(topic)?;
+        let timeout = self.inner.config.publish_timeout;
+        let deadline = Instant::now() + timeout;
+        let timed_out = || SubscribeError::TimedOut {
+            topic: topic.to_owned(),
+            after: timeout,
+        };
+        self.ensure_node(topic, deadline)
+            .await
+            .map_err(|e| match e {
+                IqError::TimedOut => timed_out(),
+                _ => SubscribeError::Closed,
+            })?;
+        let (tx, rx) = mpsc::channel(self.inner.config.subscription_capacity);
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::Subscribe {
+            topic: topic.to_owned(),
+            tx,
+            reply,
+        })
+        .await
+        .map_err(|_| SubscribeError::Closed)?;
+        let id = match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(_)) => return Err(SubscribeError::Closed),
+            Err(_) => return Err(timed_out()),
+        };
+        debug!(topic, id, "subscribed");
+        Ok(RawSubscription {
+            topic: topic.to_owned(),
+            rx,
+            _guard: self.guard(Dropped::Subscription {
+                topic: topic.to_owned(),
+                id,
+            }),
+        })
+    }
+
+    /// Sends `event` to one recipient as a `<message/>`: a bare JID (the
+    /// server picks the session) or a full JID (one instance). Resolves once
+    /// the server acknowledged it (XEP-0198), or once it was written when
+    /// the server has no stream management.
+    pub async fn send<E: Event>(&self, to: &str, event: &E) -> Result<(), SendError> {
+        self.send_raw(to, RawPayload::encode(event)?).await
+    }
+
+    /// Sends an already serialized payload to one recipient.
+    pub async fn send_raw(&self, to: &str, payload: RawPayload) -> Result<(), SendError> {
+        let to = Jid::from_str(to).map_err(|e| SendError::InvalidRecipient {
+            jid: to.to_owned(),
+            reason: e.to_string(),
+        })?;
+        payload.headers.validate()?;
+        let max = self.inner.config.max_payload;
+        if payload.data.len() > max {
+            return Err(SendError::PayloadTooLarge {
+                size: payload.data.len(),
+                max,
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::Send {
+            to,
+            payload: payload.to_element(),
+            reply,
+        })
+        .await
+        .map_err(|_| SendError::Closed)?;
+        answer.await.map_err(|_| SendError::Closed)?
+    }
+
+    /// The stream of events of type `E` sent directly to this bus with
+    /// [`send`](Self::send). Each inbox gets every such event.
+    pub async fn inbox<E: Event>(&self) -> Result<Subscription<E>, SubscribeError> {
+        Ok(Subscription::new(self.inbox_raw(E::TOPIC).await?))
+    }
+
+    /// The untyped inbox for direct events on `topic`.
+    pub async fn inbox_raw(&self, topic: &str) -> Result<RawSubscription, SubscribeError> {
+        validate_topic(topic)?;
+        let (tx, rx) = mpsc::channel(self.inner.config.subscription_capacity);
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::Inbox {
+            topic: topic.to_owned(),
+            tx,
+            reply,
+        })
+        .await
+        .map_err(|_| SubscribeError::Closed)?;
+        let id = answer.await.map_err(|_| SubscribeError::Closed)?;
+        Ok(RawSubscription {
+            topic: topic.to_owned(),
+            rx,
+            _guard: self.guard(Dropped::Inbox {
+                topic: topic.to_owned(),
+                id,
+            }),
+        })
+    }
+
+    /// Closes the connection for every clone of this bus: waits (up to the
+    /// close timeout) until publishes already handed to the connection are
+    /// confirmed, sends unavailable presence and ends the stream.
+    /// Subscriptions end after the items already received.
+    pub async fn close(&self) -> Result<(), CloseError> {
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::Close { reply })
+            .await
+            .map_err(|_| CloseError::AlreadyClosed)?;
+        answer.await.map_err(|_| CloseError::AlreadyClosed)?
+    }
+
+    fn guard(&self, what: Dropped) -> DropGuard {
+        DropGuard {
+            dropped: self.inner.dropped.clone(),
+            what: Some(what),
+        }
+    }
+
+    async fn command(&self, command: Command) -> Result<(), ()> {
+        self.inner.commands.send(command).await.map_err(|_| ())
+    }
+
+    async fn iq(
+        &self,
+        to: Jid,
+        set: bool,
+        payload: Element,
+        deadline: Instant,
+    ) -> Result<Option<Element>, IqError> {
+        let (reply, answer) = oneshot::channel::<IqOutcome>();
+        let send = self.command(Command::Iq {
+            to,
+            set,
+            payload,
+            reply,
+        });
+        match tokio::time::timeout_at(deadline, send).await {
+            Err(_) => return Err(IqError::TimedOut),
+            Ok(Err(())) => return Err(IqError::Closed),
+            Ok(Ok(())) => {}
+        }
+        // Dropping `answer` on timeout lets the task forget the IQ.
+        match tokio::time::timeout_at(deadline, answer).await {
+            Err(_) => Err(IqError::TimedOut),
+            Ok(Err(_)) => Err(IqError::Closed),
+            Ok(Ok(outcome)) => outcome.map_err(IqError::Server),
+        }
+    }
+
+    /// Creates the topic's node with persistent items, once per bus. An
+    /// existing node (`conflict`) is fine; other refusals are left for the
+    /// publish or subscribe itself to report (some servers create nodes on
+    /// publish, or let only admins create them).
+    async fn ensure_node(&self, topic: &str, deadline: Instant) -> Result<(), IqError> {
+        if self
+            .inner
+            .known_nodes
+            .lock()
+            .expect("lock poisoned")
+            .contains(topic)
+        {
+            return Ok(());
+        }
+        let request = pubsub::create(topic, self.inner.config.max_items);
+        match self
+            .iq(self.inner.pubsub.clone(), true, request, deadline)
+            .await
+        {
+            Ok(_) => debug!(topic, "node created"),
+            Err(IqError::Server(error)) if error.condition == "conflict" => {}
+            Err(IqError::Server(error)) => {
+                debug!(topic, %error, "node not created; relying on an existing or auto-created node");
+            }
+            Err(other) => return Err(other),
+        }
+        self.inner
+            .known_nodes
+            .lock()
+            .expect("lock poisoned")
+            .insert(topic.to_owned());
+        Ok(())
+    }
+}
+
+/// The item id the server confirmed, if it says (XEP-0060 §7.1.2).
+fn confirmed_item_id(result: &Element) -> Option<String> {
+    let publish = result.get_child("publish", pubsub::NS_PUBSUB)?;
+    let item = publish.get_child("item", pubsub::NS_PUBSUB)?;
+    item.attr("id").map(str::to_owned)
+}
+
+/// A random 128-bit item id, so that ids never repeat across publishers.
+fn new_item_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// The reconnect policy handed to tokio-xmpp: the first call gets the
+/// connection that [`Bus::connect`] already made; later calls retry with
+/// capped exponential back-off and jitter until one succeeds or the stream
+/// is dropped.
+#[allow(clippy::type_complexity)]
+fn reconnector(
+    login: Login,
+    first: tokio_xmpp::stanzastream::Connection,
+) -> Box<dyn FnMut(Option<String>, oneshot::Sender<tokio_xmpp::stanzastream::Connection>) + Send> {
+    let mut first = Some(first);
+    Box::new(move |_location, slot| {
+        if let Some(connection) = first.take() {
+            let _ = slot.send(connection);
+            return;
+        }
+        let login = login.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(100);
+            for attempt in 1u32.. {
+                match tokio::time::timeout(Duration::from_secs(10), login.connect()).await {
+                    Ok(Ok(connection)) => {
+                        info!(attempt, "reconnected");
+                        let _ = slot.send(connection);
+                        return;
+                    }
+                    Ok(Err(error)) => warn!(attempt, %error, "reconnect failed"),
+                    Err(_) => warn!(attempt, "reconnect timed out"),
+                }
+                if slot.is_closed() {
+                    return;
+                }
+                let jitter = rand::random::<f64>() * 0.5 + 0.75;
+                tokio::time::sleep(delay.mul_f64(jitter)).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        });
+    })
+}

@@ -1,0 +1,394 @@
+//! [`BusConfig`]: where to connect, as whom, and the bus's limits.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use xmpp_parsers::jid::{BareJid, Jid};
+
+use crate::error::ConfigError;
+
+/// How the connection to the server is secured.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Tls {
+    /// STARTTLS is required and the server certificate is verified against
+    /// the system's trusted roots. The default.
+    #[default]
+    Required,
+    /// STARTTLS is required and the server certificate is verified against
+    /// the PEM certificates in this file (a private CA, a self-signed test
+    /// server) instead of the system roots.
+    CustomCa(PathBuf),
+    /// No TLS at all: credentials and events travel in clear text. Only for
+    /// a server on loopback; must be chosen explicitly.
+    Plaintext,
+}
+
+/// Everything [`Bus::connect`](crate::Bus::connect) needs.
+///
+/// Build it with [`BusConfig::builder`] or [`BusConfig::from_env`]. Every
+/// setting not given keeps the default documented on its builder method.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    pub(crate) jid: Jid,
+    pub(crate) password: String,
+    pub(crate) server: Option<String>,
+    pub(crate) pubsub: Option<BareJid>,
+    pub(crate) tls: Tls,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) publish_timeout: Duration,
+    pub(crate) close_timeout: Duration,
+    pub(crate) max_items: u32,
+    pub(crate) subscription_capacity: usize,
+    pub(crate) command_capacity: usize,
+    pub(crate) max_payload: usize,
+}
+
+impl BusConfig {
+    /// Starts a builder for the account `jid` (a bare JID such as
+    /// `orders@example.org`, or a full JID to ask for a resource) with its
+    /// password.
+    pub fn builder(jid: impl Into<String>, password: impl Into<String>) -> BusConfigBuilder {
+        BusConfigBuilder {
+            jid: jid.into(),
+            password: password.into(),
+            server: None,
+            pubsub: None,
+            tls: Tls::default(),
+            connect_timeout: Duration::from_secs(5),
+            publish_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+            max_items: 1000,
+            subscription_capacity: 1024,
+            command_capacity: 1024,
+            max_payload: 1024 * 1024,
+        }
+    }
+
+    /// Reads the configuration from the environment:
+    ///
+    /// | variable | meaning | required |
+    /// |---|---|---|
+    /// | `XBUS_JID` | account JID, e.g. `orders@example.org` | yes |
+    /// | `XBUS_PASSWORD` | its password | yes |
+    /// | `XBUS_SERVER` | `host:port` to connect to; default: the JID's domain on port 5222 | no |
+    /// | `XBUS_PUBSUB` | pubsub service JID; default `pubsub.<domain>` | no |
+    /// | `XBUS_TLS` | `required` (default), `plaintext`, or a path to a PEM CA file | no |
+    ///
+    /// A missing or invalid value gives a [`ConfigError`] that names the
+    /// variable.
+    pub fn from_env() -> Result<BusConfig, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`from_env`](Self::from_env), reading variables through `get`
+    /// (for tests and for configuration that is not in the process
+    /// environment).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<BusConfig, ConfigError> {
+        let required = |name: &'static str| {
+            get(name)
+                .filter(|v| !v.is_empty())
+                .ok_or(ConfigError::Missing { variable: name })
+        };
+        let jid = required("XBUS_JID")?;
+        let password = required("XBUS_PASSWORD")?;
+        let mut builder = BusConfig::builder(jid, password);
+        if let Some(server) = get("XBUS_SERVER").filter(|v| !v.is_empty()) {
+            builder = builder.server(server);
+        }
+        if let Some(pubsub) = get("XBUS_PUBSUB").filter(|v| !v.is_empty()) {
+            builder = builder.pubsub_service(pubsub);
+        }
+        if let Some(tls) = get("XBUS_TLS").filter(|v| !v.is_empty()) {
+            builder = builder.tls(match tls.as_str() {
+                "required" => Tls::Required,
+                "plaintext" => Tls::Plaintext,
+                path => Tls::CustomCa(PathBuf::from(path)),
+            });
+        }
+        builder.build_named(&ENV_NAMES)
+    }
+
+    /// The account JID.
+    pub fn jid(&self) -> &Jid {
+        &self.jid
+    }
+
+    /// The pubsub service JID: the configured one, or `pubsub.<domain>`.
+    pub fn pubsub_service(&self) -> BareJid {
+        self.pubsub.clone().unwrap_or_else(|| {
+            BareJid::from_str(&format!("pubsub.{}", self.jid.domain()))
+                .expect("a valid domain prefixed with 'pubsub.' is a valid domain")
+        })
+    }
+}
+
+/// Builder for [`BusConfig`]; every method documents its default.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct BusConfigBuilder {
+    jid: String,
+    password: String,
+    server: Option<String>,
+    pubsub: Option<String>,
+    tls: Tls,
+    connect_timeout: Duration,
+    publish_timeout: Duration,
+    close_timeout: Duration,
+    max_items: u32,
+    subscription_capacity: usize,
+    command_capacity: usize,
+    max_payload: usize,
+}
+
+impl BusConfigBuilder {
+    /// The server to connect to, as `host:port`. Default: the JID's domain,
+    /// port 5222 (no SRV lookup).
+    pub fn server(mut self, host_port: impl Into<String>) -> Self {
+        self.server = Some(host_port.into());
+        self
+    }
+
+    /// The XEP-0060 pubsub service that holds the topics. Default:
+    /// `pubsub.<domain of the JID>`.
+    pub fn pubsub_service(mut self, jid: impl Into<String>) -> Self {
+        self.pubsub = Some(jid.into());
+        self
+    }
+
+    /// How the connection is secured. Default: [`Tls::Required`].
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Trust the PEM certificates in `path` instead of the system roots.
+    /// Shorthand for `tls(Tls::CustomCa(path))`.
+    pub fn ca_file(self, path: impl Into<PathBuf>) -> Self {
+        self.tls(Tls::CustomCa(path.into()))
+    }
+
+    /// Allows a plaintext connection (no TLS). Meant for a server on
+    /// loopback. Shorthand for `tls(Tls::Plaintext)`.
+    pub fn allow_plaintext(self) -> Self {
+        self.tls(Tls::Plaintext)
+    }
+
+    /// How long the first connection and login may take before
+    /// [`Bus::connect`](crate::Bus::connect) fails. Default: 5 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a publish waits for the server's confirmation. Default: 10 s.
+    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
+        self.publish_timeout = timeout;
+        self
+    }
+
+    /// How long [`Bus::close`](crate::Bus::close) waits for pending
+    /// publishes to be confirmed. Default: 5 s.
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// `pubsub#max_items` for the nodes this bus creates: how many past
+    /// events the server keeps per topic. Default: 1000.
+    pub fn max_items(mut self, max_items: u32) -> Self {
+        self.max_items = max_items;
+        self
+    }
+
+    /// How many deliveries a subscription or inbox buffers before the bus
+    /// waits for the consumer (back-pressure). Default: 1024.
+    pub fn subscription_capacity(mut self, capacity: usize) -> Self {
+        self.subscription_capacity = capacity.max(1);
+        self
+    }
+
+    /// How many commands (publishes, sends, ...) may queue for the
+    /// connection task before callers wait. Default: 1024.
+    pub fn command_capacity(mut self, capacity: usize) -> Self {
+        self.command_capacity = capacity.max(1);
+        self
+    }
+
+    /// Largest encoded payload accepted on publish and on delivery, in
+    /// bytes before base64. Default: 1 MiB.
+    pub fn max_payload(mut self, bytes: usize) -> Self {
+        self.max_payload = bytes;
+        self
+    }
+
+    /// Checks the values and builds the configuration.
+    pub fn build(self) -> Result<BusConfig, ConfigError> {
+        self.build_named(&BUILDER_NAMES)
+    }
+
+    fn build_named(self, names: &SettingNames) -> Result<BusConfig, ConfigError> {
+        let invalid = |setting: &'static str, value: &str, reason: String| ConfigError::Invalid {
+            setting,
+            value: value.to_owned(),
+            reason,
+        };
+        let jid =
+            Jid::from_str(&self.jid).map_err(|e| invalid(names.jid, &self.jid, e.to_string()))?;
+        if jid.node().is_none() {
+            return Err(invalid(
+                names.jid,
+                &self.jid,
+                "an account JID needs a user part (user@domain)".into(),
+            ));
+        }
+        if self.password.is_empty() {
+            return Err(ConfigError::Missing {
+                variable: names.password,
+            });
+        }
+        if let Some(server) = &self.server {
+            parse_host_port(server).map_err(|reason| invalid(names.server, server, reason))?;
+        }
+        let pubsub = match &self.pubsub {
+            Some(raw) => Some(
+                BareJid::from_str(raw).map_err(|e| invalid(names.pubsub, raw, e.to_string()))?,
+            ),
+            None => None,
+        };
+        if let Tls::CustomCa(path) = &self.tls {
+            if !path.is_file() {
+                return Err(invalid(
+                    names.tls,
+                    &path.display().to_string(),
+                    "no such CA file".into(),
+                ));
+            }
+        }
+        Ok(BusConfig {
+            jid,
+            password: self.password,
+            server: self.server,
+            pubsub,
+            tls: self.tls,
+            connect_timeout: self.connect_timeout,
+            publish_timeout: self.publish_timeout,
+            close_timeout: self.close_timeout,
+            max_items: self.max_items,
+            subscription_capacity: self.subscription_capacity,
+            command_capacity: self.command_capacity,
+            max_payload: self.max_payload,
+        })
+    }
+}
+
+/// The names that errors use for each setting: builder method names, or
+/// environment variables.
+struct SettingNames {
+    jid: &'static str,
+    password: &'static str,
+    server: &'static str,
+    pubsub: &'static str,
+    tls: &'static str,
+}
+
+const BUILDER_NAMES: SettingNames = SettingNames {
+    jid: "jid",
+    password: "password",
+    server: "server",
+    pubsub: "pubsub_service",
+    tls: "tls",
+};
+
+const ENV_NAMES: SettingNames = SettingNames {
+    jid: "XBUS_JID",
+    password: "XBUS_PASSWORD",
+    server: "XBUS_SERVER",
+    pubsub: "XBUS_PUBSUB",
+    tls: "XBUS_TLS",
+};
+
+/// Splits `host:port` (IPv6 hosts in brackets).
+pub(crate) fn parse_host_port(value: &str) -> Result<(String, u16), String> {
+    let (host, port) = value
+        .rsplit_once(':')
+        .ok_or_else(|| "expected host:port".to_owned())?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err("the host is empty".into());
+    }
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("{port:?} is not a port number"))?;
+    Ok((host.to_owned(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> Result<BusConfig, ConfigError> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        BusConfig::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn from_env_names_the_missing_variable() {
+        let err = env(&[("XBUS_PASSWORD", "x")]).unwrap_err();
+        assert!(err.to_string().contains("XBUS_JID"), "{err}");
+        let err = env(&[("XBUS_JID", "a@b")]).unwrap_err();
+        assert!(err.to_string().contains("XBUS_PASSWORD"), "{err}");
+    }
+
+    #[test]
+    fn from_env_names_the_invalid_variable() {
+        let base = [("XBUS_JID", "a@example.org"), ("XBUS_PASSWORD", "pw")];
+        let with = |extra: (&'static str, &'static str)| {
+            let mut v = base.to_vec();
+            v.push(extra);
+            env(&v).unwrap_err().to_string()
+        };
+        assert!(with(("XBUS_SERVER", "localhost")).contains("XBUS_SERVER"));
+        assert!(with(("XBUS_SERVER", "localhost:http")).contains("XBUS_SERVER"));
+        assert!(with(("XBUS_PUBSUB", "a@@b")).contains("XBUS_PUBSUB"));
+        assert!(with(("XBUS_TLS", "/no/such/ca.pem")).contains("XBUS_TLS"));
+        let err = env(&[("XBUS_JID", "example.org"), ("XBUS_PASSWORD", "pw")]).unwrap_err();
+        assert!(err.to_string().contains("XBUS_JID"), "{err}");
+    }
+
+    #[test]
+    fn from_env_reads_everything() {
+        let config = env(&[
+            ("XBUS_JID", "svc@example.org/one"),
+            ("XBUS_PASSWORD", "pw"),
+            ("XBUS_SERVER", "127.0.0.1:5299"),
+            ("XBUS_PUBSUB", "events.example.org"),
+            ("XBUS_TLS", "plaintext"),
+        ])
+        .unwrap();
+        assert_eq!(config.jid().to_string(), "svc@example.org/one");
+        assert_eq!(config.server.as_deref(), Some("127.0.0.1:5299"));
+        assert_eq!(config.pubsub_service().to_string(), "events.example.org");
+        assert_eq!(config.tls, Tls::Plaintext);
+    }
+
+    #[test]
+    fn defaults() {
+        let config = BusConfig::builder("a@example.org", "pw").build().unwrap();
+        assert_eq!(config.pubsub_service().to_string(), "pubsub.example.org");
+        assert_eq!(config.tls, Tls::Required);
+        assert_eq!(config.connect_timeout, Duration::from_secs(5));
+        assert_eq!(config.max_items, 1000);
+    }
+
+    #[test]
+    fn host_port() {
+        assert_eq!(parse_host_port("[::1]:5222"), Ok(("::1".into(), 5222)));
+        assert_eq!(parse_host_port("h:1"), Ok(("h".into(), 1)));
+        assert!(parse_host_port(":1").is_err());
+    }
+}

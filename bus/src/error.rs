@@ -1,0 +1,365 @@
+//! Error types, one per concern. Each tells the caller what went wrong and
+//! keeps the underlying cause as its `source()`.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::event::{Encoding, TopicError};
+
+/// A configuration value is missing or invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A required value is missing.
+    #[error("{variable} is not set")]
+    Missing {
+        /// The environment variable or builder setting.
+        variable: &'static str,
+    },
+    /// A value does not parse.
+    #[error("{setting}={value:?} is invalid: {reason}")]
+    Invalid {
+        /// The environment variable or builder setting.
+        setting: &'static str,
+        /// The rejected value.
+        value: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+}
+
+/// [`Bus::connect`](crate::Bus::connect) failed. The first connection is
+/// never retried: the error comes back within the connect timeout.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The server rejected the credentials (SASL failure).
+    #[error("authentication as {jid} failed: {condition}")]
+    Auth {
+        /// The account that tried to log in.
+        jid: String,
+        /// The SASL condition, e.g. `not-authorized`.
+        condition: String,
+    },
+    /// The host name could not be resolved.
+    #[error("cannot resolve {host}: {source}")]
+    UnknownHost {
+        /// The host that did not resolve.
+        host: String,
+        /// The resolver's error.
+        source: std::io::Error,
+    },
+    /// No TCP connection could be made.
+    #[error("cannot reach {server}: {source}")]
+    Unreachable {
+        /// `host:port` that was tried.
+        server: String,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// TLS could not be set up: no STARTTLS offered, a certificate that does
+    /// not verify, an unreadable CA file.
+    #[error("TLS with {server} failed: {reason}")]
+    Tls {
+        /// The server.
+        server: String,
+        /// What failed.
+        reason: String,
+    },
+    /// Login did not finish within the connect timeout.
+    #[error("connecting to {server} timed out after {after:?}")]
+    TimedOut {
+        /// The server.
+        server: String,
+        /// The connect timeout.
+        after: Duration,
+    },
+    /// The server broke the XMPP protocol or closed the stream.
+    #[error("XMPP stream with {server} failed: {reason}")]
+    Protocol {
+        /// The server.
+        server: String,
+        /// What happened.
+        reason: String,
+    },
+}
+
+/// An RFC 6120 stanza error returned by the server or a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerError {
+    /// The defined condition, e.g. `forbidden`, `item-not-found`.
+    pub condition: String,
+    /// The error type: `cancel`, `modify`, `auth`, `wait` or `continue`.
+    pub kind: String,
+    /// An application-specific condition, e.g. pubsub's `payload-too-big`.
+    pub specific: Option<String>,
+    /// The server's human-readable text, if any.
+    pub text: Option<String>,
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.condition)?;
+        if let Some(specific) = &self.specific {
+            write!(f, "/{specific}")?;
+        }
+        write!(f, " ({})", self.kind)?;
+        if let Some(text) = &self.text {
+            write!(f, ": {text}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+/// An event could not be serialized.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode as {encoding}: {reason}")]
+pub struct EncodeError {
+    /// The encoding that was asked for.
+    pub encoding: Encoding,
+    /// The serializer's message.
+    pub reason: String,
+}
+
+/// [`Bus::publish`](crate::Bus::publish) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The event could not be serialized; nothing was sent.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// A header cannot be carried in XML; nothing was sent.
+    #[error(transparent)]
+    InvalidHeader(#[from] crate::headers::InvalidHeader),
+    /// The topic is not a valid node name; nothing was sent.
+    #[error(transparent)]
+    InvalidTopic(#[from] TopicError),
+    /// The encoded payload is larger than the configured maximum; nothing
+    /// was sent.
+    #[error("payload of {size} bytes exceeds the maximum of {max} bytes")]
+    PayloadTooLarge {
+        /// Encoded size in bytes.
+        size: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The pubsub service refused the item (forbidden, payload-too-big, ...).
+    #[error("the server refused to publish to {topic:?}: {error}")]
+    Rejected {
+        /// The topic.
+        topic: String,
+        /// The server's error.
+        #[source]
+        error: ServerError,
+    },
+    /// No confirmation arrived before the publish timeout. The outcome is
+    /// unknown: the server may or may not have stored the item.
+    #[error(
+        "no confirmation for the publish to {topic:?} within {after:?}; the outcome is unknown"
+    )]
+    TimedOut {
+        /// The topic.
+        topic: String,
+        /// The publish timeout.
+        after: Duration,
+    },
+    /// The bus was closed before the publish was confirmed. The outcome is
+    /// unknown if the item had already been sent.
+    #[error("the bus is closed")]
+    Closed,
+}
+
+/// [`Bus::subscribe`](crate::Bus::subscribe) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// The topic is not a valid node name.
+    #[error(transparent)]
+    InvalidTopic(#[from] TopicError),
+    /// The pubsub service refused the subscription.
+    #[error("the server refused the subscription to {topic:?}: {error}")]
+    Rejected {
+        /// The topic.
+        topic: String,
+        /// The server's error.
+        #[source]
+        error: ServerError,
+    },
+    /// The server did not answer in time.
+    #[error("no answer to the subscription to {topic:?} within {after:?}")]
+    TimedOut {
+        /// The topic.
+        topic: String,
+        /// How long the bus waited.
+        after: Duration,
+    },
+    /// The bus is closed.
+    #[error("the bus is closed")]
+    Closed,
+}
+
+/// [`Bus::send`](crate::Bus::send) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The event could not be serialized; nothing was sent.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// A header cannot be carried in XML; nothing was sent.
+    #[error(transparent)]
+    InvalidHeader(#[from] crate::headers::InvalidHeader),
+    /// The recipient is not a valid JID.
+    #[error("invalid recipient {jid:?}: {reason}")]
+    InvalidRecipient {
+        /// The rejected address.
+        jid: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// The encoded payload is larger than the configured maximum.
+    #[error("payload of {size} bytes exceeds the maximum of {max} bytes")]
+    PayloadTooLarge {
+        /// Encoded size in bytes.
+        size: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The connection failed before the server acknowledged the message.
+    #[error("the connection failed before the message was acknowledged: {0}")]
+    NotAcknowledged(String),
+    /// The bus is closed.
+    #[error("the bus is closed")]
+    Closed,
+}
+
+/// [`Bus::close`](crate::Bus::close) could not confirm everything.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CloseError {
+    /// Some publishes were still unconfirmed when the close timeout ran out.
+    #[error("{pending} publishes were still unconfirmed after {after:?}")]
+    Unconfirmed {
+        /// How many.
+        pending: usize,
+        /// The close timeout.
+        after: Duration,
+    },
+    /// The bus was already closed.
+    #[error("the bus is already closed")]
+    AlreadyClosed,
+}
+
+/// Why a received payload could not be turned into an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The stanza holds no xbus payload element.
+    #[error("no <payload xmlns='{}'/> element", crate::codec::NS)]
+    MissingPayload,
+    /// A required attribute is missing or malformed.
+    #[error("attribute {name:?}: {reason}")]
+    BadAttribute {
+        /// The attribute.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The text is not valid base64.
+    #[error("payload is not valid base64: {0}")]
+    Base64(String),
+    /// The payload is larger than the configured maximum.
+    #[error("payload of {size} bytes exceeds the maximum of {max} bytes")]
+    TooLarge {
+        /// Size in bytes (decoded, or estimated from the base64 length).
+        size: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The payload was encoded differently from what the event type declares.
+    #[error("payload is {found}, the event type expects {expected}")]
+    WrongEncoding {
+        /// What the event type declares.
+        expected: Encoding,
+        /// What the payload says.
+        found: Encoding,
+    },
+    /// The payload's schema version is not the event type's.
+    #[error("payload has schema version {found}, the event type has version {expected}")]
+    WrongVersion {
+        /// The event type's version.
+        expected: u32,
+        /// The payload's version.
+        found: u32,
+    },
+    /// The payload belongs to another topic.
+    #[error("payload is for topic {found:?}, expected {expected:?}")]
+    WrongTopic {
+        /// The topic that was expected.
+        expected: String,
+        /// The topic in the payload.
+        found: String,
+    },
+    /// The bytes do not deserialize into the event type.
+    #[error("payload does not match the event type: {0}")]
+    Schema(String),
+}
+
+/// A delivery that could not be decoded. The subscription stays open: the
+/// next event is delivered as usual.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("undecodable delivery on {:?} (item {:?}): {}", .0.topic, .0.item_id, .0.reason)]
+pub struct DeliveryError(Box<DeliveryErrorInner>);
+
+#[derive(Debug, Clone)]
+struct DeliveryErrorInner {
+    reason: DecodeError,
+    topic: String,
+    item_id: Option<String>,
+    from: Option<String>,
+    raw_xml: String,
+}
+
+impl DeliveryError {
+    pub(crate) fn new(
+        reason: DecodeError,
+        topic: String,
+        item_id: Option<String>,
+        from: Option<String>,
+        raw_xml: String,
+    ) -> DeliveryError {
+        DeliveryError(Box::new(DeliveryErrorInner {
+            reason,
+            topic,
+            item_id,
+            from,
+            raw_xml,
+        }))
+    }
+
+    /// Why decoding failed.
+    pub fn reason(&self) -> &DecodeError {
+        &self.0.reason
+    }
+
+    /// The topic it arrived on.
+    pub fn topic(&self) -> &str {
+        &self.0.topic
+    }
+
+    /// The pubsub item id or message id, when there is one.
+    pub fn item_id(&self) -> Option<&str> {
+        self.0.item_id.as_deref()
+    }
+
+    /// The publisher or sender as stamped by the server, when known.
+    pub fn from(&self) -> Option<&str> {
+        self.0.from.as_deref()
+    }
+
+    /// The XML of the offending payload (or item), for logs and dead letters.
+    pub fn raw_xml(&self) -> &str {
+        &self.0.raw_xml
+    }
+}

@@ -1,0 +1,89 @@
+//! # xbus: typed events and RPC for microservices over XMPP
+//!
+//! Services declare their events as plain Rust structs; xbus maps them onto
+//! XMPP stanzas and a real XMPP server (Prosody, ejabberd) pushes them over
+//! persistent connections. No polling.
+//!
+//! - [`Bus::publish`] puts an event on its topic: an XEP-0060 pubsub node,
+//!   created on first use with persistent items. It resolves when the
+//!   server has stored it.
+//! - [`Bus::subscribe`] returns a typed [`Subscription`], a
+//!   [`Stream`](futures::Stream) of [`Delivery`]s.
+//! - [`Bus::send`] and [`Bus::inbox`] carry an event to one service as a
+//!   `<message/>`.
+//! - The untyped forms ([`Bus::publish_raw`], [`Bus::subscribe_raw`])
+//!   serve tools and bridges.
+//!
+//! The wire format is specified in `docs/PROTOCOL.md` so that any XMPP
+//! client can take part.
+//!
+//! ## Example
+//!
+//! ```no_run
+//! use futures::StreamExt;
+//! use serde::{Deserialize, Serialize};
+//! use xbus::{Bus, BusConfig, Event};
+//!
+//! #[derive(Event, Serialize, Deserialize, Debug)]
+//! #[event(topic = "orders.created")]
+//! struct OrderCreated {
+//!     id: u64,
+//!     total_cents: u64,
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // XBUS_JID, XBUS_PASSWORD, and optionally XBUS_SERVER, XBUS_PUBSUB, XBUS_TLS.
+//! let bus = Bus::connect(BusConfig::from_env()?).await?;
+//! let mut orders = bus.subscribe::<OrderCreated>().await?;
+//! bus.publish(&OrderCreated { id: 7, total_cents: 1299 }).await?;
+//! if let Some(delivery) = orders.next().await {
+//!     let delivery = delivery?; // a payload that does not decode is an Err; the stream goes on
+//!     println!("order {} from {:?}", delivery.event.id, delivery.publisher);
+//! }
+//! bus.close().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## `#[derive(Event)]`
+//!
+//! `#[event(topic = "...", encoding = "msgpack" | "json", version = N)]`,
+//! every key optional: the topic defaults to the type name in snake case
+//! (`OrderCreated` → `order_created`), the encoding to MessagePack, the
+//! version to 1. A topic is 1 to 255 ASCII letters, digits, `.`, `_` and
+//! `-` without empty `.`-segments; an invalid one is a compile error.
+//! The type must also implement serde's `Serialize` and `Deserialize`.
+#![deny(missing_docs)]
+
+mod bus;
+mod codec;
+mod config;
+mod error;
+mod event;
+mod headers;
+mod login;
+mod pubsub;
+mod subscription;
+mod task;
+
+pub use bus::{Bus, PublishReceipt};
+pub use codec::RawPayload;
+pub use config::{BusConfig, BusConfigBuilder, Tls};
+pub use error::{
+    CloseError, ConfigError, ConnectError, DecodeError, DeliveryError, EncodeError, PublishError,
+    SendError, ServerError, SubscribeError,
+};
+pub use event::{Encoding, Event, MAX_TOPIC_LEN, TopicError, UnknownEncoding, validate_topic};
+pub use headers::{Headers, InvalidHeader};
+pub use subscription::{Delivery, RawDelivery, RawSubscription, Subscription};
+/// Derives [`Event`](trait@Event); see the [crate docs](crate#deriveevent).
+pub use xbus_macros::Event;
+
+/// Paths used by the code that `#[derive(Event)]` generates. Not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use ::core;
+    pub use ::serde;
+
+    pub use crate::event::{Encoding, Event};
+}

@@ -1,0 +1,191 @@
+//! XEP-0060 requests that xbus sends and the notifications it reads,
+//! as plain elements (the pubsub parsers of xmpp-parsers reject items that
+//! a tolerant bus must still report).
+
+use xmpp_parsers::minidom::Element;
+use xmpp_parsers::stanza_error::StanzaError;
+
+use crate::codec::{RawPayload, find_payload, name};
+use crate::error::{DecodeError, ServerError};
+use crate::headers::Headers;
+
+pub(crate) const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+pub(crate) const NS_PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+const NS_DATA: &str = "jabber:x:data";
+const NS_NODE_CONFIG: &str = "http://jabber.org/protocol/pubsub#node_config";
+const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+
+fn pubsub(child: Element) -> Element {
+    Element::builder("pubsub", NS_PUBSUB).append(child).build()
+}
+
+fn field(var: &str, value: &str) -> Element {
+    Element::builder("field", NS_DATA)
+        .attr(name("var"), var)
+        .append(Element::builder("value", NS_DATA).append(value).build())
+        .build()
+}
+
+/// `<create node/>` with persistent items and `max_items`.
+pub(crate) fn create(node: &str, max_items: u32) -> Element {
+    let form = Element::builder("x", NS_DATA)
+        .attr(name("type"), "submit")
+        .append(field("FORM_TYPE", NS_NODE_CONFIG))
+        .append(field("pubsub#persist_items", "1"))
+        .append(field("pubsub#max_items", &max_items.to_string()))
+        .build();
+    Element::builder("pubsub", NS_PUBSUB)
+        .append(
+            Element::builder("create", NS_PUBSUB)
+                .attr(name("node"), node)
+                .build(),
+        )
+        .append(
+            Element::builder("configure", NS_PUBSUB)
+                .append(form)
+                .build(),
+        )
+        .build()
+}
+
+/// `<publish node><item id>payload</item></publish>`.
+pub(crate) fn publish(node: &str, item_id: &str, payload: Element) -> Element {
+    let item = Element::builder("item", NS_PUBSUB)
+        .attr(name("id"), item_id)
+        .append(payload)
+        .build();
+    pubsub(
+        Element::builder("publish", NS_PUBSUB)
+            .attr(name("node"), node)
+            .append(item)
+            .build(),
+    )
+}
+
+/// `<subscribe node jid/>`.
+pub(crate) fn subscribe(node: &str, jid: &str) -> Element {
+    pubsub(
+        Element::builder("subscribe", NS_PUBSUB)
+            .attr(name("node"), node)
+            .attr(name("jid"), jid)
+            .build(),
+    )
+}
+
+/// `<unsubscribe node jid/>`.
+pub(crate) fn unsubscribe(node: &str, jid: &str) -> Element {
+    pubsub(
+        Element::builder("unsubscribe", NS_PUBSUB)
+            .attr(name("node"), node)
+            .attr(name("jid"), jid)
+            .build(),
+    )
+}
+
+/// One item of a notification, or one xbus event sent directly, before it
+/// is decoded into a user type.
+#[derive(Debug, Clone)]
+pub(crate) struct Incoming {
+    /// The topic: the pubsub node, or the payload's topic attribute.
+    pub topic: String,
+    /// Pubsub item id, or message id.
+    pub item_id: Option<String>,
+    /// Publisher (pubsub) or sender (message), as stamped by the server.
+    pub from: Option<String>,
+    /// Headers of the stanza (e.g. from the pubsub service).
+    pub headers: Headers,
+    /// The parsed payload, or why it does not parse plus the raw XML.
+    pub payload: Result<RawPayload, (DecodeError, String)>,
+}
+
+/// Reads the items of a pubsub `<event/>` notification. Retractions,
+/// purges and deletions carry no event and are skipped.
+pub(crate) fn notification_items(
+    event: &Element,
+    stanza_headers: &Headers,
+    max_payload: usize,
+) -> Vec<Incoming> {
+    let mut out = Vec::new();
+    for items in event.children().filter(|c| c.is("items", NS_PUBSUB_EVENT)) {
+        let Some(node) = items.attr("node") else {
+            continue;
+        };
+        for item in items.children().filter(|c| c.is("item", NS_PUBSUB_EVENT)) {
+            let payload = match find_payload(item) {
+                Some(elem) => {
+                    RawPayload::from_element(elem, max_payload).map_err(|e| (e, String::from(elem)))
+                }
+                None => Err((DecodeError::MissingPayload, String::from(item))),
+            };
+            out.push(Incoming {
+                topic: node.to_owned(),
+                item_id: item.attr("id").map(str::to_owned),
+                from: item.attr("publisher").map(str::to_owned),
+                headers: stanza_headers.clone(),
+                payload,
+            });
+        }
+    }
+    out
+}
+
+/// Turns an RFC 6120 stanza error into a [`ServerError`].
+pub(crate) fn server_error(error: &StanzaError) -> ServerError {
+    let elem = Element::from(error.clone());
+    let condition = elem
+        .children()
+        .find(|c| c.ns() == NS_STANZAS && c.name() != "text")
+        .map(|c| c.name().to_owned())
+        .unwrap_or_else(|| "undefined-condition".to_owned());
+    let specific = elem
+        .children()
+        .find(|c| c.ns() != NS_STANZAS)
+        .map(|c| c.name().to_owned());
+    ServerError {
+        condition,
+        kind: elem.attr("type").unwrap_or("cancel").to_owned(),
+        specific,
+        text: error.texts.values().next().cloned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_items_and_reports_bad_ones() {
+        let xml = "<event xmlns='http://jabber.org/protocol/pubsub#event'><items node='orders'>\
+            <item id='1' publisher='a@localhost/x'><payload xmlns='urn:xbus:0' topic='orders' encoding='json' version='1'>e30=</payload></item>\
+            <item id='2'><payload xmlns='urn:xbus:0' topic='orders' encoding='json' version='1'>%%%</payload></item>\
+            <item id='3'><other xmlns='urn:x'/></item>\
+            <retract id='0'/></items></event>";
+        let event: Element = xml.parse().unwrap();
+        let items = notification_items(&event, &Headers::new(), 1024);
+        assert_eq!(items.len(), 3);
+        assert_eq!(items[0].item_id.as_deref(), Some("1"));
+        assert_eq!(items[0].from.as_deref(), Some("a@localhost/x"));
+        assert_eq!(items[0].payload.as_ref().unwrap().data, b"{}");
+        assert!(matches!(items[1].payload, Err((DecodeError::Base64(_), _))));
+        let (reason, raw) = items[2].payload.as_ref().unwrap_err();
+        assert_eq!(reason, &DecodeError::MissingPayload);
+        assert!(raw.contains("urn:x"));
+    }
+
+    #[test]
+    fn maps_stanza_errors() {
+        let xml = "<error xmlns='jabber:client' type='modify'><not-acceptable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>\
+            <payload-too-big xmlns='http://jabber.org/protocol/pubsub#errors'/>\
+            <text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>too big</text></error>";
+        let error = StanzaError::try_from(xml.parse::<Element>().unwrap()).unwrap();
+        let e = server_error(&error);
+        assert_eq!(e.condition, "not-acceptable");
+        assert_eq!(e.specific.as_deref(), Some("payload-too-big"));
+        assert_eq!(e.kind, "modify");
+        assert_eq!(e.text.as_deref(), Some("too big"));
+        assert_eq!(
+            e.to_string(),
+            "not-acceptable/payload-too-big (modify): too big"
+        );
+    }
+}

@@ -1,0 +1,11 @@
+use serde::{Deserialize, Serialize};
+use xbus::Event;
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(topic = "orders.created")]
+#[event(topic = "orders.placed")]
+struct OrderCreated {
+    id: u64,
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+use xbus::Event;
+
+#[derive(Event)]
+union Bits {
+    int: u32,
+    float: f32,
+}
+
+fn main() {}

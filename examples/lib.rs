@@ -1,0 +1,1 @@
+//! Holds the examples; see the `[[example]]` entries of Cargo.toml.
