@@ -1,0 +1,352 @@
+//! Child processes, commands with timeouts, ports.
+//!
+//! Linux-only helpers: listening sockets are found in `/proc/net/tcp{,6}` and
+//! matched against `/proc/PID/fd`, which tells *our* server apart from any
+//! other process that happens to listen on the same port.
+
+use std::collections::HashSet;
+use std::io::{self, Read};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::{HarnessError, exit_hook};
+
+/// How long a server gets between `SIGTERM` and `SIGKILL`.
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Polling interval of every wait loop.
+pub(crate) const POLL: Duration = Duration::from_millis(10);
+
+/// The first executable file called `name` in `PATH`.
+pub(crate) fn find_in_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|file| {
+            file.metadata()
+                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// A loopback port that was free a moment ago and that this process has not
+/// handed out before (so parallel tests never get the same one).
+pub(crate) fn free_port() -> Result<u16, HarnessError> {
+    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    for _ in 0..100 {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .map_err(|e| HarnessError::io("binding 127.0.0.1:0 to find a free port", e))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| HarnessError::io("reading the free port", e))?
+            .port();
+        let mut guard = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.get_or_insert_with(HashSet::new).insert(port) {
+            return Ok(port);
+        }
+    }
+    Err(HarnessError::io(
+        "finding a free port",
+        io::Error::other("the kernel kept returning ports handed out before"),
+    ))
+}
+
+/// Whether something accepts TCP connections at `addr` right now.
+pub(crate) fn accepts_tcp(addr: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+}
+
+/// The TCP sockets that process `pid` listens on.
+pub(crate) fn listening_sockets(pid: u32) -> io::Result<Vec<SocketAddr>> {
+    let mut inodes = HashSet::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let Ok(target) = std::fs::read_link(entry?.path()) else {
+            continue; // closed meanwhile
+        };
+        let target = target.to_string_lossy();
+        if let Some(inode) = target
+            .strip_prefix("socket:[")
+            .and_then(|s| s.strip_suffix(']'))
+        {
+            inodes.insert(inode.to_owned());
+        }
+    }
+    let mut found = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue; // no IPv6 in this kernel
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            if fields.len() > 9 && fields[3] == "0A" && inodes.contains(fields[9]) {
+                found.extend(parse_proc_addr(fields[1]));
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    Ok(found)
+}
+
+/// Parses `0100007F:1F90` (IPv4) or 32 hex digits plus port (IPv6) as the
+/// kernel prints them: the address as native-endian 32-bit words.
+fn parse_proc_addr(text: &str) -> Option<SocketAddr> {
+    let (ip, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let mut bytes = Vec::with_capacity(16);
+    for chunk in ip.as_bytes().chunks(8) {
+        let word = u32::from_str_radix(std::str::from_utf8(chunk).ok()?, 16).ok()?;
+        bytes.extend_from_slice(&word.to_ne_bytes());
+    }
+    let ip = match bytes.len() {
+        4 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(bytes).ok()?)),
+        16 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?)),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// The last `lines` lines of `path` from byte `offset` on (a note if unreadable).
+pub(crate) fn tail(path: &Path, offset: u64, lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let start = usize::try_from(offset).unwrap_or(0).min(bytes.len());
+            let text = String::from_utf8_lossy(&bytes[start..]);
+            let all: Vec<&str> = text.lines().collect();
+            if all.is_empty() {
+                return "(empty)".to_owned();
+            }
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("({} unreadable: {e})", path.display()),
+    }
+}
+
+/// Size of the file at `path` (0 if missing).
+pub(crate) fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// `n` random alphanumeric characters from `/dev/urandom`.
+pub(crate) fn random_alnum(n: usize) -> Result<String, HarnessError> {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut urandom = std::fs::File::open("/dev/urandom")
+        .map_err(|e| HarnessError::io("opening /dev/urandom", e))?;
+    let mut out = String::with_capacity(n);
+    let mut bytes = [0u8; 64];
+    while out.len() < n {
+        urandom
+            .read_exact(&mut bytes)
+            .map_err(|e| HarnessError::io("reading /dev/urandom", e))?;
+        // 248 = 4 * 62: skip the rest to keep the distribution uniform.
+        for b in bytes.iter().filter(|b| **b < 248).take(n - out.len()) {
+            out.push(char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]));
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `command` to completion, killing it after `timeout`.
+///
+/// `shown` is the command line used in errors (so secrets can be masked).
+/// Fails unless the command exits with status 0.
+pub(crate) fn run(
+    mut command: Command,
+    shown: &str,
+    timeout: Duration,
+) -> Result<Output, HarnessError> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| HarnessError::io(format!("spawning `{shown}`"), e))?;
+    let pipe = |reader: Option<Box<dyn Read + Send>>| {
+        thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut reader) = reader {
+                let _ = reader.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let stdout = pipe(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let stderr = pipe(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => thread::sleep(POLL),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Err(e) => return Err(HarnessError::io(format!("waiting for `{shown}`"), e)),
+        }
+    };
+    let out = stdout.join().unwrap_or_default();
+    let err = stderr.join().unwrap_or_default();
+    let lossy = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    match status {
+        Some(status) if status.success() => Ok(Output {
+            status,
+            stdout: out,
+            stderr: err,
+        }),
+        Some(status) => Err(HarnessError::CommandFailed {
+            command: shown.to_owned(),
+            status: status.to_string(),
+            stdout: lossy(&out),
+            stderr: lossy(&err),
+        }),
+        None => Err(HarnessError::CommandTimeout {
+            command: shown.to_owned(),
+            timeout,
+            stdout: lossy(&out),
+            stderr: lossy(&err),
+        }),
+    }
+}
+
+/// A long-running server process owned by the harness.
+///
+/// Dropping it stops the process (see [`ServerProcess::stop`]).
+#[derive(Debug)]
+pub(crate) struct ServerProcess {
+    child: Child,
+}
+
+impl ServerProcess {
+    /// Spawns `command` and registers it for killing at process exit.
+    pub(crate) fn spawn(mut command: Command) -> io::Result<ServerProcess> {
+        let child = command.spawn()?;
+        exit_hook::kill_at_exit(child.id());
+        Ok(ServerProcess { child })
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status if the process has ended.
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// `SIGTERM`, up to [`STOP_GRACE`] to exit, then `SIGKILL`; always reaps.
+    pub(crate) fn stop(mut self) {
+        self.stop_in_place();
+    }
+
+    /// `SIGKILL` at once; reaps the process.
+    pub(crate) fn kill(mut self) {
+        self.signal(libc::SIGKILL);
+        self.reap();
+    }
+
+    fn stop_in_place(&mut self) {
+        if self.exited().is_none() {
+            self.signal(libc::SIGTERM);
+            let deadline = Instant::now() + STOP_GRACE;
+            while self.exited().is_none() && Instant::now() < deadline {
+                thread::sleep(POLL);
+            }
+            if self.exited().is_none() {
+                self.signal(libc::SIGKILL);
+            }
+        }
+        self.reap();
+    }
+
+    fn signal(&mut self, signal: libc::c_int) {
+        if self.exited().is_some() {
+            return; // reaped: the pid may belong to someone else by now
+        }
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: plain syscall; the pid is our unreaped child, so it
+            // cannot have been reused by another process.
+            unsafe { libc::kill(pid, signal) };
+        }
+    }
+
+    fn reap(&mut self) {
+        let _ = self.child.wait();
+        let pid = self.child.id();
+        exit_hook::forget_pid(pid);
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.stop_in_place();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_addresses() {
+        assert_eq!(
+            parse_proc_addr("0100007F:1F90"),
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
+        assert_eq!(
+            parse_proc_addr("00000000000000000000000001000000:0035"),
+            Some("[::1]:53".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn sees_own_listener() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert!(
+            listening_sockets(std::process::id())
+                .unwrap()
+                .contains(&addr)
+        );
+    }
+
+    #[test]
+    fn run_times_out_and_reports_failures() {
+        let mut sleep = Command::new("sleep");
+        sleep.arg("5");
+        let started = Instant::now();
+        let err = run(sleep, "sleep 5", Duration::from_millis(200)).unwrap_err();
+        assert!(matches!(err, HarnessError::CommandTimeout { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        let mut fail = Command::new("sh");
+        fail.args(["-c", "echo oops >&2; exit 3"]);
+        let err = run(fail, "sh", Duration::from_secs(5))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("oops") && err.contains('3'), "{err}");
+    }
+
+    #[test]
+    fn random_alnum_is_alnum() {
+        let s = random_alnum(40).unwrap();
+        assert_eq!(s.len(), 40);
+        assert!(s.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(s, random_alnum(40).unwrap());
+    }
+}

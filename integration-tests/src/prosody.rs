@@ -1,0 +1,407 @@
+//! Prosody 0.12 as a test server.
+//!
+//! Each [`Prosody`] runs `prosody --config DIR/prosody.cfg.lua -F` (in the
+//! foreground, as our child process) with everything in its own temporary
+//! directory `DIR`: config, `data/`, `certs/`, `prosody.pid`, `prosody.log`
+//! and `prosody.console` (the process's stdout and stderr). It listens on one
+//! free port on 127.0.0.1 for c2s and opens no other port (no s2s, no
+//! component port, no HTTP, no direct TLS), which the tests check.
+//!
+//! # What Prosody 0.12.3's source says (checked in `/usr/lib/prosody`)
+//!
+//! * **Publisher in notifications** (`modules/mod_pubsub/mod_pubsub.lua`):
+//!   `expose_publisher` is a real option (`get_option_boolean`, default
+//!   false). With it, `<item>` in notifications keeps `publisher=`, the
+//!   publisher's *bare* JID (set from `stanza.attr.from` through
+//!   `normalize_jid = jid_bare` in `pubsub.lib.lua`).
+//! * **Who may create nodes** (`util/pubsub.lua`): the service-wide
+//!   `capabilities` table gives `create = false` and `publish = false` to
+//!   `none`, `member` and `publisher`; only `owner` may create. On a missing
+//!   node the default affiliation is `member` (access model `open`), so a
+//!   plain user can neither create nor publish, even with
+//!   `autocreate_on_publish` (publish is checked before the auto-create).
+//!   mod_pubsub passes no `capabilities` and has no option such as
+//!   `pubsub_create_access`; 0.12 has no role/permission settings either
+//!   (roles arrived in 0.13). Its `get_affiliation` returns
+//!   `default_admin_affiliation` (default `owner`) for
+//!   `usermanager.is_admin(jid, "pubsub.localhost")`, which for
+//!   `user@localhost` (a "remote" JID on the component) is true only if the
+//!   JID is in the `admins` option read when the module loads
+//!   (`mod_authz_internal`: `get_jid_roles`; `set_jid_roles` is a no-op). So
+//!   the `admins` list on the component is the only config-level way, and
+//!   it must be complete before start: the config lists a pool of names
+//!   `u1`..`u{ACCOUNT_POOL_SIZE}` and [`Prosody::account`] registers the next
+//!   unused one. Verified on the running server: an admin's publish to a
+//!   missing node creates it; a non-admin gets `forbidden` for create and
+//!   publish.
+//! * **Pubsub defaults** (`util/pubsub.lua`, `mod_pubsub.lua`): a new node
+//!   gets `max_items = 20`, `persist_items = true`, `access_model = open`,
+//!   `publish_model = publishers`, `send_last_published_item = never`.
+//!   `pubsub_max_items` (default 256) is only the *cap* a node may be
+//!   configured to: nodes still keep 20 items unless created or configured
+//!   with `pubsub#max_items` (a number or `max`, which means the cap). 0.12
+//!   has no option for the default node config. Notifications are
+//!   `<message type='headline'>` unless the node sets
+//!   `pubsub#notification_type` to `normal`.
+//! * **Stream management** (`modules/mod_smacks.lua`): the resumption queue
+//!   holds `smacks_max_queue_size` = 500 stanzas; more unacked stanzas make
+//!   a session unresumable (`resource-constraint`) but are not an error.
+
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+mod config;
+
+use crate::exit_hook;
+use crate::process::{self, ServerProcess};
+use crate::{
+    Account, HarnessError, PROSODY_INSTALL_HINT, ServerKind, XmppServer, certs, require_binary,
+};
+
+/// How many accounts one [`Prosody`] can hand out (names `u1`..`u500`, all
+/// admins of the pubsub component).
+pub const ACCOUNT_POOL_SIZE: usize = 500;
+
+const DOMAIN: &str = "localhost";
+const PUBSUB: &str = "pubsub.localhost";
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+const PROSODYCTL_TIMEOUT: Duration = Duration::from_secs(10);
+const START_ATTEMPTS: usize = 3;
+const BIND_FAILED: &str = "Failed to open server port";
+const LOG_LEVEL_ENV: &str = "XBUS_TEST_PROSODY_LOG_LEVEL";
+
+/// A Prosody server on a free loopback port, for one test or a few.
+///
+/// Dropping it stops the server (`SIGTERM`, then `SIGKILL` after 2 s), waits
+/// for it and removes its directory (unless `XBUS_TEST_KEEP=1`).
+#[derive(Debug)]
+pub struct Prosody {
+    dir: Option<TempDir>,
+    root: PathBuf,
+    config: PathBuf,
+    ca_file: PathBuf,
+    addr: SocketAddr,
+    process: Option<ServerProcess>,
+    next_account: AtomicUsize,
+}
+
+/// Why one launch did not work.
+enum LaunchError {
+    /// Someone else had the port: worth another try on another port.
+    PortTaken(HarnessError),
+    /// Anything else.
+    Fatal(HarnessError),
+}
+
+impl Prosody {
+    /// Starts a Prosody on a free port of 127.0.0.1 and waits (at most 10 s)
+    /// until it accepts connections.
+    ///
+    /// If the port turns out to be taken, tries again on another one (three
+    /// tries in all).
+    ///
+    /// # Panics
+    ///
+    /// If `prosody`, `prosodyctl` or `openssl` is not installed; the message
+    /// says how to install it.
+    pub fn start() -> Result<Prosody, HarnessError> {
+        require_binary("prosody", PROSODY_INSTALL_HINT);
+        require_binary("prosodyctl", PROSODY_INSTALL_HINT);
+        // The config stores data in SQLite (see config.rs).
+        let sqlite_driver = ["5.4", "5.3", "5.2", "5.1"].iter().any(|v| {
+            Path::new(&format!("/usr/lib/x86_64-linux-gnu/lua/{v}/dbd/sqlite3.so")).exists()
+                || Path::new(&format!(
+                    "/usr/lib/aarch64-linux-gnu/lua/{v}/dbd/sqlite3.so"
+                ))
+                .exists()
+        });
+        assert!(
+            sqlite_driver,
+            "Prosody's SQLite driver (lua-dbi-sqlite3) is not installed; install it with: {PROSODY_INSTALL_HINT}"
+        );
+        let certs = certs::shared()?;
+        let dir = tempfile::Builder::new()
+            .prefix("xbus-prosody-")
+            .tempdir()
+            .map_err(|e| HarnessError::io("creating the server's temporary directory", e))?;
+        let root = dir.path().to_owned();
+        exit_hook::remove_dir_at_exit(&root);
+        for sub in ["data", "certs"] {
+            fs::create_dir(root.join(sub)).map_err(|e| {
+                HarnessError::io(format!("creating {}", root.join(sub).display()), e)
+            })?;
+        }
+        let ca_file = certs::install(certs, &root.join("certs"))?;
+        let mut server = Prosody {
+            config: root.join("prosody.cfg.lua"),
+            dir: Some(dir),
+            root,
+            ca_file,
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            process: None,
+            next_account: AtomicUsize::new(0),
+        };
+        let mut attempt = 1;
+        loop {
+            server.addr.set_port(process::free_port()?);
+            match server.launch() {
+                Ok(()) => break,
+                Err(LaunchError::PortTaken(_)) if attempt < START_ATTEMPTS => attempt += 1,
+                Err(LaunchError::PortTaken(e) | LaunchError::Fatal(e)) => return Err(e),
+            }
+        }
+        if crate::keep_dirs() {
+            eprintln!(
+                "xbus-integration-tests: Prosody at {} keeps its files in {}",
+                server.addr,
+                server.root.display()
+            );
+        }
+        Ok(server)
+    }
+
+    /// The XMPP domain, `"localhost"`.
+    pub fn domain(&self) -> &str {
+        DOMAIN
+    }
+
+    /// The pubsub component's JID, `"pubsub.localhost"`.
+    pub fn pubsub_service(&self) -> String {
+        PUBSUB.to_owned()
+    }
+
+    /// The c2s address, `127.0.0.1:PORT` (the same across [`Prosody::restart`]).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The PEM certificate of the test CA that signed the server's
+    /// certificate (for `localhost` and `pubsub.localhost`); trust it for
+    /// STARTTLS.
+    pub fn ca_file(&self) -> &Path {
+        &self.ca_file
+    }
+
+    /// Registers a fresh account with `prosodyctl register` (at most 10 s).
+    ///
+    /// Names come from a pool of [`ACCOUNT_POOL_SIZE`] (`u1@localhost`,
+    /// `u2@localhost`, ...), all admins of the pubsub component, so every
+    /// account may create nodes and publish. Passwords are random. Works
+    /// while the server runs (and while it does not). Thread-safe.
+    pub fn account(&self) -> Result<Account, HarnessError> {
+        let n = self.next_account.fetch_add(1, Ordering::SeqCst) + 1;
+        if n > ACCOUNT_POOL_SIZE {
+            return Err(HarnessError::AccountPoolExhausted {
+                server: ServerKind::Prosody,
+                size: ACCOUNT_POOL_SIZE,
+            });
+        }
+        let user = format!("u{n}");
+        let password = process::random_alnum(20)?;
+        let mut command = Command::new("prosodyctl");
+        command
+            .arg("--config")
+            .arg(&self.config)
+            .args(["register", &user, DOMAIN, &password])
+            .current_dir(&self.root);
+        let shown = format!(
+            "prosodyctl --config {} register {user} {DOMAIN} <password>",
+            self.config.display()
+        );
+        process::run(command, &shown, PROSODYCTL_TIMEOUT)?;
+        Ok(Account {
+            jid: format!("{user}@{DOMAIN}"),
+            password,
+        })
+    }
+
+    /// Kills the server with `SIGKILL` (no clean shutdown, like a crash) and
+    /// waits for it. Does nothing if it is not running.
+    pub fn kill(&mut self) {
+        if let Some(process) = self.process.take() {
+            process.kill();
+        }
+    }
+
+    /// Stops the server if it runs (`SIGTERM`, `SIGKILL` after 2 s), then
+    /// starts it again on the same port with the same data (accounts, nodes,
+    /// items), waiting at most 10 s until it accepts connections.
+    pub fn restart(&mut self) -> Result<(), HarnessError> {
+        if let Some(process) = self.process.take() {
+            process.stop();
+        }
+        self.launch()
+            .map_err(|(LaunchError::PortTaken(e) | LaunchError::Fatal(e))| e)
+    }
+
+    /// Prosody's log file (`info` level unless `XBUS_TEST_PROSODY_LOG_LEVEL`
+    /// says otherwise).
+    pub fn log_path(&self) -> PathBuf {
+        self.root.join("prosody.log")
+    }
+
+    /// The generated `prosody.cfg.lua`.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// The server's temporary directory.
+    pub fn dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// The server's process id, `None` after [`Prosody::kill`].
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(ServerProcess::pid)
+    }
+
+    /// Marks the first `used` names of the pool as taken.
+    #[cfg(test)]
+    pub(crate) fn next_account_for_test(&self, used: usize) {
+        self.next_account.store(used, Ordering::SeqCst);
+    }
+
+    fn console_path(&self) -> PathBuf {
+        self.root.join("prosody.console")
+    }
+
+    /// Writes the config for the current port, spawns Prosody and waits until
+    /// it listens there.
+    fn launch(&mut self) -> Result<(), LaunchError> {
+        let fatal = LaunchError::Fatal;
+        fs::write(&self.config, config::text(&self.root, self.addr.port())).map_err(|e| {
+            fatal(HarnessError::io(
+                format!("writing {}", self.config.display()),
+                e,
+            ))
+        })?;
+        let (log, console) = (self.log_path(), self.console_path());
+        let log_offset = process::file_len(&log);
+        let console_offset = process::file_len(&console);
+        let output = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&console)
+            .and_then(|file| Ok((file.try_clone()?, file)))
+            .map_err(|e| {
+                fatal(HarnessError::io(
+                    format!("opening {}", console.display()),
+                    e,
+                ))
+            })?;
+        let mut command = Command::new("prosody");
+        command
+            .arg("--config")
+            .arg(&self.config)
+            .arg("-F")
+            .current_dir(&self.root)
+            .stdin(Stdio::null())
+            .stdout(output.0)
+            .stderr(output.1);
+        let mut child = ServerProcess::spawn(command)
+            .map_err(|e| fatal(HarnessError::io("spawning `prosody`", e)))?;
+
+        let failure = |reason: String| HarnessError::Startup {
+            server: ServerKind::Prosody,
+            reason,
+            log: log.clone(),
+            log_tail: format!(
+                "{}\n--- last lines of {} ---\n{}",
+                process::tail(&log, log_offset, 30),
+                console.display(),
+                process::tail(&console, console_offset, 15)
+            ),
+        };
+        let bind_failed = || {
+            fs::read(&log).is_ok_and(|bytes| {
+                let start = usize::try_from(log_offset).unwrap_or(0).min(bytes.len());
+                String::from_utf8_lossy(&bytes[start..]).contains(BIND_FAILED)
+            })
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = child.exited() {
+                let e = failure(format!("`prosody` exited with {status} during startup"));
+                return Err(if bind_failed() {
+                    LaunchError::PortTaken(e)
+                } else {
+                    fatal(e)
+                });
+            }
+            if bind_failed() {
+                child.stop();
+                let why = format!("port {} is taken by another process", self.addr.port());
+                return Err(LaunchError::PortTaken(failure(why)));
+            }
+            let listening = process::listening_sockets(child.pid()).unwrap_or_default();
+            if listening.contains(&self.addr) && process::accepts_tcp(self.addr) {
+                self.process = Some(child);
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                child.stop();
+                let why = format!(
+                    "{} did not accept connections within {START_TIMEOUT:?}",
+                    self.addr
+                );
+                return Err(fatal(failure(why)));
+            }
+            thread::sleep(process::POLL);
+        }
+    }
+}
+
+impl Drop for Prosody {
+    fn drop(&mut self) {
+        if let Some(process) = self.process.take() {
+            process.stop();
+        }
+        if let Some(dir) = self.dir.take() {
+            exit_hook::forget_dir_at_exit(dir.path());
+            if crate::keep_dirs() {
+                let path = dir.keep();
+                eprintln!(
+                    "xbus-integration-tests: kept Prosody's files in {}",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+impl XmppServer for Prosody {
+    fn kind(&self) -> ServerKind {
+        ServerKind::Prosody
+    }
+    fn domain(&self) -> &str {
+        Prosody::domain(self)
+    }
+    fn pubsub_service(&self) -> String {
+        Prosody::pubsub_service(self)
+    }
+    fn addr(&self) -> SocketAddr {
+        Prosody::addr(self)
+    }
+    fn ca_file(&self) -> &Path {
+        Prosody::ca_file(self)
+    }
+    fn account(&self) -> Result<Account, HarnessError> {
+        Prosody::account(self)
+    }
+    fn kill(&mut self) {
+        Prosody::kill(self)
+    }
+    fn restart(&mut self) -> Result<(), HarnessError> {
+        Prosody::restart(self)
+    }
+    fn log_path(&self) -> PathBuf {
+        Prosody::log_path(self)
+    }
+}

@@ -1,0 +1,82 @@
+//! The generated `prosody.cfg.lua` (see the `prosody` module for why each
+//! setting is there).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::{ACCOUNT_POOL_SIZE, DOMAIN, LOG_LEVEL_ENV, PUBSUB};
+
+/// The whole config for a server in `root` with c2s on 127.0.0.1:`port`.
+pub(super) fn text(root: &Path, port: u16) -> String {
+    let path = |name: &str| lua_string(&root.join(name).to_string_lossy());
+    let level = std::env::var(LOG_LEVEL_ENV).unwrap_or_else(|_| "info".to_owned());
+    let level = match level.as_str() {
+        "debug" | "info" | "warn" | "error" => level,
+        _ => "info".to_owned(),
+    };
+    let mut admins = String::new();
+    for n in 1..=ACCOUNT_POOL_SIZE {
+        let sep = if n % 8 == 1 { "\n        " } else { " " };
+        let _ = write!(admins, "{sep}\"u{n}@{DOMAIN}\";");
+    }
+    format!(
+        r#"-- Written by xbus-integration-tests for one test server.
+run_as_root = true
+pidfile = {pidfile}
+data_path = {data}
+certificates = {certs}
+log = {{ {level} = {log} }}
+
+-- Loopback c2s on one port; every other listener off.
+interfaces = {{ "127.0.0.1" }}
+local_interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {port} }}
+c2s_direct_tls_ports = {{ }}
+legacy_ssl_ports = {{ }}
+s2s_ports = {{ }}
+component_ports = {{ }}
+http_ports = {{ }}
+https_ports = {{ }}
+modules_disabled = {{ "s2s" }}
+
+-- No "limits" module (10 kB/s per c2s connection otherwise), no Nagle
+-- (40 ms delays otherwise), stanzas up to 10 MiB (256 KiB otherwise).
+network_settings = {{ nagle = false }}
+c2s_stanza_size_limit = 10*1024*1024
+
+authentication = "internal_plain"
+-- SQLite (Debian: lua-dbi-sqlite3): the file-based "internal" archive store
+-- rewrites a node's whole item list on every publish, so each publish got
+-- slower as the node filled (3 ms, then 8 ms after 150 items).
+storage = "sql"
+sql = {{ driver = "SQLite3", database = {sqlite} }}
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+allow_registration = true
+modules_enabled = {{
+    "roster"; "saslauth"; "tls"; "disco"; "ping"; "smacks"; "offline"; "register"; "posix";
+}}
+
+VirtualHost "{DOMAIN}"
+
+Component "{PUBSUB}" "pubsub"
+    -- Only admins may create nodes in Prosody 0.12: the account pool.
+    admins = {{{admins}
+    }}
+    autocreate_on_publish = true
+    pubsub_max_items = 10000
+    expose_publisher = true
+"#,
+        pidfile = path("prosody.pid"),
+        data = path("data"),
+        certs = path("certs"),
+        log = path("prosody.log"),
+        sqlite = path("data/prosody.sqlite"),
+        port = port,
+    )
+}
+
+/// A Lua string literal.
+fn lua_string(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
