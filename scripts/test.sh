@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs the XMPP servers the
+# integration tests start (when missing), then fmt, clippy and every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v prosody >/dev/null 2>&1 || need+=(prosody)
+[ -e /usr/lib/x86_64-linux-gnu/lua/5.4/dbd/sqlite3.so ] || need+=(lua-dbi-sqlite3)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "== installing ${need[*]} (Debian packages)"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}" lua-unbound
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --workspace "$@"
