@@ -1,12 +1,13 @@
 //! [`Bus`]: the cloneable handle that services use.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, OnceCell, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_xmpp::stanzastream::{Event as StreamItem, StanzaStream, StreamEvent};
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -53,8 +54,35 @@ struct Inner {
     dropped: mpsc::UnboundedSender<Dropped>,
     shared: Arc<Shared>,
     pubsub: Jid,
-    /// Topics whose node this bus has created or found.
-    known_nodes: Mutex<HashSet<String>>,
+    /// Per topic: set once this bus has created or found its node.
+    known_nodes: Mutex<HashMap<String, Arc<OnceCell<()>>>>,
+    /// Publish calls under way, for `close()` to wait on.
+    publishing: AtomicUsize,
+    /// Signalled when `publishing` drops to zero.
+    publish_idle: Notify,
+    /// Set by `close()`: new publishes fail with `Closed`.
+    closing: AtomicBool,
+}
+
+/// Counts one publish call as under way while it lives.
+struct InFlight<'a>(&'a Inner);
+
+impl<'a> InFlight<'a> {
+    fn start(inner: &'a Inner) -> Option<InFlight<'a>> {
+        inner.publishing.fetch_add(1, Ordering::SeqCst);
+        let guard = InFlight(inner);
+        // Checked after counting, so close() either sees this publish or
+        // this publish sees close().
+        (!inner.closing.load(Ordering::SeqCst)).then_some(guard)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.0.publishing.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.publish_idle.notify_waiters();
+        }
+    }
 }
 
 /// What went wrong with one IQ, before it is mapped to a concern's error.
@@ -137,7 +165,10 @@ impl Bus {
                 dropped,
                 shared,
                 pubsub,
-                known_nodes: Mutex::new(HashSet::new()),
+                known_nodes: Mutex::new(HashMap::new()),
+                publishing: AtomicUsize::new(0),
+                publish_idle: Notify::new(),
+                closing: AtomicBool::new(false),
             }),
         })
     }
@@ -187,6 +218,9 @@ impl Bus {
                 max,
             });
         }
+        let Some(_in_flight) = InFlight::start(&self.inner) else {
+            return Err(PublishError::Closed);
+        };
         let topic = payload.topic.clone();
         let span = info_span!("publish", topic);
         async {
@@ -336,10 +370,33 @@ impl Bus {
     }
 
     /// Closes the connection for every clone of this bus: waits (up to the
-    /// close timeout) until publishes already handed to the connection are
-    /// confirmed, sends unavailable presence and ends the stream.
-    /// Subscriptions end after the items already received.
+    /// close timeout) until the publishes already started are confirmed,
+    /// sends unavailable presence and ends the stream. Publishes started
+    /// after `close()` fail with [`PublishError::Closed`]; subscriptions end
+    /// after the items already received.
     pub async fn close(&self) -> Result<(), CloseError> {
+        let inner = &self.inner;
+        if inner.closing.swap(true, Ordering::SeqCst) {
+            return Err(CloseError::AlreadyClosed);
+        }
+        let timeout = inner.config.close_timeout;
+        let deadline = Instant::now() + timeout;
+        let idle = async {
+            loop {
+                let notified = inner.publish_idle.notified();
+                if inner.publishing.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout_at(deadline, idle).await.is_err() {
+            let pending = inner.publishing.load(Ordering::SeqCst);
+            warn!(
+                pending,
+                "close: publishes still unconfirmed at the close timeout"
+            );
+        }
         let (reply, answer) = oneshot::channel();
         self.command(Command::Close { reply })
             .await
@@ -390,33 +447,29 @@ impl Bus {
     /// publish or subscribe itself to report (some servers create nodes on
     /// publish, or let only admins create them).
     async fn ensure_node(&self, topic: &str, deadline: Instant) -> Result<(), IqError> {
-        if self
+        let cell = self
             .inner
             .known_nodes
             .lock()
             .expect("lock poisoned")
-            .contains(topic)
-        {
-            return Ok(());
-        }
-        let request = pubsub::create(topic, self.inner.config.max_items);
-        match self
-            .iq(self.inner.pubsub.clone(), true, request, deadline)
-            .await
-        {
-            Ok(_) => debug!(topic, "node created"),
-            Err(IqError::Server(error)) if error.condition == "conflict" => {}
-            Err(IqError::Server(error)) => {
-                debug!(topic, %error, "node not created; relying on an existing or auto-created node");
+            .entry(topic.to_owned())
+            .or_default()
+            .clone();
+        // Concurrent first publishes to a topic share one create request.
+        cell.get_or_try_init(|| async {
+            let request = pubsub::create(topic, self.inner.config.max_items);
+            match self.iq(self.inner.pubsub.clone(), true, request, deadline).await {
+                Ok(_) => debug!(topic, "node created"),
+                Err(IqError::Server(error)) if error.condition == "conflict" => {}
+                Err(IqError::Server(error)) => {
+                    debug!(topic, %error, "node not created; relying on an existing or auto-created node");
+                }
+                Err(other) => return Err(other),
             }
-            Err(other) => return Err(other),
-        }
-        self.inner
-            .known_nodes
-            .lock()
-            .expect("lock poisoned")
-            .insert(topic.to_owned());
-        Ok(())
+            Ok(())
+        })
+        .await
+        .map(|_| ())
     }
 }
 
