@@ -118,3 +118,37 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Headers {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_order_and_repeats() {
+        let mut headers = Headers::new();
+        headers.insert("a", "1").insert("b", "2").insert("a", "3");
+        assert_eq!(headers.get("a"), Some("1"));
+        assert_eq!(
+            headers.iter().collect::<Vec<_>>(),
+            [("a", "1"), ("b", "2"), ("a", "3")]
+        );
+        let back = Headers::from_parent(
+            &Element::builder("p", "x")
+                .append(headers.to_element())
+                .build(),
+        );
+        assert_eq!(back, headers);
+    }
+
+    #[test]
+    fn refuses_what_xml_cannot_carry() {
+        assert!(
+            Headers::from_iter([("ok", "tab\tand\nnewline")])
+                .validate()
+                .is_ok()
+        );
+        assert!(Headers::from_iter([("", "v")]).validate().is_err());
+        assert!(Headers::from_iter([("k", "nul\u{0}")]).validate().is_err());
+        assert!(Headers::from_iter([("k\u{1b}", "v")]).validate().is_err());
+    }
+}
