@@ -45,6 +45,18 @@
 //! # }
 //! ```
 //!
+//! ## Acknowledgements and back-pressure
+//!
+//! - [`Bus::publish`] resolves when the pubsub service's result IQ arrives:
+//!   the server has stored the item. No answer within the publish timeout
+//!   is [`PublishError::TimedOut`], and the outcome is then unknown.
+//! - Every subscription and inbox buffers up to
+//!   [`subscription_capacity`](BusConfigBuilder::subscription_capacity)
+//!   deliveries (1024 by default). When one is full, the connection task
+//!   waits for its consumer, which holds back all incoming traffic of that
+//!   bus, so read subscriptions promptly or drop them.
+//! - [`Bus::close`] waits (bounded) for the publishes already started.
+//!
 //! ## `#[derive(Event)]`
 //!
 //! `#[event(topic = "...", encoding = "msgpack" | "json", version = N)]`,
