@@ -45,10 +45,13 @@ network_settings = {{ nagle = false }}
 c2s_stanza_size_limit = 10*1024*1024
 
 authentication = "internal_plain"
--- SQLite (Debian: lua-dbi-sqlite3): the file-based "internal" archive store
--- rewrites a node's whole item list on every publish, so each publish got
--- slower as the node filled (3 ms, then 8 ms after 150 items).
-storage = "sql"
+-- Pubsub in SQLite (Debian: lua-dbi-sqlite3): the file-based "internal"
+-- archive store rewrites a node's whole item list on every publish, so each
+-- publish got slower as the node filled (3 ms, then 8 ms after 150 items).
+-- Accounts stay in files: prosodyctl registers them while the server runs,
+-- and two processes writing one SQLite file fail with "database is locked".
+default_storage = "internal"
+storage = {{ pubsub_nodes = "sql"; pubsub_data = "sql" }}
 sql = {{ driver = "SQLite3", database = {sqlite} }}
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
