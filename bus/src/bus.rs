@@ -16,6 +16,7 @@ use xmpp_parsers::minidom::Element;
 use xmpp_parsers::presence::{Presence, Type as PresenceType};
 
 use crate::codec::RawPayload;
+use crate::command::{Command, Dropped, IqOutcome, Shared};
 use crate::config::BusConfig;
 use crate::error::{
     CloseError, ConnectError, PublishError, SendError, ServerError, SubscribeError,
@@ -25,7 +26,7 @@ use crate::headers::Headers;
 use crate::login::Login;
 use crate::pubsub;
 use crate::subscription::{DropGuard, RawSubscription, Subscription};
-use crate::task::{Command, Dropped, IqOutcome, Shared, Task};
+use crate::task::Task;
 
 /// Confirmation that the pubsub service stored an event.
 #[derive(Debug, Clone, PartialEq, Eq)]

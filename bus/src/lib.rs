@@ -69,6 +69,7 @@
 
 mod bus;
 mod codec;
+mod command;
 mod config;
 mod error;
 mod event;

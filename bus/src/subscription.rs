@@ -9,11 +9,11 @@ use futures::Stream;
 use tokio::sync::mpsc;
 
 use crate::codec::RawPayload;
+use crate::command::Dropped;
 use crate::error::DeliveryError;
 use crate::event::Event;
 use crate::headers::Headers;
 use crate::pubsub::Incoming;
-use crate::task::Dropped;
 
 /// One typed event as delivered, with where it came from.
 #[derive(Debug, Clone)]
