@@ -212,12 +212,8 @@ impl Bus {
     pub async fn publish_raw(&self, payload: RawPayload) -> Result<PublishReceipt, PublishError> {
         validate_topic(&payload.topic)?;
         payload.headers.validate()?;
-        let max = self.inner.config.max_payload;
-        if payload.data.len() > max {
-            return Err(PublishError::PayloadTooLarge {
-                size: payload.data.len(),
-                max,
-            });
+        if let Some((size, max)) = self.oversize(&payload) {
+            return Err(PublishError::PayloadTooLarge { size, max });
         }
         let Some(_in_flight) = InFlight::start(&self.inner) else {
             return Err(PublishError::Closed);
@@ -323,12 +319,8 @@ impl Bus {
             reason: e.to_string(),
         })?;
         payload.headers.validate()?;
-        let max = self.inner.config.max_payload;
-        if payload.data.len() > max {
-            return Err(SendError::PayloadTooLarge {
-                size: payload.data.len(),
-                max,
-            });
+        if let Some((size, max)) = self.oversize(&payload) {
+            return Err(SendError::PayloadTooLarge { size, max });
         }
         let (reply, answer) = oneshot::channel();
         self.command(Command::Send {
@@ -403,6 +395,12 @@ impl Bus {
             .await
             .map_err(|_| CloseError::AlreadyClosed)?;
         answer.await.map_err(|_| CloseError::AlreadyClosed)?
+    }
+
+    /// `(size, max)` when the payload exceeds the configured maximum.
+    fn oversize(&self, payload: &RawPayload) -> Option<(usize, usize)> {
+        let max = self.inner.config.max_payload;
+        (payload.data.len() > max).then_some((payload.data.len(), max))
     }
 
     fn guard(&self, what: Dropped) -> DropGuard {

@@ -65,14 +65,14 @@ struct Topic {
 }
 
 pub(crate) struct Task {
-    pub stream: StanzaStream,
-    pub commands: mpsc::Receiver<Command>,
-    pub dropped: mpsc::UnboundedReceiver<Dropped>,
-    pub shared: Arc<Shared>,
-    pub pubsub: Jid,
-    pub stream_management: bool,
-    pub max_payload: usize,
-    pub close_timeout: Duration,
+    stream: StanzaStream,
+    commands: mpsc::Receiver<Command>,
+    dropped: mpsc::UnboundedReceiver<Dropped>,
+    shared: Arc<Shared>,
+    pubsub: Jid,
+    stream_management: bool,
+    max_payload: usize,
+    close_timeout: Duration,
     pending: HashMap<String, PendingIq>,
     topics: HashMap<String, Topic>,
     inboxes: HashMap<String, Vec<(u64, mpsc::Sender<Incoming>)>>,
