@@ -76,6 +76,7 @@ mod event;
 mod headers;
 mod login;
 mod pubsub;
+mod request;
 mod subscription;
 mod task;
 
@@ -88,6 +89,7 @@ pub use error::{
 };
 pub use event::{Encoding, Event, MAX_TOPIC_LEN, TopicError, UnknownEncoding, validate_topic};
 pub use headers::{Headers, InvalidHeader};
+pub use request::{Request, RequestError, RpcError};
 pub use subscription::{Delivery, RawDelivery, RawSubscription, Subscription};
 /// Derives [`Event`](trait@Event); see the [crate docs](crate#deriveevent).
 pub use xbus_macros::Event;
@@ -99,4 +101,5 @@ pub mod __private {
     pub use ::serde;
 
     pub use crate::event::{Encoding, Event};
+    pub use crate::request::Request;
 }
