@@ -65,6 +65,16 @@
 //! version to 1. A topic is 1 to 255 ASCII letters, digits, `.`, `_` and
 //! `-` without empty `.`-segments; an invalid one is a compile error.
 //! The type must also implement serde's `Serialize` and `Deserialize`.
+//! ## `#[derive(Request)]`
+//!
+//! `#[request(method = "...", response = Type, encoding = "msgpack" | "json",
+//! version = N)]`. Only `response` is required: the type a handler answers
+//! with, any type (`response = StockLevel`, `response = Vec<u8>`,
+//! `response = ()`). The method follows the topic rules and defaults to the
+//! type name in snake case (`CheckStock` → `check_stock`); the encoding
+//! defaults to MessagePack and the version to 1, and both apply to the
+//! response too. The request and response types must implement serde's
+//! `Serialize` and `Deserialize`.
 #![deny(missing_docs)]
 
 mod bus;
@@ -93,8 +103,11 @@ pub use request::{Request, RequestError, RpcError};
 pub use subscription::{Delivery, RawDelivery, RawSubscription, Subscription};
 /// Derives [`Event`](trait@Event); see the [crate docs](crate#deriveevent).
 pub use xbus_macros::Event;
+/// Derives [`Request`](trait@Request); see the [crate docs](crate#deriverequest).
+pub use xbus_macros::Request;
 
-/// Paths used by the code that `#[derive(Event)]` generates. Not public API.
+/// Paths used by the code that `#[derive(Event)]` and `#[derive(Request)]`
+/// generate. Not public API.
 #[doc(hidden)]
 pub mod __private {
     pub use ::core;

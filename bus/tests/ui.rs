@@ -1,6 +1,7 @@
-//! Compile-fail tests for `#[derive(Event)]`: each file in `tests/ui/` makes
-//! one mistake, and its `.stderr` snapshot shows the one error it gets, with
-//! the span on the offending token.
+//! Compile-fail tests for `#[derive(Event)]` and `#[derive(Request)]`
+//! (`request_*`): each file in `tests/ui/` makes one mistake, and its
+//! `.stderr` snapshot shows the one error it gets, with the span on the
+//! offending token.
 //!
 //! Regenerate the snapshots with `TRYBUILD=overwrite cargo test -p xbus --test ui`
 //! and read every changed `.stderr` before committing it.

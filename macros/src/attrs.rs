@@ -1,21 +1,43 @@
-//! Parsing of the `#[event(...)]` attributes with `parse_nested_meta`.
+//! Parsing of the `#[event(...)]` and `#[request(...)]` attributes with
+//! `parse_nested_meta`. One parser serves both derives; a [`Kind`] says which
+//! attribute it reads and which keys that attribute takes.
 //!
 //! Each value is checked as it is read, so every error carries the span of
 //! the offending token: the key for an unknown or duplicate key, the value
-//! for a bad topic, encoding or version.
+//! for a bad topic, method, response type, encoding or version.
 
 use proc_macro2::TokenStream;
 use quote::quote;
 use syn::ext::IdentExt;
 use syn::meta::ParseNestedMeta;
-use syn::{Attribute, Expr, ExprLit, Lit, LitStr};
+use syn::{Attribute, Expr, ExprLit, Lit, LitStr, Type};
 
 use crate::topic;
 
-/// The attribute name, as registered by the derive.
-pub const ATTR: &str = "event";
-/// The keys `#[event(...)]` accepts, for the "unknown key" message.
-const KEYS: &str = "`topic`, `encoding`, `version`";
+/// One derive and its attribute: `Event` with `#[event(topic = ...)]`, or
+/// `Request` with `#[request(method = ..., response = ...)]`.
+#[derive(Debug)]
+pub struct Kind {
+    /// The derive, which is also the name of the trait it implements.
+    pub derive: &'static str,
+    /// The attribute name, as registered by the derive.
+    pub attr: &'static str,
+    /// The key that names the topic or method; its constant is the key in
+    /// upper case (`TOPIC`, `METHOD`).
+    pub name_key: &'static str,
+    /// A value of that key, for the "expected a string literal" message.
+    pub name_example: &'static str,
+    /// Whether the attribute takes `response = Type`.
+    pub response: bool,
+}
+
+impl Kind {
+    /// The keys the attribute accepts, for the "unknown key" message.
+    fn keys(&self) -> String {
+        let response = if self.response { "`response`, " } else { "" };
+        format!("`{}`, {response}`encoding`, `version`", self.name_key)
+    }
+}
 
 /// Payload encoding, mirroring `xbus::Encoding`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -48,89 +70,134 @@ impl Encoding {
     }
 }
 
-/// What the `#[event(...)]` attributes set; `None` for a key not given.
-/// A given topic is already validated.
-#[derive(Debug, Default)]
+/// What the attributes set; `None` for a key not given. A given topic or
+/// method is already validated.
+#[derive(Default)]
 pub struct Attrs {
-    /// `topic = "..."`.
-    pub topic: Option<String>,
+    /// `topic = "..."` or `method = "..."`.
+    pub name: Option<String>,
+    /// `response = Type` (only `#[request]` takes it).
+    pub response: Option<Type>,
     /// `encoding = "msgpack" | "json"`.
     pub encoding: Option<Encoding>,
     /// `version = N`.
     pub version: Option<u32>,
 }
 
-/// The first `#[event]` attribute in `attrs`, if any.
-pub fn find(attrs: &[Attribute]) -> Option<&Attribute> {
-    attrs.iter().find(|attr| attr.path().is_ident(ATTR))
+/// The first attribute of `kind` in `attrs`, if any.
+pub fn find<'a>(attrs: &'a [Attribute], kind: &Kind) -> Option<&'a Attribute> {
+    attrs.iter().find(|attr| attr.path().is_ident(kind.attr))
 }
 
-/// Parses and merges every `#[event(...)]` attribute; a key may appear once
+/// Parses and merges every attribute of `kind`; a key may appear once
 /// across all of them.
-pub fn parse(attrs: &[Attribute]) -> syn::Result<Attrs> {
+pub fn parse(attrs: &[Attribute], kind: &Kind) -> syn::Result<Attrs> {
     let mut out = Attrs::default();
-    for attr in attrs.iter().filter(|attr| attr.path().is_ident(ATTR)) {
-        attr.parse_nested_meta(|meta| parse_key(&mut out, &meta))?;
+    for attr in attrs.iter().filter(|attr| attr.path().is_ident(kind.attr)) {
+        attr.parse_nested_meta(|meta| parse_key(&mut out, &meta, kind))?;
     }
     Ok(out)
 }
 
-fn parse_key(out: &mut Attrs, meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
-    let path = &meta.path;
-    let key = path.get_ident().map(|ident| ident.unraw().to_string());
-    let duplicate = |key: &str| {
-        syn::Error::new_spanned(
-            path,
-            format!(
-                "duplicate `{key}` key; each key may be given once \
-                 across all `#[{ATTR}(...)]` attributes"
-            ),
-        )
-    };
+fn parse_key(out: &mut Attrs, meta: &ParseNestedMeta<'_>, kind: &Kind) -> syn::Result<()> {
+    let key = meta.path.get_ident().map(|ident| ident.unraw().to_string());
     match key.as_deref() {
-        Some("topic") => {
-            if out.topic.is_some() {
-                return Err(duplicate("topic"));
-            }
-            let lit = string_value(meta, "topic", "\"orders.created\"")?;
-            let topic = lit.value();
-            topic::validate(&topic).map_err(|err| {
-                syn::Error::new(lit.span(), format!("invalid topic {topic:?}: {err}"))
-            })?;
-            out.topic = Some(topic);
+        Some(key) if key == kind.name_key => {
+            set(&mut out.name, meta, kind, key, || name_value(meta, kind))
         }
-        Some("encoding") => {
-            if out.encoding.is_some() {
-                return Err(duplicate("encoding"));
-            }
-            let lit = string_value(meta, "encoding", "\"json\"")?;
-            let encoding = Encoding::from_name(&lit.value()).ok_or_else(|| {
-                syn::Error::new(
-                    lit.span(),
-                    format!(
-                        "unknown encoding {:?}; expected {}",
-                        lit.value(),
-                        Encoding::VALID
-                    ),
-                )
-            })?;
-            out.encoding = Some(encoding);
+        Some(key @ "response") if kind.response => {
+            set(&mut out.response, meta, kind, key, || response_value(meta))
         }
-        Some("version") => {
-            if out.version.is_some() {
-                return Err(duplicate("version"));
-            }
-            out.version = Some(version_value(meta)?);
-        }
+        Some(key @ "encoding") => set(&mut out.encoding, meta, kind, key, || encoding_value(meta)),
+        Some(key @ "version") => set(&mut out.version, meta, kind, key, || version_value(meta)),
         _ => {
+            let path = &meta.path;
             let shown = quote!(#path).to_string().replace(' ', "");
-            return Err(syn::Error::new_spanned(
+            Err(syn::Error::new_spanned(
                 path,
-                format!("unknown `{ATTR}` key `{shown}`; expected one of {KEYS}"),
-            ));
+                format!(
+                    "unknown `{}` key `{shown}`; expected one of {}",
+                    kind.attr,
+                    kind.keys()
+                ),
+            ))
         }
     }
+}
+
+/// Fills `slot` with `value()`, or fails on the key if it is already set.
+fn set<T>(
+    slot: &mut Option<T>,
+    meta: &ParseNestedMeta<'_>,
+    kind: &Kind,
+    key: &str,
+    value: impl FnOnce() -> syn::Result<T>,
+) -> syn::Result<()> {
+    if slot.is_some() {
+        return Err(syn::Error::new_spanned(
+            &meta.path,
+            format!(
+                "duplicate `{key}` key; each key may be given once \
+                 across all `#[{}(...)]` attributes",
+                kind.attr
+            ),
+        ));
+    }
+    *slot = Some(value()?);
     Ok(())
+}
+
+/// The value after `topic =` or `method =`: a string literal that follows
+/// the topic rule.
+fn name_value(meta: &ParseNestedMeta<'_>, kind: &Kind) -> syn::Result<String> {
+    let key = kind.name_key;
+    let lit = string_value(meta, key, kind.name_example)?;
+    let name = lit.value();
+    topic::validate(&name).map_err(|err| {
+        syn::Error::new(
+            lit.span(),
+            format!("invalid {key} {name:?}: {}", err.describe(key)),
+        )
+    })?;
+    Ok(name)
+}
+
+/// The value after `encoding =`: `"msgpack"` or `"json"`.
+fn encoding_value(meta: &ParseNestedMeta<'_>) -> syn::Result<Encoding> {
+    let lit = string_value(meta, "encoding", "\"json\"")?;
+    Encoding::from_name(&lit.value()).ok_or_else(|| {
+        syn::Error::new(
+            lit.span(),
+            format!(
+                "unknown encoding {:?}; expected {}",
+                lit.value(),
+                Encoding::VALID
+            ),
+        )
+    })
+}
+
+/// The value after `response =`: a type. A string literal gets its own
+/// message, since quoting the type is the likely mistake.
+fn response_value(meta: &ParseNestedMeta<'_>) -> syn::Result<Type> {
+    let input = meta.value()?;
+    if input.peek(LitStr) {
+        let lit: LitStr = input.parse()?;
+        let hint = match syn::parse_str::<Type>(&lit.value()) {
+            Ok(_) => format!(": write `response = {}`, without the quotes", lit.value()),
+            Err(_) => ", like `response = StockLevel`".to_owned(),
+        };
+        return Err(syn::Error::new(
+            lit.span(),
+            format!("expected `response` to be a type, not a string literal{hint}"),
+        ));
+    }
+    input.parse::<Type>().map_err(|err| {
+        syn::Error::new(
+            err.span(),
+            "expected `response` to be a type, like `response = StockLevel`",
+        )
+    })
 }
 
 /// The value after `key =`, which must be a string literal.
@@ -182,23 +249,32 @@ mod tests {
     use syn::parse_quote;
 
     use super::*;
+    use crate::event::KIND as EVENT;
+    use crate::request::KIND as REQUEST;
 
-    fn error_of(attrs: Vec<Attribute>) -> String {
-        parse(&attrs).unwrap_err().to_string()
+    fn error_of(attrs: Vec<Attribute>, kind: &Kind) -> String {
+        match parse(&attrs, kind) {
+            Ok(_) => panic!("parsed without an error"),
+            Err(err) => err.to_string(),
+        }
     }
 
     #[test]
     fn keys_merge_across_attributes() {
-        let attrs = parse(&[
-            parse_quote!(#[event(topic = "a.b")]),
-            parse_quote!(#[derive(Clone)]),
-            parse_quote!(#[event(encoding = "json", version = 7u32,)]),
-        ])
+        let attrs = parse(
+            &[
+                parse_quote!(#[event(topic = "a.b")]),
+                parse_quote!(#[derive(Clone)]),
+                parse_quote!(#[event(encoding = "json", version = 7u32,)]),
+            ],
+            &EVENT,
+        )
         .unwrap();
-        assert_eq!(attrs.topic.as_deref(), Some("a.b"));
+        assert_eq!(attrs.name.as_deref(), Some("a.b"));
         assert_eq!(attrs.encoding, Some(Encoding::Json));
         assert_eq!(attrs.version, Some(7));
-        assert!(parse(&[]).unwrap().topic.is_none());
+        assert!(attrs.response.is_none());
+        assert!(parse(&[], &EVENT).unwrap().name.is_none());
     }
 
     #[test]
@@ -206,7 +282,7 @@ mod tests {
         let cases: [(Vec<Attribute>, &str); 10] = [
             (
                 vec![parse_quote!(#[event(nope = 1)])],
-                "unknown `event` key `nope`",
+                "unknown `event` key `nope`; expected one of `topic`, `encoding`, `version`",
             ),
             (
                 vec![parse_quote!(#[event(a::b)])],
@@ -217,7 +293,7 @@ mod tests {
                     parse_quote!(#[event(topic = "a")]),
                     parse_quote!(#[event(topic = "b")]),
                 ],
-                "duplicate `topic` key",
+                "duplicate `topic` key; each key may be given once across all `#[event(...)]`",
             ),
             (vec![parse_quote!(#[event(topic = "a b")])], "contains ' '"),
             (vec![parse_quote!(#[event(topic = 3)])], "string literal"),
@@ -240,7 +316,60 @@ mod tests {
             ),
         ];
         for (attrs, expected) in cases {
-            let error = error_of(attrs);
+            let error = error_of(attrs, &EVENT);
+            assert!(error.contains(expected), "{error:?} lacks {expected:?}");
+        }
+    }
+
+    #[test]
+    fn request_errors() {
+        let cases: [(Attribute, &str); 9] = [
+            (
+                parse_quote!(#[request(topic = "a")]),
+                "unknown `request` key `topic`; expected one of `method`, `response`, \
+                 `encoding`, `version`",
+            ),
+            (
+                parse_quote!(#[request(response = A, response = B)]),
+                "duplicate `response` key; each key may be given once across all \
+                 `#[request(...)]` attributes",
+            ),
+            (
+                parse_quote!(#[request(method = "a..b")]),
+                "invalid method \"a..b\": it contains \"..\"",
+            ),
+            (
+                parse_quote!(#[request(method = "")]),
+                "invalid method \"\": it is empty; a method is 1 to 255 bytes long",
+            ),
+            (
+                parse_quote!(#[request(method = inventory)]),
+                "expected `method` to be a string literal, like `method = \"inventory.check\"`",
+            ),
+            (
+                parse_quote!(#[request(response = "Foo<u8>")]),
+                "not a string literal: write `response = Foo<u8>`, without the quotes",
+            ),
+            (
+                parse_quote!(#[request(response = "not a type")]),
+                "not a string literal, like `response = StockLevel`",
+            ),
+            (
+                parse_quote!(#[request(response = 42)]),
+                "expected `response` to be a type, like `response = StockLevel`",
+            ),
+            (
+                parse_quote!(#[event(response = u8)]),
+                "unknown `event` key `response`",
+            ),
+        ];
+        for (attr, expected) in cases {
+            let kind = if attr.path().is_ident("event") {
+                &EVENT
+            } else {
+                &REQUEST
+            };
+            let error = error_of(vec![attr], kind);
             assert!(error.contains(expected), "{error:?} lacks {expected:?}");
         }
     }

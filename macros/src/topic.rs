@@ -1,10 +1,9 @@
-//! Topic names: the default derived from a type name, and the validity rule.
+//! Topic and method names: the default derived from a type name, and the
+//! validity rule (a method name follows the topic rule).
 //!
 //! The rule is the same as `xbus::validate_topic` in `bus/src/event.rs`; this
 //! crate cannot depend on `xbus` (that would be a cycle), so it is repeated
 //! here and both copies are tested against the same cases.
-
-use std::fmt;
 
 /// Longest topic accepted, in bytes (`xbus::MAX_TOPIC_LEN`).
 pub const MAX_TOPIC_LEN: usize = 255;
@@ -38,7 +37,8 @@ pub fn snake_case(name: &str) -> String {
     out
 }
 
-/// Why a string is not a valid topic; `Display` completes "invalid topic: ...".
+/// Why a string is not a valid topic (or method name, which follows the same
+/// rule); [`TopicError::describe`] says it in words.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TopicError {
     /// Zero bytes long.
@@ -55,24 +55,22 @@ pub enum TopicError {
     DoubleDot,
 }
 
-impl fmt::Display for TopicError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl TopicError {
+    /// Completes "invalid {noun} ...: ", where `noun` is what the string
+    /// names: `topic` or `method`.
+    pub fn describe(&self, noun: &str) -> String {
         const SEGMENT: &str = "segments between dots must not be empty";
         match self {
-            TopicError::Empty => f.write_str("it is empty; a topic is 1 to 255 bytes long"),
+            TopicError::Empty => format!("it is empty; a {noun} is 1 to 255 bytes long"),
             TopicError::TooLong(len) => {
-                write!(
-                    f,
-                    "it is {len} bytes long, at most {MAX_TOPIC_LEN} are allowed"
-                )
+                format!("it is {len} bytes long, at most {MAX_TOPIC_LEN} are allowed")
             }
-            TopicError::InvalidChar(ch) => write!(
-                f,
+            TopicError::InvalidChar(ch) => format!(
                 "it contains {ch:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"
             ),
-            TopicError::LeadingDot => write!(f, "it starts with '.'; {SEGMENT}"),
-            TopicError::TrailingDot => write!(f, "it ends with '.'; {SEGMENT}"),
-            TopicError::DoubleDot => write!(f, "it contains \"..\"; {SEGMENT}"),
+            TopicError::LeadingDot => format!("it starts with '.'; {SEGMENT}"),
+            TopicError::TrailingDot => format!("it ends with '.'; {SEGMENT}"),
+            TopicError::DoubleDot => format!("it contains \"..\"; {SEGMENT}"),
         }
     }
 }
@@ -176,17 +174,17 @@ mod tests {
 
     #[test]
     fn messages_say_what_is_wrong() {
+        let describe = |name: &str| validate(name).unwrap_err().describe("topic");
         assert_eq!(
-            validate("a b").unwrap_err().to_string(),
+            describe("a b"),
             "it contains ' '; only ASCII letters, digits, '.', '_' and '-' are allowed"
         );
-        assert!(validate("a..b").unwrap_err().to_string().contains("\"..\""));
-        assert!(validate("").unwrap_err().to_string().contains("empty"));
-        assert!(
-            validate(&"a".repeat(300))
-                .unwrap_err()
-                .to_string()
-                .contains("300 bytes")
+        assert!(describe("a..b").contains("\"..\""));
+        assert_eq!(describe(""), "it is empty; a topic is 1 to 255 bytes long");
+        assert!(describe(&"a".repeat(300)).contains("300 bytes"));
+        assert_eq!(
+            TopicError::Empty.describe("method"),
+            "it is empty; a method is 1 to 255 bytes long"
         );
     }
 }
