@@ -74,15 +74,14 @@ impl RawPayload {
 
     /// Builds the `<payload/>` element.
     pub fn to_element(&self) -> Element {
-        let mut builder = Element::builder(PAYLOAD, NS)
-            .attr(name("topic"), self.topic.as_str())
-            .attr(name("encoding"), self.encoding.as_str())
-            .attr(name("version"), self.version.to_string())
-            .append(BASE64.encode(&self.data));
-        if !self.headers.is_empty() {
-            builder = builder.append(self.headers.to_element());
-        }
-        builder.build()
+        body_element(
+            PAYLOAD,
+            &[("topic", self.topic.clone())],
+            self.encoding,
+            self.version,
+            &self.data,
+            &self.headers,
+        )
     }
 
     /// Parses a `<payload/>` element, refusing payloads over `max_payload`
@@ -96,40 +95,8 @@ impl RawPayload {
             name: "topic",
             reason: e.to_string(),
         })?;
-        let encoding =
-            attr(elem, "encoding")?
-                .parse::<Encoding>()
-                .map_err(|e| DecodeError::BadAttribute {
-                    name: "encoding",
-                    reason: e.to_string(),
-                })?;
-        let version =
-            attr(elem, "version")?
-                .parse::<u32>()
-                .map_err(|e| DecodeError::BadAttribute {
-                    name: "version",
-                    reason: e.to_string(),
-                })?;
-        // The payload text is the text before the first child element.
-        let text: String = elem.texts().collect();
-        let text: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-        let estimated = text.len() / 4 * 3;
-        if estimated > max_payload.saturating_add(2) {
-            return Err(DecodeError::TooLarge {
-                size: estimated,
-                max: max_payload,
-            });
-        }
-        let data = BASE64
-            .decode(text.as_bytes())
-            .map_err(|e| DecodeError::Base64(e.to_string()))?;
-        if data.len() > max_payload {
-            return Err(DecodeError::TooLarge {
-                size: data.len(),
-                max: max_payload,
-            });
-        }
-        let headers = Headers::from_parent(elem);
+        let (encoding, version) = read_format(elem)?;
+        let (data, headers) = read_body(elem, max_payload)?;
         Ok(RawPayload {
             topic,
             encoding,
@@ -138,6 +105,76 @@ impl RawPayload {
             headers,
         })
     }
+}
+
+/// Builds `<name xmlns='urn:xbus:0' attrs... encoding=.. version=..>BASE64</name>`
+/// with the headers, if any, after the text.
+pub(crate) fn body_element(
+    element: &'static str,
+    attrs: &[(&'static str, String)],
+    encoding: Encoding,
+    version: u32,
+    data: &[u8],
+    headers: &Headers,
+) -> Element {
+    let mut builder = Element::builder(element, NS);
+    for (key, value) in attrs {
+        builder = builder.attr(name(key), value.as_str());
+    }
+    builder = builder
+        .attr(name("encoding"), encoding.as_str())
+        .attr(name("version"), version.to_string())
+        .append(BASE64.encode(data));
+    if !headers.is_empty() {
+        builder = builder.append(headers.to_element());
+    }
+    builder.build()
+}
+
+/// Reads the `encoding` and `version` attributes.
+pub(crate) fn read_format(elem: &Element) -> Result<(Encoding, u32), DecodeError> {
+    let encoding =
+        attr(elem, "encoding")?
+            .parse::<Encoding>()
+            .map_err(|e| DecodeError::BadAttribute {
+                name: "encoding",
+                reason: e.to_string(),
+            })?;
+    let version = attr(elem, "version")?
+        .parse::<u32>()
+        .map_err(|e| DecodeError::BadAttribute {
+            name: "version",
+            reason: e.to_string(),
+        })?;
+    Ok((encoding, version))
+}
+
+/// Reads the base64 text (refusing more than `max_payload` bytes before
+/// decoding it) and the headers of a body element.
+pub(crate) fn read_body(
+    elem: &Element,
+    max_payload: usize,
+) -> Result<(Vec<u8>, Headers), DecodeError> {
+    // The payload text is the text before the first child element.
+    let text: String = elem.texts().collect();
+    let text: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let estimated = text.len() / 4 * 3;
+    if estimated > max_payload.saturating_add(2) {
+        return Err(DecodeError::TooLarge {
+            size: estimated,
+            max: max_payload,
+        });
+    }
+    let data = BASE64
+        .decode(text.as_bytes())
+        .map_err(|e| DecodeError::Base64(e.to_string()))?;
+    if data.len() > max_payload {
+        return Err(DecodeError::TooLarge {
+            size: data.len(),
+            max: max_payload,
+        });
+    }
+    Ok((data, Headers::from_parent(elem)))
 }
 
 /// Finds the xbus payload among `parent`'s children.
@@ -171,7 +208,7 @@ pub fn deserialize<T: serde::de::DeserializeOwned>(
     .map_err(DecodeError::Schema)
 }
 
-fn attr<'a>(elem: &'a Element, attr_name: &'static str) -> Result<&'a str, DecodeError> {
+pub(crate) fn attr<'a>(elem: &'a Element, attr_name: &'static str) -> Result<&'a str, DecodeError> {
     elem.attr(attr_name).ok_or(DecodeError::BadAttribute {
         name: attr_name,
         reason: "missing".into(),
