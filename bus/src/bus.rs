@@ -13,7 +13,6 @@ use tokio_xmpp::stanzastream::{Event as StreamItem, StanzaStream, StreamEvent};
 use tracing::{Instrument, debug, info, info_span, warn};
 use xmpp_parsers::jid::{FullJid, Jid};
 use xmpp_parsers::minidom::Element;
-use xmpp_parsers::presence::{Presence, Type as PresenceType};
 
 use crate::codec::RawPayload;
 use crate::command::{Command, Dropped, IqOutcome, Shared};
@@ -24,6 +23,7 @@ use crate::error::{
 use crate::event::{Event, validate_topic};
 use crate::headers::Headers;
 use crate::login::Login;
+use crate::presence::{Status, announce};
 use crate::pubsub;
 use crate::subscription::{DropGuard, RawSubscription, Subscription};
 use crate::task::Task;
@@ -138,10 +138,8 @@ impl Bus {
         })?;
         info!(jid = %bound, server, stream_management, "connected");
         // Without initial presence the server delivers nothing addressed to
-        // the bare JID.
-        stream
-            .send(Box::new(Presence::new(PresenceType::None).into()))
-            .await;
+        // the bare JID; it also announces this instance as ready.
+        stream.send(Box::new(announce(&Status::Ready).into())).await;
         let (commands, commands_rx) = mpsc::channel(config.command_capacity);
         let (dropped, dropped_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -153,10 +151,8 @@ impl Bus {
             commands_rx,
             dropped_rx,
             shared.clone(),
-            pubsub.clone(),
+            &config,
             stream_management,
-            config.max_payload,
-            config.close_timeout,
         );
         tokio::spawn(task.run().instrument(info_span!("xbus", jid = %bound)));
         Ok(Bus {
@@ -398,19 +394,19 @@ impl Bus {
     }
 
     /// `(size, max)` when the payload exceeds the configured maximum.
-    fn oversize(&self, payload: &RawPayload) -> Option<(usize, usize)> {
+    pub(crate) fn oversize(&self, payload: &RawPayload) -> Option<(usize, usize)> {
         let max = self.inner.config.max_payload;
         (payload.data.len() > max).then_some((payload.data.len(), max))
     }
 
-    fn guard(&self, what: Dropped) -> DropGuard {
+    pub(crate) fn guard(&self, what: Dropped) -> DropGuard {
         DropGuard {
             dropped: self.inner.dropped.clone(),
             what: Some(what),
         }
     }
 
-    async fn command(&self, command: Command) -> Result<(), ()> {
+    pub(crate) async fn command(&self, command: Command) -> Result<(), ()> {
         self.inner.commands.send(command).await.map_err(|_| ())
     }
 

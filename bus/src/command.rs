@@ -4,11 +4,16 @@
 use std::sync::RwLock;
 
 use tokio::sync::{mpsc, oneshot};
-use xmpp_parsers::jid::{FullJid, Jid};
+use xmpp_parsers::jid::{BareJid, FullJid, Jid};
 use xmpp_parsers::minidom::Element;
+use xmpp_parsers::stanza_error::StanzaError;
 
 use crate::error::{CloseError, SendError, ServerError, SubscribeError};
+use crate::presence::{Instance, InstanceEvent, Status};
 use crate::pubsub::Incoming;
+use crate::request::ServeError;
+use crate::serve::ErasedHandler;
+use crate::stats::BusStats;
 
 /// The answer to an IQ: the result payload, or the stanza error.
 pub(crate) type IqOutcome = Result<Option<Element>, ServerError>;
@@ -44,7 +49,45 @@ pub(crate) enum Command {
         payload: Element,
         reply: oneshot::Sender<Result<(), SendError>>,
     },
-    /// Wait for pending IQs (bounded), go unavailable, end the stream.
+    /// Answer calls of `method` with `handler`.
+    Serve {
+        method: String,
+        handler: ErasedHandler,
+        reply: oneshot::Sender<Result<(), ServeError>>,
+    },
+    /// Call a method on a service (an instance is picked) or an instance.
+    Call {
+        target: Target,
+        method: String,
+        /// Names the call's IQs, so a dropped caller can cancel it.
+        token: u64,
+        request: Element,
+        reply: oneshot::Sender<CallOutcome>,
+    },
+    /// Send one `<message/>` with an xbus payload to one online instance of
+    /// a service.
+    SendToAny {
+        service: BareJid,
+        payload: Element,
+        reply: oneshot::Sender<Result<FullJid, SendError>>,
+    },
+    /// Announce another status.
+    SetStatus { status: Status },
+    /// Report the instance events of a service to `tx`.
+    Watch {
+        service: BareJid,
+        tx: mpsc::Sender<InstanceEvent>,
+        reply: oneshot::Sender<u64>,
+    },
+    /// List the online instances of a service.
+    Instances {
+        service: BareJid,
+        reply: oneshot::Sender<Vec<Instance>>,
+    },
+    /// Report counters.
+    Stats { reply: oneshot::Sender<BusStats> },
+    /// Go unavailable, wait for pending IQs and running handlers
+    /// (bounded), end the stream.
     Close {
         reply: oneshot::Sender<Result<(), CloseError>>,
     },
@@ -54,8 +97,61 @@ pub(crate) enum Command {
 /// an unbounded channel: one small message per dropped stream).
 #[derive(Debug)]
 pub(crate) enum Dropped {
-    Subscription { topic: String, id: u64 },
-    Inbox { topic: String, id: u64 },
+    Subscription {
+        topic: String,
+        id: u64,
+    },
+    Inbox {
+        topic: String,
+        id: u64,
+    },
+    Watch {
+        service: BareJid,
+        id: u64,
+    },
+    /// The caller of a call stopped waiting.
+    Call {
+        token: u64,
+    },
+}
+
+/// Whom a call goes to.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// Any online instance of the service (bare JID), picked by the task.
+    Service(BareJid),
+    /// This instance.
+    Instance(FullJid),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Service(jid) => jid.fmt(f),
+            Target::Instance(jid) => jid.fmt(f),
+        }
+    }
+}
+
+/// The end of a call, as far as the task can tell.
+pub(crate) type CallOutcome = Result<Answer, CallFailure>;
+
+/// An instance answered.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    /// The instance that answered.
+    pub from: FullJid,
+    /// Its result payload, or its (or its server's) stanza error.
+    pub result: Result<Option<Element>, StanzaError>,
+}
+
+/// No answer will come.
+#[derive(Debug)]
+pub(crate) enum CallFailure {
+    /// Nobody to ask: no instance online, or the subscription refused.
+    NoResponder { reason: String },
+    /// The session was lost or the bus closed.
+    Disconnected,
 }
 
 /// State shared between the handles and the task.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use xmpp_parsers::jid::{BareJid, Jid};
 
 use crate::error::ConfigError;
+use crate::presence::SubscriptionPolicy;
 
 /// How the connection to the server is secured.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -43,6 +44,10 @@ pub struct BusConfig {
     pub(crate) subscription_capacity: usize,
     pub(crate) command_capacity: usize,
     pub(crate) max_payload: usize,
+    pub(crate) request_timeout: Duration,
+    pub(crate) discovery_timeout: Duration,
+    pub(crate) max_concurrent_handlers: usize,
+    pub(crate) subscription_policy: SubscriptionPolicy,
 }
 
 impl BusConfig {
@@ -63,6 +68,10 @@ impl BusConfig {
             subscription_capacity: 1024,
             command_capacity: 1024,
             max_payload: 1024 * 1024,
+            request_timeout: Duration::from_secs(10),
+            discovery_timeout: Duration::from_secs(1),
+            max_concurrent_handlers: 256,
+            subscription_policy: SubscriptionPolicy::default(),
         }
     }
 
@@ -140,6 +149,10 @@ pub struct BusConfigBuilder {
     subscription_capacity: usize,
     command_capacity: usize,
     max_payload: usize,
+    request_timeout: Duration,
+    discovery_timeout: Duration,
+    max_concurrent_handlers: usize,
+    subscription_policy: SubscriptionPolicy,
 }
 
 impl BusConfigBuilder {
@@ -223,6 +236,40 @@ impl BusConfigBuilder {
         self
     }
 
+    /// How long [`Bus::request`](crate::Bus::request) waits for an answer
+    /// unless the call sets its own timeout. Default: 10 s.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// How long the first call, `instances()` or `send_to_any()` to a
+    /// service this bus has never seen waits for the service's presence
+    /// after asking to subscribe to it. Later calls know at once whether an
+    /// instance is online. Default: 1 s.
+    pub fn discovery_timeout(mut self, timeout: Duration) -> Self {
+        self.discovery_timeout = timeout;
+        self
+    }
+
+    /// How many handlers run at once on this bus. A call beyond the limit
+    /// is refused at once with `resource-constraint`
+    /// ([`RequestError::Overloaded`](crate::RequestError::Overloaded)), not
+    /// queued: the caller learns of the overload and can try another
+    /// instance, and memory stays bounded. Default: 256.
+    pub fn max_concurrent_handlers(mut self, limit: usize) -> Self {
+        self.max_concurrent_handlers = limit.max(1);
+        self
+    }
+
+    /// Which presence subscription requests are approved, i.e. who may see
+    /// this bus's instances and call them by service name. Default:
+    /// [`SubscriptionPolicy::SameDomain`].
+    pub fn subscription_policy(mut self, policy: SubscriptionPolicy) -> Self {
+        self.subscription_policy = policy;
+        self
+    }
+
     /// Checks the values and builds the configuration.
     pub fn build(self) -> Result<BusConfig, ConfigError> {
         self.build_named(&BUILDER_NAMES)
@@ -279,6 +326,10 @@ impl BusConfigBuilder {
             subscription_capacity: self.subscription_capacity,
             command_capacity: self.command_capacity,
             max_payload: self.max_payload,
+            request_timeout: self.request_timeout,
+            discovery_timeout: self.discovery_timeout,
+            max_concurrent_handlers: self.max_concurrent_handlers,
+            subscription_policy: self.subscription_policy,
         })
     }
 }

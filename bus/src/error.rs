@@ -226,6 +226,15 @@ pub enum SendError {
         /// The configured maximum.
         max: usize,
     },
+    /// [`send_to_any`](crate::Bus::send_to_any) found no online instance
+    /// that takes work.
+    #[error("no instance of {service} to send to: {reason}")]
+    NoInstance {
+        /// The service.
+        service: String,
+        /// Why none was found.
+        reason: String,
+    },
     /// The connection failed before the server acknowledged the message.
     #[error("the connection failed before the message was acknowledged: {0}")]
     NotAcknowledged(String),

@@ -1,7 +1,7 @@
 //! # xbus: typed events and RPC for microservices over XMPP
 //!
-//! Services declare their events as plain Rust structs; xbus maps them onto
-//! XMPP stanzas and a real XMPP server (Prosody, ejabberd) pushes them over
+//! Services declare their events and requests as plain Rust structs; xbus
+//! maps them onto XMPP stanzas and a real XMPP server (Prosody, ejabberd) pushes them over
 //! persistent connections. No polling.
 //!
 //! - [`Bus::publish`] puts an event on its topic: an XEP-0060 pubsub node,
@@ -11,8 +11,14 @@
 //!   [`Stream`](futures::Stream) of [`Delivery`]s.
 //! - [`Bus::send`] and [`Bus::inbox`] carry an event to one service as a
 //!   `<message/>`.
-//! - The untyped forms ([`Bus::publish_raw`], [`Bus::subscribe_raw`])
-//!   serve tools and bridges.
+//! - [`Bus::serve`] answers typed calls, [`Bus::request`] makes them: an
+//!   `<iq/>` to one instance, with a timeout and error kinds that say what
+//!   to do ([`RequestError`]).
+//! - Presence is liveness: every bus is an instance of its service (its
+//!   bare JID). [`Bus::watch`] and [`Bus::instances`] show which instances
+//!   are online; a call or [`Bus::send_to_any`] to a service picks one.
+//! - The untyped forms ([`Bus::publish_raw`], [`Bus::subscribe_raw`],
+//!   [`Bus::request_raw`]) serve tools and bridges.
 //!
 //! The wire format is specified in `docs/PROTOCOL.md` so that any XMPP
 //! client can take part.
@@ -45,6 +51,42 @@
 //! # }
 //! ```
 //!
+//! ## Calls
+//!
+//! ```no_run
+//! use serde::{Deserialize, Serialize};
+//! use xbus::{Bus, BusConfig, Context, Request, RequestError, RpcError};
+//!
+//! #[derive(Request, Serialize, Deserialize)]
+//! #[request(method = "inventory.check", response = u32)]
+//! struct CheckStock {
+//!     sku: String,
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // An instance of the inventory service...
+//! let inventory = Bus::connect(BusConfig::from_env()?).await?;
+//! inventory
+//!     .serve(|req: CheckStock, _ctx: Context| async move {
+//!         match req.sku.as_str() {
+//!             "A1" => Ok(3),
+//!             other => Err(RpcError::new("unknown_sku", format!("no SKU {other}"))),
+//!         }
+//!     })
+//!     .await?;
+//!
+//! // ...and a caller elsewhere: a bare JID picks an online instance.
+//! # let shop = inventory.clone();
+//! match shop.request("inventory@example.org", CheckStock { sku: "A1".into() }).await {
+//!     Ok(level) => println!("{level} left"),
+//!     Err(RequestError::Remote { error, .. }) => println!("refused: {}", error.code),
+//!     Err(RequestError::NoResponder { .. }) => println!("no instance online"),
+//!     Err(other) => return Err(other.into()),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Acknowledgements and back-pressure
 //!
 //! - [`Bus::publish`] resolves when the pubsub service's result IQ arrives:
@@ -65,6 +107,7 @@
 //! version to 1. A topic is 1 to 255 ASCII letters, digits, `.`, `_` and
 //! `-` without empty `.`-segments; an invalid one is a compile error.
 //! The type must also implement serde's `Serialize` and `Deserialize`.
+//!
 //! ## `#[derive(Request)]`
 //!
 //! `#[request(method = "...", response = Type, encoding = "msgpack" | "json",
@@ -78,6 +121,7 @@
 #![deny(missing_docs)]
 
 mod bus;
+mod call;
 mod codec;
 mod command;
 mod config;
@@ -85,12 +129,19 @@ mod error;
 mod event;
 mod headers;
 mod login;
+mod presence;
 mod pubsub;
 mod request;
+mod rpc;
+mod serve;
+mod stats;
 mod subscription;
 mod task;
 
+/// Re-exported for implementing [`Handler`] on a type.
+pub use async_trait::async_trait;
 pub use bus::{Bus, PublishReceipt};
+pub use call::RequestBuilder;
 pub use codec::RawPayload;
 pub use config::{BusConfig, BusConfigBuilder, Tls};
 pub use error::{
@@ -99,7 +150,11 @@ pub use error::{
 };
 pub use event::{Encoding, Event, MAX_TOPIC_LEN, TopicError, UnknownEncoding, validate_topic};
 pub use headers::{Headers, InvalidHeader};
-pub use request::{Request, RequestError, RpcError};
+pub use presence::{Instance, InstanceEvent, Status, SubscriptionPolicy, Watch, WatchError};
+pub use request::{Request, RequestError, RpcError, ServeError};
+pub use rpc::{RawRequest, RawResponse};
+pub use serve::{Context, Handler};
+pub use stats::BusStats;
 pub use subscription::{Delivery, RawDelivery, RawSubscription, Subscription};
 /// Derives [`Event`](trait@Event); see the [crate docs](crate#deriveevent).
 pub use xbus_macros::Event;

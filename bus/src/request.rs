@@ -68,6 +68,15 @@ pub enum RequestError {
     /// The request did not serialize.
     #[error(transparent)]
     Encode(#[from] EncodeError),
+    /// The method name breaks the [topic rules](crate::validate_topic)
+    /// (only possible with [`Bus::request_raw`](crate::Bus::request_raw)).
+    #[error("invalid method {method:?}: {reason}")]
+    InvalidMethod {
+        /// What was given.
+        method: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A header name or value cannot be carried.
     #[error(transparent)]
     InvalidHeader(#[from] InvalidHeader),
@@ -177,4 +186,19 @@ pub enum RequestError {
         /// The method called.
         method: String,
     },
+}
+
+/// [`Bus::serve`](crate::Bus::serve) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// This bus already has a handler for the method.
+    #[error("method {method:?} already has a handler on this bus")]
+    AlreadyServed {
+        /// The method.
+        method: String,
+    },
+    /// The bus is closed.
+    #[error("the bus is closed")]
+    Closed,
 }

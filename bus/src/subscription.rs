@@ -100,6 +100,13 @@ pub(crate) struct DropGuard {
     pub(crate) what: Option<Dropped>,
 }
 
+impl DropGuard {
+    /// Disarms the guard: the task needs no telling.
+    pub(crate) fn defuse(guard: &mut DropGuard) {
+        guard.what = None;
+    }
+}
+
 impl Drop for DropGuard {
     fn drop(&mut self) {
         if let Some(what) = self.what.take() {

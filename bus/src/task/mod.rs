@@ -3,65 +3,83 @@
 //! [`Bus`](crate::Bus) handles talk to it through a bounded command
 //! channel; every command that needs an answer carries a `oneshot`. The
 //! task routes IQ answers to their callers, fans pubsub notifications and
-//! direct events out to local subscriptions, answers pings, and restores
-//! presence and subscriptions after a reconnect that lost the session.
+//! direct events out to local subscriptions ([`pubsub`]), runs handlers
+//! and routes calls ([`rpc`]), keeps the presence table ([`presence`]),
+//! answers pings, and restores presence and subscriptions after a
+//! reconnect that lost the session.
+
+mod presence;
+mod pubsub;
+mod rpc;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_xmpp::Stanza;
 use tokio_xmpp::stanzastream::{Event, StanzaStage, StanzaState, StanzaStream, StreamEvent};
-use tracing::{debug, info, trace, warn};
-use xmpp_parsers::iq::{Iq, IqPayload};
+use tracing::{debug, info, warn};
+use xmpp_parsers::iq::{Iq, IqHeader, IqPayload};
 use xmpp_parsers::jid::{FullJid, Jid};
 use xmpp_parsers::message::{Message, MessageType};
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::presence::{Presence, Type as PresenceType};
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
-use crate::codec::{RawPayload, find_payload};
-use crate::command::{CloseReply, Command, Dropped, IqOutcome, Shared};
-use crate::error::{CloseError, DecodeError, SendError, SubscribeError};
-use crate::headers::Headers;
-use crate::pubsub::{self, Incoming, NS_PUBSUB_EVENT};
+use crate::command::{CallFailure, CloseReply, Command, Dropped, IqOutcome, Shared};
+use crate::config::BusConfig;
+use crate::error::{CloseError, SendError};
+use crate::serve::ErasedHandler;
+use crate::stats::BusStats;
 
+use self::presence::Directory;
+use self::pubsub::Topic;
+use self::rpc::OutgoingCall;
+
+/// What an IQ this task sent is waiting for.
 enum PendingIq {
+    /// A handle's IQ (publish, create): the answer goes back as is.
     Caller {
         to: Jid,
         reply: oneshot::Sender<IqOutcome>,
     },
-    Subscribe {
-        to: Jid,
-        topic: String,
-    },
-    Fire {
-        to: Jid,
-        what: &'static str,
-    },
+    /// A call to an instance.
+    Call { to: FullJid, call: OutgoingCall },
+    /// The task's own subscription to a topic.
+    Subscribe { to: Jid, topic: String },
+    /// The roster, fetched after each login.
+    Roster { to: Jid },
+    /// An IQ whose answer only gets logged.
+    Fire { to: Jid, what: &'static str },
 }
 
 impl PendingIq {
-    fn to(&self) -> &Jid {
+    fn to(&self) -> Jid {
         match self {
             PendingIq::Caller { to, .. }
             | PendingIq::Subscribe { to, .. }
-            | PendingIq::Fire { to, .. } => to,
+            | PendingIq::Roster { to }
+            | PendingIq::Fire { to, .. } => to.clone(),
+            PendingIq::Call { to, .. } => Jid::from(to.clone()),
         }
     }
-}
 
-#[derive(Default)]
-struct Topic {
-    /// The server confirmed the subscription.
-    active: bool,
-    /// Local subscriptions: id and sender.
-    subs: Vec<(u64, mpsc::Sender<Incoming>)>,
-    /// Subscribers waiting for the server's answer.
-    waiting: Vec<(u64, oneshot::Sender<Result<u64, SubscribeError>>)>,
+    /// Whether someone still waits for the answer.
+    fn is_abandoned(&self) -> bool {
+        match self {
+            PendingIq::Caller { reply, .. } => reply.is_closed(),
+            PendingIq::Call { call, .. } => call.reply.is_closed(),
+            _ => false,
+        }
+    }
+
+    /// Whether a handle waits for it (`close()` waits for these).
+    fn has_caller(&self) -> bool {
+        matches!(self, PendingIq::Caller { .. } | PendingIq::Call { .. }) && !self.is_abandoned()
+    }
 }
 
 pub(crate) struct Task {
@@ -75,34 +93,50 @@ pub(crate) struct Task {
     close_timeout: Duration,
     pending: HashMap<String, PendingIq>,
     topics: HashMap<String, Topic>,
-    inboxes: HashMap<String, Vec<(u64, mpsc::Sender<Incoming>)>>,
+    inboxes: HashMap<String, Vec<(u64, mpsc::Sender<crate::pubsub::Incoming>)>>,
+    handlers: HashMap<String, ErasedHandler>,
+    /// Handler slots; a call that finds none is refused.
+    slots: Arc<Semaphore>,
+    max_handlers: usize,
+    /// Answers of running handlers, to be sent by this task.
+    answers: mpsc::UnboundedReceiver<Stanza>,
+    answers_tx: mpsc::UnboundedSender<Stanza>,
+    directory: Directory,
+    /// Unavailable presence was sent (closing).
+    offline_announced: bool,
     next_id: u64,
 }
 
 impl Task {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         stream: StanzaStream,
         commands: mpsc::Receiver<Command>,
         dropped: mpsc::UnboundedReceiver<Dropped>,
         shared: Arc<Shared>,
-        pubsub: Jid,
+        config: &BusConfig,
         stream_management: bool,
-        max_payload: usize,
-        close_timeout: Duration,
     ) -> Task {
+        let own = shared.bound.read().expect("lock poisoned").to_bare();
+        let (answers_tx, answers) = mpsc::unbounded_channel();
         Task {
             stream,
             commands,
             dropped,
             shared,
-            pubsub,
+            pubsub: Jid::from(config.pubsub_service()),
             stream_management,
-            max_payload,
-            close_timeout,
+            max_payload: config.max_payload,
+            close_timeout: config.close_timeout,
             pending: HashMap::new(),
             topics: HashMap::new(),
             inboxes: HashMap::new(),
+            handlers: HashMap::new(),
+            slots: Arc::new(Semaphore::new(config.max_concurrent_handlers)),
+            max_handlers: config.max_concurrent_handlers,
+            answers,
+            answers_tx,
+            directory: Directory::new(own, config),
+            offline_announced: false,
             next_id: 0,
         }
     }
@@ -122,12 +156,16 @@ impl Task {
         let mut sweep = tokio::time::interval(Duration::from_secs(1));
         // Set once closing starts: the deadline, and whom to tell.
         let mut closing: Option<(Instant, Option<CloseReply>)> = None;
+        self.fetch_roster().await;
         loop {
             if let Some((deadline, _)) = &closing {
-                if self.callers_pending() == 0 || Instant::now() >= *deadline {
+                if (self.callers_pending() == 0 && self.handlers_running() == 0)
+                    || Instant::now() >= *deadline
+                {
                     break;
                 }
             }
+            let parked_until = self.directory.next_deadline();
             tokio::select! {
                 event = self.stream.next() => match event {
                     Some(Event::Stanza(stanza)) => self.on_stanza(stanza).await,
@@ -137,18 +175,28 @@ impl Task {
                         break;
                     }
                 },
-                Some(dropped) = self.dropped.recv() => self.on_dropped(dropped).await,
-                command = self.commands.recv(), if closing.is_none() => match command {
-                    Some(Command::Close { reply }) => {
-                        closing = Some((Instant::now() + self.close_timeout, Some(reply)));
-                    }
-                    Some(command) => self.on_command(command).await,
-                    None => closing = Some((Instant::now() + self.close_timeout, None)),
-                },
-                _ = sweep.tick() => {
-                    // Callers that timed out dropped their receiver: forget them.
-                    self.pending.retain(|_, p| !matches!(p, PendingIq::Caller { reply, .. } if reply.is_closed()));
+                Some(answer) = self.answers.recv() => {
+                    self.send(answer).await;
                 }
+                Some(dropped) = self.dropped.recv() => self.on_dropped(dropped).await,
+                command = self.commands.recv(), if closing.is_none() => {
+                    let reply = match command {
+                        Some(Command::Close { reply }) => Some(reply),
+                        Some(command) => {
+                            self.on_command(command).await;
+                            continue;
+                        }
+                        None => None,
+                    };
+                    // Tell callers first, so that no new calls are routed here.
+                    self.send(Presence::new(PresenceType::Unavailable).into()).await;
+                    self.offline_announced = true;
+                    closing = Some((Instant::now() + self.close_timeout, reply));
+                },
+                _ = tokio::time::sleep_until(parked_until.unwrap_or_else(Instant::now)), if parked_until.is_some() => {
+                    self.expire_parked().await;
+                }
+                _ = sweep.tick() => self.sweep(),
             }
         }
         let unconfirmed = self.callers_pending();
@@ -166,18 +214,42 @@ impl Task {
         }
     }
 
-    fn callers_pending(&self) -> usize {
-        self.pending
-            .values()
-            .filter(|p| matches!(p, PendingIq::Caller { reply, .. } if !reply.is_closed()))
-            .count()
+    /// Forgets IQs whose caller timed out and gave up.
+    fn sweep(&mut self) {
+        let abandoned: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.is_abandoned())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in abandoned {
+            if let Some(PendingIq::Call { to, .. }) = self.pending.remove(&id) {
+                self.directory.call_ended(&to);
+            }
+        }
     }
 
-    async fn finish(self) {
-        let unavailable = Presence::new(PresenceType::Unavailable);
-        let mut token = self.stream.send(Box::new(unavailable.into())).await;
-        let _ =
-            tokio::time::timeout(Duration::from_secs(2), token.wait_for(StanzaStage::Sent)).await;
+    fn callers_pending(&self) -> usize {
+        self.pending.values().filter(|p| p.has_caller()).count()
+    }
+
+    fn handlers_running(&self) -> usize {
+        self.max_handlers - self.slots.available_permits()
+    }
+
+    async fn finish(mut self) {
+        self.directory.fail_parked("the bus is closing");
+        for (_, pending) in self.pending.drain() {
+            if let PendingIq::Call { call, .. } = pending {
+                call.fail(CallFailure::Disconnected);
+            }
+        }
+        if !self.offline_announced {
+            let unavailable = Presence::new(PresenceType::Unavailable);
+            let mut token = self.stream.send(Box::new(unavailable.into())).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), token.wait_for(StanzaStage::Sent))
+                .await;
+        }
         if tokio::time::timeout(Duration::from_secs(5), self.stream.close())
             .await
             .is_err()
@@ -193,13 +265,24 @@ impl Task {
 
     async fn send_iq(&mut self, to: Jid, set: bool, payload: Element, pending: PendingIq) {
         let id = format!("xb{}", self.next_id());
+        self.send_iq_as(id, to, set, payload, pending).await;
+    }
+
+    async fn send_iq_as(
+        &mut self,
+        id: String,
+        to: Jid,
+        set: bool,
+        payload: Element,
+        pending: PendingIq,
+    ) {
         let iq = if set {
             IqPayload::Set(payload)
         } else {
             IqPayload::Get(payload)
         };
         let iq = Iq::assemble(
-            xmpp_parsers::iq::IqHeader {
+            IqHeader {
                 from: None,
                 to: Some(to),
                 id: id.clone(),
@@ -208,6 +291,32 @@ impl Task {
         );
         self.pending.insert(id, pending);
         self.send(iq.into()).await;
+    }
+
+    /// Sends `message` and reports on `reply` once the server acknowledged
+    /// it (XEP-0198), or once it was written without stream management.
+    async fn send_acked<T: Send + 'static>(
+        &mut self,
+        message: Message,
+        done: T,
+        reply: oneshot::Sender<Result<T, SendError>>,
+    ) {
+        let mut token = self.send(message.into()).await;
+        let stage = if self.stream_management {
+            StanzaStage::Acked
+        } else {
+            StanzaStage::Sent
+        };
+        tokio::spawn(async move {
+            let result = match token.wait_for(stage).await {
+                Some(StanzaState::Sent { .. }) | Some(StanzaState::Acked { .. }) => Ok(done),
+                Some(StanzaState::Failed { error }) => Err(SendError::NotAcknowledged(
+                    error.into_io_error().to_string(),
+                )),
+                _ => Err(SendError::NotAcknowledged("the stream was closed".into())),
+            };
+            let _ = reply.send(result);
+        });
     }
 
     async fn on_command(&mut self, command: Command) {
@@ -225,17 +334,7 @@ impl Task {
                 self.send_iq(to, set, payload, pending).await;
             }
             Command::Subscribe { topic, tx, reply } => {
-                let id = self.next_id();
-                let entry = self.topics.entry(topic.clone()).or_default();
-                entry.subs.push((id, tx));
-                if entry.active {
-                    let _ = reply.send(Ok(id));
-                } else {
-                    entry.waiting.push((id, reply));
-                    if entry.waiting.len() == 1 {
-                        self.subscribe_on_server(topic).await;
-                    }
-                }
+                self.add_subscription(topic, tx, reply).await
             }
             Command::Inbox { topic, tx, reply } => {
                 let id = self.next_id();
@@ -245,38 +344,48 @@ impl Task {
             Command::Send { to, payload, reply } => {
                 let mut message = Message::new_with_type(MessageType::Normal, Some(to));
                 message.payloads.push(payload);
-                let mut token = self.send(message.into()).await;
-                let stage = if self.stream_management {
-                    StanzaStage::Acked
-                } else {
-                    StanzaStage::Sent
-                };
-                tokio::spawn(async move {
-                    let result = match token.wait_for(stage).await {
-                        Some(StanzaState::Sent { .. }) | Some(StanzaState::Acked { .. }) => Ok(()),
-                        Some(StanzaState::Failed { error }) => Err(SendError::NotAcknowledged(
-                            error.into_io_error().to_string(),
-                        )),
-                        _ => Err(SendError::NotAcknowledged("the stream was closed".into())),
-                    };
-                    let _ = reply.send(result);
+                self.send_acked(message, (), reply).await;
+            }
+            Command::Serve {
+                method,
+                handler,
+                reply,
+            } => {
+                let result = self.add_handler(method, handler);
+                let _ = reply.send(result);
+            }
+            Command::Call {
+                target,
+                method,
+                token,
+                request,
+                reply,
+            } => {
+                let call = OutgoingCall::new(target, method, token, request, reply);
+                self.start_call(call).await;
+            }
+            Command::SendToAny {
+                service,
+                payload,
+                reply,
+            } => self.send_to_any(service, payload, reply).await,
+            Command::SetStatus { status } => self.set_status(status).await,
+            Command::Watch { service, tx, reply } => {
+                let id = self.next_id();
+                self.watch(service, id, tx).await;
+                let _ = reply.send(id);
+            }
+            Command::Instances { service, reply } => self.instances(service, reply).await,
+            Command::Stats { reply } => {
+                let _ = reply.send(BusStats {
+                    pending_iqs: self.pending.len(),
+                    running_handlers: self.handlers_running(),
+                    topics: self.topics.len(),
+                    services: self.directory.len(),
                 });
             }
             Command::Close { .. } => unreachable!("handled by run()"),
         }
-    }
-
-    async fn subscribe_on_server(&mut self, topic: String) {
-        let jid = self.bound().to_string();
-        let to = self.pubsub.clone();
-        let payload = pubsub::subscribe(&topic, &jid);
-        self.send_iq(
-            to.clone(),
-            true,
-            payload,
-            PendingIq::Subscribe { to, topic },
-        )
-        .await;
     }
 
     async fn on_dropped(&mut self, dropped: Dropped) {
@@ -289,36 +398,10 @@ impl Task {
                     }
                 }
             }
-            Dropped::Subscription { topic, id } => {
-                let Some(entry) = self.topics.get_mut(&topic) else {
-                    return;
-                };
-                entry.subs.retain(|(i, _)| *i != id);
-                if entry.subs.is_empty() && entry.waiting.is_empty() {
-                    let was_active = entry.active;
-                    self.topics.remove(&topic);
-                    if was_active {
-                        self.unsubscribe_on_server(&topic).await;
-                    }
-                }
-            }
+            Dropped::Subscription { topic, id } => self.remove_subscription(topic, id).await,
+            Dropped::Watch { service, id } => self.directory.unwatch(&service, id),
+            Dropped::Call { token } => self.cancel_call(token),
         }
-    }
-
-    async fn unsubscribe_on_server(&mut self, topic: &str) {
-        debug!(topic, "last local subscription dropped; unsubscribing");
-        let payload = pubsub::unsubscribe(topic, &self.bound().to_string());
-        let to = self.pubsub.clone();
-        self.send_iq(
-            to.clone(),
-            true,
-            payload,
-            PendingIq::Fire {
-                to,
-                what: "unsubscribe",
-            },
-        )
-        .await;
     }
 
     async fn on_stream_event(&mut self, event: StreamEvent) {
@@ -332,14 +415,24 @@ impl Task {
                     *self.shared.bound.write().expect("lock poisoned") = full;
                 }
                 self.stream_management = features.stream_management.is_some();
-                self.send(Presence::new(PresenceType::None).into()).await;
+                let announce = self.directory.announcement();
+                self.send(announce.into()).await;
                 // Answers to IQs of the lost session will never come.
-                self.pending
-                    .retain(|_, p| matches!(p, PendingIq::Caller { .. }));
-                let topics: Vec<String> = self.topics.keys().cloned().collect();
-                for topic in topics {
-                    self.subscribe_on_server(topic).await;
+                let lost: Vec<String> = self
+                    .pending
+                    .iter()
+                    .filter(|(_, p)| !matches!(p, PendingIq::Caller { .. }))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in lost {
+                    if let Some(PendingIq::Call { to, call }) = self.pending.remove(&id) {
+                        self.directory.call_ended(&to);
+                        call.fail(CallFailure::Disconnected);
+                    }
                 }
+                self.directory.forget_instances().await;
+                self.fetch_roster().await;
+                self.resubscribe_all().await;
             }
             StreamEvent::Suspended => warn!("XMPP connection lost; reconnecting"),
             StreamEvent::Resumed => info!("XMPP stream resumed without loss (XEP-0198)"),
@@ -350,9 +443,7 @@ impl Task {
         match stanza {
             Stanza::Iq(iq) => self.on_iq(iq).await,
             Stanza::Message(message) => self.on_message(message).await,
-            Stanza::Presence(presence) => {
-                trace!(from = ?presence.from, "presence ignored");
-            }
+            Stanza::Presence(presence) => self.on_presence(presence).await,
         }
     }
 
@@ -360,32 +451,9 @@ impl Task {
         let (header, payload) = iq.split();
         let answer = match payload {
             IqPayload::Result(payload) => Ok(payload),
-            IqPayload::Error(error) => Err(pubsub::server_error(&error)),
+            IqPayload::Error(error) => Err(error),
             IqPayload::Get(request) | IqPayload::Set(request) => {
-                let response = if request.is("ping", xmpp_parsers::ns::PING) {
-                    IqPayload::Result(None)
-                } else {
-                    debug!(from = ?header.from, ns = %request.ns(), "unsupported IQ request");
-                    IqPayload::Error(StanzaError::new(
-                        ErrorType::Cancel,
-                        DefinedCondition::ServiceUnavailable,
-                        "en",
-                        format!(
-                            "xbus does not serve <{} xmlns='{}'/>",
-                            request.name(),
-                            request.ns()
-                        ),
-                    ))
-                };
-                let reply = Iq::assemble(
-                    xmpp_parsers::iq::IqHeader {
-                        from: None,
-                        to: header.from,
-                        id: header.id,
-                    },
-                    response,
-                );
-                self.send(reply.into()).await;
+                self.on_iq_request(header, request).await;
                 return;
             }
         };
@@ -393,157 +461,77 @@ impl Task {
             debug!(id = header.id, "answer to an unknown or expired IQ dropped");
             return;
         };
+        // An answer must come from whom the IQ went to; the server answers
+        // for our own account without a `from`.
+        let expected = pending.to();
         let from_ok = match &header.from {
-            Some(from) => from == pending.to(),
-            None => false,
+            Some(from) => *from == expected,
+            None => expected == self.bound().to_bare(),
         };
         if !from_ok {
-            warn!(id = header.id, from = ?header.from, expected = %pending.to(), "IQ answer from the wrong sender ignored");
+            warn!(id = header.id, from = ?header.from, %expected, "IQ answer from the wrong sender ignored");
             self.pending.insert(header.id, pending);
             return;
         }
         match pending {
             PendingIq::Caller { reply, .. } => {
-                let _ = reply.send(answer);
+                let _ = reply.send(answer.map_err(|e| crate::pubsub::server_error(&e)));
             }
-            PendingIq::Subscribe { topic, .. } => self.on_subscribed(topic, answer).await,
+            PendingIq::Call { to, call } => self.on_call_answer(to, call, answer).await,
+            PendingIq::Subscribe { topic, .. } => {
+                let answer = answer.map_err(|e| crate::pubsub::server_error(&e));
+                self.on_subscribed(topic, answer).await;
+            }
+            PendingIq::Roster { .. } => self.on_roster(answer).await,
             PendingIq::Fire { what, .. } => {
                 if let Err(error) = answer {
-                    debug!(what, %error, "server refused");
+                    debug!(what, error = %crate::pubsub::server_error(&error), "server refused");
                 }
             }
         }
     }
 
-    async fn on_subscribed(&mut self, topic: String, answer: IqOutcome) {
-        let Some(entry) = self.topics.get_mut(&topic) else {
-            // Every local subscription went away meanwhile.
-            if answer.is_ok() {
-                self.unsubscribe_on_server(&topic).await;
-            }
+    /// Answers an IQ get or set: calls, roster pushes and pings; anything
+    /// else gets `service-unavailable`.
+    async fn on_iq_request(&mut self, header: IqHeader, request: Element) {
+        if request.is(crate::rpc::REQUEST, crate::codec::NS) {
+            self.on_incoming_call(header, request).await;
             return;
-        };
-        match answer {
-            Ok(_) => {
-                entry.active = true;
-                for (id, reply) in entry.waiting.drain(..) {
-                    let _ = reply.send(Ok(id));
-                }
-                if entry.subs.is_empty() {
-                    self.topics.remove(&topic);
-                    self.unsubscribe_on_server(&topic).await;
-                }
-            }
-            Err(error) => {
-                let waiting: Vec<_> = entry.waiting.drain(..).collect();
-                if waiting.is_empty() {
-                    warn!(topic, %error, "re-subscription after reconnect refused");
-                    return;
-                }
-                let ids: Vec<u64> = waiting.iter().map(|(id, _)| *id).collect();
-                entry.subs.retain(|(id, _)| !ids.contains(id));
-                if entry.subs.is_empty() {
-                    self.topics.remove(&topic);
-                }
-                for (_, reply) in waiting {
-                    let _ = reply.send(Err(SubscribeError::Rejected {
-                        topic: topic.clone(),
-                        error: error.clone(),
-                    }));
-                }
-            }
         }
+        let response = if request.is("ping", xmpp_parsers::ns::PING) {
+            IqPayload::Result(None)
+        } else if request.is("query", xmpp_parsers::ns::ROSTER) {
+            self.on_roster_push(header.from.as_ref(), &request)
+        } else {
+            debug!(from = ?header.from, ns = %request.ns(), "unsupported IQ request");
+            IqPayload::Error(StanzaError::new(
+                ErrorType::Cancel,
+                DefinedCondition::ServiceUnavailable,
+                "en",
+                format!(
+                    "xbus does not serve <{} xmlns='{}'/>",
+                    request.name(),
+                    request.ns()
+                ),
+            ))
+        };
+        self.answer_iq(header, response).await;
     }
 
-    async fn on_message(&mut self, message: Message) {
-        let from = message.from.clone();
-        if message.type_ == MessageType::Error {
-            warn!(from = ?from, "error message received (an event sent by this bus bounced?)");
-            return;
-        }
-        let mut headers = Headers::new();
-        for payload in &message.payloads {
-            headers.extend_from_element(payload);
-        }
-        let from_pubsub = from.as_ref().is_some_and(|f| *f == self.pubsub);
-        if let Some(event) = message
-            .payloads
-            .iter()
-            .find(|p| p.is("event", NS_PUBSUB_EVENT))
-        {
-            if !from_pubsub {
-                warn!(from = ?from, "pubsub event from an unexpected sender ignored");
-                return;
-            }
-            for item in pubsub::notification_items(event, &headers, self.max_payload) {
-                self.deliver_to_topic(item).await;
-            }
-            return;
-        }
-        let Some(element) = message.payloads.iter().find_map(find_payload_in) else {
-            debug!(from = ?from, "message without an xbus payload ignored");
-            return;
-        };
-        let payload = RawPayload::from_element(element, self.max_payload);
-        let topic = match (&payload, element.attr("topic")) {
-            (Ok(raw), _) => raw.topic.clone(),
-            (Err(_), Some(topic)) if crate::event::validate_topic(topic).is_ok() => {
-                topic.to_owned()
-            }
-            (Err(error), _) => {
-                warn!(from = ?from, %error, "direct event without a usable topic dropped");
-                return;
-            }
-        };
-        let incoming = Incoming {
-            topic,
-            item_id: message.id.as_ref().map(|id| id.0.clone()),
-            from: from.map(|f| f.to_string()),
-            headers,
-            payload: payload.map_err(|e: DecodeError| (e, String::from(element))),
-        };
-        self.deliver_to_inbox(incoming).await;
-    }
-
-    async fn deliver_to_topic(&mut self, item: Incoming) {
-        let Some(entry) = self.topics.get_mut(&item.topic) else {
-            debug!(
-                topic = item.topic,
-                "notification for a topic without local subscription"
-            );
-            return;
-        };
-        deliver(&mut entry.subs, item).await;
-    }
-
-    async fn deliver_to_inbox(&mut self, item: Incoming) {
-        let Some(list) = self.inboxes.get_mut(&item.topic) else {
-            debug!(
-                topic = item.topic,
-                "direct event for a topic without inbox dropped"
-            );
-            return;
-        };
-        deliver(list, item).await;
+    async fn answer_iq(&mut self, header: IqHeader, response: IqPayload) {
+        self.send(answer(header, response)).await;
     }
 }
 
-fn find_payload_in(elem: &Element) -> Option<&Element> {
-    if elem.is(crate::codec::PAYLOAD, crate::codec::NS) {
-        Some(elem)
-    } else {
-        find_payload(elem)
-    }
-}
-
-/// Hands `item` to every receiver, waiting for room (back-pressure) and
-/// forgetting receivers that are gone.
-async fn deliver(receivers: &mut Vec<(u64, mpsc::Sender<Incoming>)>, item: Incoming) {
-    let mut gone = Vec::new();
-    for (id, tx) in receivers.iter() {
-        if tx.send(item.clone()).await.is_err() {
-            gone.push(*id);
-        }
-    }
-    receivers.retain(|(id, _)| !gone.contains(id));
+/// The answer to the IQ with `header`.
+fn answer(header: IqHeader, response: IqPayload) -> Stanza {
+    Iq::assemble(
+        IqHeader {
+            from: None,
+            to: header.from,
+            id: header.id,
+        },
+        response,
+    )
+    .into()
 }
