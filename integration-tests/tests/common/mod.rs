@@ -2,7 +2,7 @@
 //! integration tests.
 #![allow(dead_code)]
 
-use std::future::Future;
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -15,8 +15,8 @@ use xbus_integration_tests::{Account, Prosody};
 pub const STEP: Duration = Duration::from_secs(10);
 
 /// Awaits `future`, failing the test after `STEP` with `what` in the message.
-pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(STEP, future).await {
+pub async fn within<F: IntoFuture>(what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(STEP, future.into_future()).await {
         Ok(value) => value,
         Err(_) => panic!("timed out after {STEP:?}: {what}"),
     }
@@ -104,4 +104,30 @@ pub async fn two_buses() -> (Prosody, Bus, Bus) {
     let first = bus(&server).await;
     let second = bus(&server).await;
     (server, first, second)
+}
+
+/// A bus connected as `account` with the resource `resource`: one
+/// instance of the service `account`.
+pub async fn instance(server: &Prosody, account: &Account, resource: &str) -> Bus {
+    let config = BusConfig::builder(
+        format!("{}/{resource}", account.jid),
+        account.password.clone(),
+    )
+    .server(server.addr().to_string())
+    .allow_plaintext()
+    .build()
+    .expect("valid config");
+    within("connect instance", Bus::connect(config))
+        .await
+        .expect("connect instance")
+}
+
+/// `count` instances of one fresh service account, named `i1`, `i2`, ...
+pub async fn instances(server: &Prosody, count: usize) -> (Account, Vec<Bus>) {
+    let account = server.account().expect("register account");
+    let mut buses = Vec::new();
+    for n in 1..=count {
+        buses.push(instance(server, &account, &format!("i{n}")).await);
+    }
+    (account, buses)
 }
