@@ -72,7 +72,7 @@ impl Context {
 ///
 /// struct Inventory;
 ///
-/// #[async_trait::async_trait]
+/// #[xbus::async_trait]
 /// impl Handler<CheckStock> for Inventory {
 ///     async fn handle(&self, req: CheckStock, _ctx: Context) -> Result<u32, RpcError> {
 ///         match req.sku.as_str() {
@@ -134,7 +134,12 @@ pub(crate) fn erase<R: Request, H: Handler<R>>(
                 from: call.from,
                 method: raw.method,
                 headers: raw.headers,
-                deadline: call.arrived + timeout.unwrap_or(default_timeout),
+                // A caller's timeout is capped at a day, so that no value
+                // can overflow the deadline.
+                deadline: call.arrived
+                    + timeout
+                        .unwrap_or(default_timeout)
+                        .min(Duration::from_secs(24 * 3600)),
             };
             let response = handler
                 .handle(request, ctx)

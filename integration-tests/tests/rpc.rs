@@ -378,6 +378,10 @@ async fn errors_are_answered_as_specified_and_the_service_keeps_serving() {
             "{xml}: no reason in {xml_error}"
         );
     }
+    // A valid call that announces an absurd timeout is served normally.
+    let huge = "<request xmlns='urn:xbus:0' method='test.fail' encoding='msgpack' version='1' timeout='18446744073709551615'>pEZpbmU=</request>";
+    let answer = raw_iq(&mut raw, &to, IqRequest::Set(huge.parse().unwrap())).await;
+    assert!(matches!(answer, IqResponse::Result(Some(_))), "{answer:?}");
     // Still serving.
     assert_eq!(
         within("fine again", caller.request(&to, Fail::Fine))

@@ -8,6 +8,7 @@
 //! answers pings, and restores presence and subscriptions after a
 //! reconnect that lost the session.
 
+mod directory;
 mod presence;
 mod pubsub;
 mod rpc;
@@ -35,7 +36,7 @@ use crate::error::{CloseError, SendError};
 use crate::serve::ErasedHandler;
 use crate::stats::BusStats;
 
-use self::presence::Directory;
+use self::directory::Directory;
 use self::pubsub::Topic;
 use self::rpc::OutgoingCall;
 
