@@ -1,0 +1,125 @@
+//! A node: its configuration, owner, items and subscriptions.
+
+use std::collections::{BTreeMap, HashMap};
+
+use xmpp_parsers::jid::Jid;
+use xmpp_parsers::minidom::Element;
+
+use super::config::NodeConfig;
+
+/// One published item.
+#[derive(Debug, Clone)]
+pub(crate) struct Item {
+    pub id: String,
+    /// Bare JID of the publisher.
+    pub publisher: String,
+    pub payload: Option<Element>,
+}
+
+/// Items in publish order, bounded; ids are unique.
+#[derive(Debug, Default)]
+pub(crate) struct ItemStore {
+    /// Publish sequence number → item; the oldest first.
+    by_seq: BTreeMap<u64, Item>,
+    /// Item id → sequence number.
+    by_id: HashMap<String, u64>,
+    next_seq: u64,
+}
+
+impl ItemStore {
+    /// Stores `item` as the newest (replacing one of the same id), then
+    /// evicts the oldest beyond `keep`.
+    pub(crate) fn publish(&mut self, item: Item, keep: usize) {
+        self.remove(&item.id);
+        if keep == 0 {
+            return;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.by_id.insert(item.id.clone(), seq);
+        self.by_seq.insert(seq, item);
+        self.truncate(keep);
+    }
+
+    /// Drops the oldest items until at most `keep` remain.
+    pub(crate) fn truncate(&mut self, keep: usize) {
+        while self.by_seq.len() > keep {
+            if let Some((_, old)) = self.by_seq.pop_first() {
+                self.by_id.remove(&old.id);
+            }
+        }
+    }
+
+    /// Removes an item; whether it existed.
+    pub(crate) fn remove(&mut self, id: &str) -> bool {
+        match self.by_id.remove(id) {
+            Some(seq) => {
+                self.by_seq.remove(&seq);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    pub(crate) fn get(&self, id: &str) -> Option<&Item> {
+        self.by_id.get(id).and_then(|seq| self.by_seq.get(seq))
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.by_seq.clear();
+        self.by_id.clear();
+    }
+
+    /// The newest `n` items, oldest first.
+    pub(crate) fn newest(&self, n: usize) -> Vec<&Item> {
+        let mut items: Vec<&Item> = self.by_seq.values().rev().take(n).collect();
+        items.reverse();
+        items
+    }
+
+    /// All items, oldest first.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Item> {
+        self.by_seq.values()
+    }
+}
+
+/// One subscription: the subscribed JID (full or bare, as given) and its id.
+#[derive(Debug, Clone)]
+pub(crate) struct Subscription {
+    pub jid: Jid,
+    pub subid: String,
+}
+
+/// A leaf node.
+#[derive(Debug)]
+pub(crate) struct Node {
+    /// Bare JID of the creator.
+    pub owner: String,
+    pub config: NodeConfig,
+    pub items: ItemStore,
+    /// Subscribed JID (as a string) → subscription; one per JID.
+    pub subscriptions: BTreeMap<String, Subscription>,
+}
+
+impl Node {
+    pub(crate) fn new(owner: String, config: NodeConfig) -> Node {
+        Node {
+            owner,
+            config,
+            items: ItemStore::default(),
+            subscriptions: BTreeMap::new(),
+        }
+    }
+
+    /// Whether a subscription of the bare JID `bare` (or of one of its full
+    /// JIDs) exists.
+    pub(crate) fn has_subscriber(&self, bare: &str) -> bool {
+        self.subscriptions
+            .values()
+            .any(|s| s.jid.to_bare().as_str() == bare)
+    }
+}
