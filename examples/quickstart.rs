@@ -6,8 +6,8 @@
 //!
 //! With `XBUS_JID`/`XBUS_PASSWORD` (and optionally `XBUS_SERVER`,
 //! `XBUS_TLS`) set, both sides log in to that server as that account.
-//! Without them, the example starts a throwaway Prosody on a free loopback
-//! port (`apt-get install prosody` once; `scripts/demo.sh` does it for you).
+//! Without them, the example starts the embedded server (`xbus-server`) on
+//! a free loopback port: nothing needs to be installed.
 
 use std::time::Duration;
 
@@ -41,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
 
     // Keep the server alive until the end of main.
-    let (_server, publisher_config, subscriber_config) = configs()?;
+    let (_server, publisher_config, subscriber_config) = configs().await?;
     let publisher = Bus::connect(publisher_config).await?;
     let subscriber = Bus::connect(subscriber_config).await?;
     println!("publisher  {}", publisher.jid());
@@ -85,26 +85,16 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-type Configs = (
-    Option<xbus_integration_tests::Prosody>,
-    BusConfig,
-    BusConfig,
-);
+type Configs = (Option<xbus_server::Server>, BusConfig, BusConfig);
 
-/// From the environment if `XBUS_JID` is set, else a throwaway Prosody.
-fn configs() -> anyhow::Result<Configs> {
+/// From the environment if `XBUS_JID` is set, else an embedded server.
+async fn configs() -> anyhow::Result<Configs> {
     if std::env::var_os("XBUS_JID").is_some() {
         return Ok((None, BusConfig::from_env()?, BusConfig::from_env()?));
     }
-    println!("XBUS_JID is not set: starting a throwaway Prosody on loopback");
-    let server = xbus_integration_tests::Prosody::start()?;
-    let config = |account: xbus_integration_tests::Account| {
-        BusConfig::builder(account.jid, account.password)
-            .server(server.addr().to_string())
-            .ca_file(server.ca_file())
-            .build()
-    };
-    let publisher = config(server.account()?)?;
-    let subscriber = config(server.account()?)?;
+    println!("XBUS_JID is not set: starting an embedded XMPP server on loopback");
+    let server = xbus_server::Server::start_local().await?;
+    let publisher = server.bus_config("publisher")?.build()?;
+    let subscriber = server.bus_config("subscriber")?.build()?;
     Ok((Some(server), publisher, subscriber))
 }

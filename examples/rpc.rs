@@ -9,7 +9,7 @@
 //! With `XBUS_JID`/`XBUS_PASSWORD` (and optionally `XBUS_SERVER`,
 //! `XBUS_TLS`) set, all three buses log in as that account with the
 //! resources `inv-1`, `inv-2` and `shop`. Without them, the example starts
-//! a throwaway Prosody on a free loopback port.
+//! the embedded server on a free loopback port.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -99,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    let configs = configs()?;
+    let configs = configs().await?;
     let first = inventory(configs.instance("inv-1")?).await?;
     let second = inventory(configs.instance("inv-2")?).await?;
     let shop = Bus::connect(configs.client()?).await?;
@@ -198,43 +198,33 @@ async fn next(watch: &mut xbus::Watch) -> Option<InstanceEvent> {
 enum Configs {
     /// One account from the environment, told apart by resource.
     Env,
-    /// A throwaway Prosody with a service account and a client account.
-    Local {
-        server: Box<xbus_integration_tests::Prosody>,
-        service: xbus_integration_tests::Account,
-        client: xbus_integration_tests::Account,
-    },
+    /// An embedded server with a service account and a client account.
+    Local(Box<xbus_server::Server>),
 }
 
-fn configs() -> anyhow::Result<Configs> {
+async fn configs() -> anyhow::Result<Configs> {
     if std::env::var_os("XBUS_JID").is_some() {
         return Ok(Configs::Env);
     }
-    println!("XBUS_JID is not set: starting a throwaway Prosody on loopback");
-    let server = xbus_integration_tests::Prosody::start()?;
-    let service = server.account()?;
-    let client = server.account()?;
-    Ok(Configs::Local {
-        server: Box::new(server),
-        service,
-        client,
-    })
+    println!("XBUS_JID is not set: starting an embedded XMPP server on loopback");
+    let server = xbus_server::Server::start_local().await?;
+    Ok(Configs::Local(Box::new(server)))
 }
 
 impl Configs {
     fn instance(&self, resource: &str) -> anyhow::Result<BusConfig> {
         match self {
             Configs::Env => env_with_resource(resource),
-            Configs::Local {
-                server, service, ..
-            } => local(server, service, Some(resource)),
+            Configs::Local(server) => Ok(server
+                .bus_config(&format!("inventory/{resource}"))?
+                .build()?),
         }
     }
 
     fn client(&self) -> anyhow::Result<BusConfig> {
         match self {
             Configs::Env => env_with_resource("shop"),
-            Configs::Local { server, client, .. } => local(server, client, None),
+            Configs::Local(server) => Ok(server.bus_config("shop")?.build()?),
         }
     }
 }
@@ -247,19 +237,4 @@ fn env_with_resource(resource: &str) -> anyhow::Result<BusConfig> {
             _ => value,
         })
     })?)
-}
-
-fn local(
-    server: &xbus_integration_tests::Prosody,
-    account: &xbus_integration_tests::Account,
-    resource: Option<&str>,
-) -> anyhow::Result<BusConfig> {
-    let jid = match resource {
-        Some(resource) => format!("{}/{resource}", account.jid),
-        None => account.jid.clone(),
-    };
-    Ok(BusConfig::builder(jid, account.password.clone())
-        .server(server.addr().to_string())
-        .ca_file(server.ca_file())
-        .build()?)
 }

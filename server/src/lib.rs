@@ -15,6 +15,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! With the `bus` feature, `start_with_bus` starts a server and connects
+//! an xbus `Bus` in one line, and `Server::bus` connects
+//! more.
+//!
 //! What it implements: c2s over TCP with optional STARTTLS (rustls with
 //! ring), SASL PLAIN and SCRAM-SHA-1/-256, resource binding, routing per
 //! RFC 6121, presence subscriptions with an in-memory roster, offline
@@ -54,6 +58,8 @@
 #![deny(missing_docs)]
 
 mod auth;
+#[cfg(feature = "bus")]
+mod bus;
 mod c2s;
 mod config;
 mod error;
@@ -69,6 +75,8 @@ mod session;
 mod sm;
 mod tls;
 
+#[cfg(feature = "bus")]
+pub use bus::{EmbeddedError, start_with_bus};
 pub use config::ServerBuilder;
 pub use error::ServerError;
 pub use server::Server;

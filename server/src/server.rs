@@ -31,6 +31,18 @@ impl Server {
         crate::ServerBuilder::default()
     }
 
+    /// Starts a server for `localhost` on a free loopback port with
+    /// STARTTLS on a generated certificate and open accounts: the set-up
+    /// examples and tests want.
+    pub async fn start_local() -> Result<Server, ServerError> {
+        Server::builder()
+            .domain("localhost")
+            .bind("127.0.0.1:0")
+            .tls_generated()
+            .start()
+            .await
+    }
+
     /// The address clients connect to.
     pub fn addr(&self) -> SocketAddr {
         self.addr
