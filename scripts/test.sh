@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs the XMPP servers the
 # integration tests start (when missing), then fmt, clippy and every test.
+#
+# The integration tests run against every server in XBUS_TEST_SERVERS
+# (comma-separated; unset: the harness's default, prosody,ejabberd). Both
+# servers are installed whatever the list says: the harness's own tests
+# cover every server kind it offers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v prosody >/dev/null 2>&1 || need+=(prosody)
 [ -e /usr/lib/x86_64-linux-gnu/lua/5.4/dbd/sqlite3.so ] || need+=(lua-dbi-sqlite3)
+# ejabberd (Debian's package also brings Erlang and creates user ejabberd;
+# its daemon does not start without an init system, and the tests start
+# their own).
+command -v ejabberdctl >/dev/null 2>&1 || need+=(ejabberd)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing ${need[*]} (Debian packages)"
   SUDO=""
@@ -19,7 +28,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "== cargo test"
+echo "== cargo test (servers: ${XBUS_TEST_SERVERS:-default})"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

@@ -13,11 +13,14 @@ use std::sync::{Mutex, Once};
 #[derive(Default)]
 struct ExitCleanup {
     pids: Vec<u32>,
+    /// Process groups (by leader pid) whose every member is killed.
+    groups: Vec<u32>,
     dirs: Vec<PathBuf>,
 }
 
 static EXIT_CLEANUP: Mutex<ExitCleanup> = Mutex::new(ExitCleanup {
     pids: Vec::new(),
+    groups: Vec::new(),
     dirs: Vec::new(),
 });
 
@@ -36,9 +39,21 @@ pub(crate) fn kill_at_exit(pid: u32) {
     exit_cleanup(|c| c.pids.push(pid));
 }
 
-/// Unregisters a pid registered with [`kill_at_exit`] (after reaping it).
+/// Registers a process group (led by our child `leader`, which started it
+/// with `setpgid(0, 0)`) to kill as a whole at exit unless forgotten before:
+/// for servers whose real work runs in a grandchild (ejabberd's
+/// `ejabberdctl` script runs the Erlang VM as its child).
+pub(crate) fn kill_group_at_exit(leader: u32) {
+    exit_cleanup(|c| c.groups.push(leader));
+}
+
+/// Unregisters a pid registered with [`kill_at_exit`] or
+/// [`kill_group_at_exit`] (after reaping it).
 pub(crate) fn forget_pid(pid: u32) {
-    exit_cleanup(|c| c.pids.retain(|p| *p != pid));
+    exit_cleanup(|c| {
+        c.pids.retain(|p| *p != pid);
+        c.groups.retain(|p| *p != pid);
+    });
 }
 
 /// Registers a directory to remove at exit unless unregistered before.
@@ -56,6 +71,16 @@ extern "C" fn at_exit() {
     let Ok(cleanup) = EXIT_CLEANUP.try_lock() else {
         return;
     };
+    for &leader in &cleanup.groups {
+        if let Ok(pid) = libc::pid_t::try_from(leader) {
+            // SAFETY: plain syscalls; the leader is our unreaped child, so
+            // its process group id cannot have been reused.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        }
+    }
     for &pid in &cleanup.pids {
         if let Ok(pid) = libc::pid_t::try_from(pid) {
             // SAFETY: plain syscalls on our own unreaped children.

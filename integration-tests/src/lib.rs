@@ -9,9 +9,13 @@
 //!
 //! * [`Prosody`]: Prosody 0.12 from Debian (`apt-get install -y prosody`),
 //!   with a pubsub component at `pubsub.localhost`.
+//! * [`Ejabberd`]: ejabberd 23.01 from Debian (`apt-get install -y
+//!   ejabberd`), with mod_pubsub at `pubsub.localhost`.
 //!
 //! Each server implements [`XmppServer`], so a test can run against every
-//! kind in [`ServerKind`] (ejabberd is meant to join Prosody there).
+//! kind in [`ServerKind`]. [`ServerKind::from_env`] reads the list a test
+//! run is meant to cover from `XBUS_TEST_SERVERS` (default
+//! [`DEFAULT_SERVERS`]); an unknown name is an error, never a skip.
 //!
 //! ```no_run
 //! use xbus_integration_tests::Prosody;
@@ -29,8 +33,9 @@
 //! * Every server gets its own temporary directory (config, data, pidfile,
 //!   logs, certificates) and its own free loopback port, so servers can run
 //!   in parallel test threads. Only that port is opened.
-//! * Every wait is bounded (startup 10 s, each `prosodyctl` call 10 s, graceful
-//!   stop 2 s then `SIGKILL`).
+//! * Every wait is bounded (Prosody: startup 10 s, each `prosodyctl` call
+//!   10 s, graceful stop 2 s then `SIGKILL`; ejabberd: startup 30 s, each
+//!   registration 10 s, graceful stop 5 s then `SIGKILL`).
 //! * Dropping a server stops the process, waits for it and removes its
 //!   directory. Servers still alive when the test process exits (for example
 //!   ones kept in a `static`) are killed by an exit hook.
@@ -42,9 +47,14 @@
 //!   stderr (run the tests with `--nocapture` to see it).
 //! * `XBUS_TEST_PROSODY_LOG_LEVEL=debug`: Prosody's log level (default
 //!   `info`; `debug` logs every stanza, which slows the server down).
+//! * `XBUS_TEST_EJABBERD_LOG_LEVEL=debug`: the same for ejabberd
+//!   (`logs/ejabberd.log` in its directory).
+//! * `XBUS_TEST_SERVERS=prosody,ejabberd`: the servers the integration
+//!   tests run against (see [`ServerKind::from_env`]).
 #![deny(missing_docs)]
 
 mod certs;
+mod ejabberd;
 mod exit_hook;
 mod process;
 mod prosody;
@@ -56,11 +66,23 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use ejabberd::Ejabberd;
 pub use prosody::{ACCOUNT_POOL_SIZE, Prosody};
 
 /// How `apt-get` installs Prosody; part of the panic message when it is missing.
 pub const PROSODY_INSTALL_HINT: &str =
     "apt-get update && apt-get install -y prosody lua-dbi-sqlite3";
+
+/// How `apt-get` installs ejabberd; part of the panic message when it is missing.
+pub const EJABBERD_INSTALL_HINT: &str = "apt-get update && apt-get install -y ejabberd";
+
+/// Environment variable with the comma-separated server kinds the
+/// integration tests run against (see [`ServerKind::from_env`]).
+pub const SERVERS_ENV: &str = "XBUS_TEST_SERVERS";
+
+/// The servers the integration tests run against when `XBUS_TEST_SERVERS`
+/// is unset.
+pub const DEFAULT_SERVERS: &str = "prosody,ejabberd";
 
 /// How `apt-get` installs OpenSSL; part of the panic message when it is missing.
 pub const OPENSSL_INSTALL_HINT: &str = "apt-get update && apt-get install -y openssl";
@@ -156,29 +178,108 @@ impl HarnessError {
     }
 }
 
-/// The kinds of server the harness can run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ServerKind {
+/// Declares [`ServerKind`]: one line per kind (variant, name, server type).
+macro_rules! server_kinds {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal, $server:ty;)+) => {
+        /// The kinds of server the harness can run.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum ServerKind {
+            $($(#[$doc])* $variant,)+
+        }
+
+        impl ServerKind {
+            /// Every kind the harness implements.
+            pub const ALL: &'static [ServerKind] = &[$(ServerKind::$variant),+];
+
+            /// Lower-case name, e.g. `"prosody"`.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(ServerKind::$variant => $name,)+
+                }
+            }
+
+            /// Starts a server of this kind (see e.g. [`Prosody::start`]).
+            ///
+            /// # Panics
+            ///
+            /// If the server is not installed; the message says how to
+            /// install it.
+            pub fn start(self) -> Result<Box<dyn XmppServer>, HarnessError> {
+                match self {
+                    $(ServerKind::$variant => Ok(Box::new(<$server>::start()?)),)+
+                }
+            }
+        }
+    };
+}
+
+server_kinds! {
     /// Prosody, see [`Prosody`].
-    Prosody,
+    Prosody => "prosody", Prosody;
+    /// ejabberd, see [`Ejabberd`].
+    Ejabberd => "ejabberd", Ejabberd;
+}
+
+/// An unknown server name in `XBUS_TEST_SERVERS` (or an empty list).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{SERVERS_ENV}={list:?}: {problem}; known servers: {known} (comma-separated, e.g. {DEFAULT_SERVERS:?})"
+)]
+pub struct UnknownServer {
+    /// The whole list as given.
+    pub list: String,
+    /// What is wrong with it.
+    pub problem: String,
+    /// The known names, comma-separated.
+    pub known: String,
 }
 
 impl ServerKind {
-    /// Every kind the harness implements.
-    pub const ALL: &'static [ServerKind] = &[ServerKind::Prosody];
-
-    /// Lower-case name, e.g. `"prosody"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            ServerKind::Prosody => "prosody",
-        }
+    /// The kind called `name` (case-insensitive, surrounding blanks
+    /// ignored).
+    pub fn from_name(name: &str) -> Option<ServerKind> {
+        let name = name.trim();
+        ServerKind::ALL
+            .iter()
+            .copied()
+            .find(|kind| kind.name().eq_ignore_ascii_case(name))
     }
 
-    /// Starts a server of this kind (see [`Prosody::start`]).
-    pub fn start(self) -> Result<Box<dyn XmppServer>, HarnessError> {
-        match self {
-            ServerKind::Prosody => Ok(Box::new(Prosody::start()?)),
+    /// Parses a comma-separated list such as `"prosody,ejabberd"`: every
+    /// name must be known, at least one must be given; duplicates are
+    /// dropped, the order is kept.
+    pub fn parse_list(list: &str) -> Result<Vec<ServerKind>, UnknownServer> {
+        let error = |problem: String| UnknownServer {
+            list: list.to_owned(),
+            problem,
+            known: ServerKind::ALL
+                .iter()
+                .map(|k| k.name())
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        let mut kinds = Vec::new();
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let kind = ServerKind::from_name(name)
+                .ok_or_else(|| error(format!("unknown server {name:?}")))?;
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
+        }
+        if kinds.is_empty() {
+            return Err(error("no server named".to_owned()));
+        }
+        Ok(kinds)
+    }
+
+    /// The servers named in `XBUS_TEST_SERVERS`, or [`DEFAULT_SERVERS`] if
+    /// it is unset. An unknown name or an empty list is an error: a test
+    /// run never silently covers fewer servers than asked for.
+    pub fn from_env() -> Result<Vec<ServerKind>, UnknownServer> {
+        match std::env::var(SERVERS_ENV) {
+            Ok(list) => ServerKind::parse_list(&list),
+            Err(_) => ServerKind::parse_list(DEFAULT_SERVERS),
         }
     }
 }
@@ -215,6 +316,38 @@ pub trait XmppServer: Send + Sync + fmt::Debug {
     fn restart(&mut self) -> Result<(), HarnessError>;
     /// The server's log file.
     fn log_path(&self) -> PathBuf;
+}
+
+/// A boxed server is a server: `&Box<dyn XmppServer>` goes where a
+/// `&dyn XmppServer` is expected.
+impl<T: XmppServer + ?Sized> XmppServer for Box<T> {
+    fn kind(&self) -> ServerKind {
+        (**self).kind()
+    }
+    fn domain(&self) -> &str {
+        (**self).domain()
+    }
+    fn pubsub_service(&self) -> String {
+        (**self).pubsub_service()
+    }
+    fn addr(&self) -> SocketAddr {
+        (**self).addr()
+    }
+    fn ca_file(&self) -> &Path {
+        (**self).ca_file()
+    }
+    fn account(&self) -> Result<Account, HarnessError> {
+        (**self).account()
+    }
+    fn kill(&mut self) {
+        (**self).kill()
+    }
+    fn restart(&mut self) -> Result<(), HarnessError> {
+        (**self).restart()
+    }
+    fn log_path(&self) -> PathBuf {
+        (**self).log_path()
+    }
 }
 
 /// Panics unless `name` is an executable in `PATH`.

@@ -224,12 +224,69 @@ pub(crate) fn run(
     }
 }
 
+/// Sends `signal` to `pid` (for example a server that a launcher script
+/// runs as its child).
+pub(crate) fn signal_pid(pid: u32, signal: libc::c_int) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: plain syscall. Callers pass the child of a launcher that
+        // has not exited yet, so the pid is still that child's.
+        unsafe { libc::kill(pid, signal) };
+    }
+}
+
+/// The children of `parent` whose command name (`/proc/PID/comm`) is `comm`.
+pub(crate) fn children_named(parent: u32, comm: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may contain spaces and parentheses.
+        let Some((head, tail)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let name = head.split_once('(').map_or("", |(_, name)| name);
+        let mut fields = tail.split_whitespace();
+        let state = fields.next();
+        let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) && name == comm && state != Some("Z") {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Whether process `pid` is gone (no such process, or a zombie: this
+/// machine's init may never reap orphans).
+#[cfg(test)]
+pub(crate) fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, tail)| tail.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
 /// A long-running server process owned by the harness.
 ///
 /// Dropping it stops the process (see [`ServerProcess::stop`]).
 #[derive(Debug)]
 pub(crate) struct ServerProcess {
     child: Child,
+    /// Whether the child leads its own process group (see
+    /// [`ServerProcess::spawn_group`]).
+    group: bool,
 }
 
 impl ServerProcess {
@@ -237,7 +294,39 @@ impl ServerProcess {
     pub(crate) fn spawn(mut command: Command) -> io::Result<ServerProcess> {
         let child = command.spawn()?;
         exit_hook::kill_at_exit(child.id());
-        Ok(ServerProcess { child })
+        Ok(ServerProcess {
+            child,
+            group: false,
+        })
+    }
+
+    /// Spawns `command` as the leader of a new process group, registered
+    /// for killing (the whole group) at process exit.
+    ///
+    /// For a launcher script whose server runs as its child: dropping or
+    /// [`ServerProcess::kill`] then kills the server too, not only the
+    /// script. A graceful stop must signal the server itself (see
+    /// [`signal_pid`]) and then wait with [`ServerProcess::wait_exit`].
+    pub(crate) fn spawn_group(mut command: Command) -> io::Result<ServerProcess> {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
+        let child = command.spawn()?;
+        exit_hook::kill_group_at_exit(child.id());
+        Ok(ServerProcess { child, group: true })
+    }
+
+    /// Waits up to `timeout` for the process to exit; whether it did.
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.exited().is_some() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(POLL);
+        }
     }
 
     /// The process id.
@@ -255,14 +344,19 @@ impl ServerProcess {
         self.stop_in_place();
     }
 
-    /// `SIGKILL` at once; reaps the process.
+    /// `SIGKILL` at once (to the whole group for
+    /// [`ServerProcess::spawn_group`]); reaps the process.
     pub(crate) fn kill(mut self) {
         self.signal(libc::SIGKILL);
         self.reap();
     }
 
+    /// For a group: `SIGTERM` is useless to the launcher, so `SIGKILL` the
+    /// group (a graceful stop is the owner's job, before this).
     fn stop_in_place(&mut self) {
-        if self.exited().is_none() {
+        if self.group {
+            self.signal(libc::SIGKILL);
+        } else if self.exited().is_none() {
             self.signal(libc::SIGTERM);
             let deadline = Instant::now() + STOP_GRACE;
             while self.exited().is_none() && Instant::now() < deadline {
@@ -276,6 +370,16 @@ impl ServerProcess {
     }
 
     fn signal(&mut self, signal: libc::c_int) {
+        if self.group
+            && let Ok(pid) = libc::pid_t::try_from(self.child.id())
+        {
+            // Even after the leader exited, members may live on; the group
+            // id stays theirs (a pid is not handed out while a group of
+            // that id exists).
+            // SAFETY: plain syscall on our own process group.
+            unsafe { libc::kill(-pid, signal) };
+            return;
+        }
         if self.exited().is_some() {
             return; // reaped: the pid may belong to someone else by now
         }

@@ -360,6 +360,13 @@ impl Prosody {
 
 impl Drop for Prosody {
     fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!(
+                "xbus-integration-tests: a test failed; last lines of {}:\n{}",
+                self.log_path().display(),
+                process::tail(&self.log_path(), 0, 40)
+            );
+        }
         if let Some(process) = self.process.take() {
             process.stop();
         }

@@ -1,4 +1,6 @@
-//! Tests of the harness against a real Prosody, with a tiny raw XMPP client.
+//! Tests of the harness against real servers (Prosody and ejabberd, every
+//! kind in [`ServerKind::ALL`], whatever `XBUS_TEST_SERVERS` says: the
+//! harness must work for each kind it offers), with a tiny raw XMPP client.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -6,7 +8,7 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::{Account, Prosody, ServerKind, XmppServer, process, require_binary};
+use crate::{Account, Ejabberd, Prosody, ServerKind, XmppServer, process, require_binary};
 
 /// Upper bound for every wait in these tests.
 const STEP: Duration = Duration::from_secs(10);
@@ -132,12 +134,19 @@ fn assert_answers_stream_header(addr: SocketAddr) {
 }
 
 fn process_gone(pid: u32) -> bool {
-    !Path::new(&format!("/proc/{pid}")).exists()
+    !Path::new(&format!("/proc/{pid}")).exists() || process::process_gone(pid)
 }
 
 #[test]
 fn starts_registers_accounts_and_answers_stream_header() {
-    let server = Prosody::start().expect("start prosody");
+    for &kind in ServerKind::ALL {
+        let server = kind.start().unwrap_or_else(|e| panic!("start {kind}: {e}"));
+        assert_eq!(server.kind(), kind);
+        starts_registers_accounts_and_answers_stream_header_on(&*server);
+    }
+}
+
+fn starts_registers_accounts_and_answers_stream_header_on(server: &dyn XmppServer) {
     assert_eq!(server.domain(), "localhost");
     assert_eq!(server.pubsub_service(), "pubsub.localhost");
     assert!(server.addr().ip().is_loopback());
@@ -225,6 +234,173 @@ fn kill_and_restart_keep_port_and_data() {
 }
 
 #[test]
+fn ejabberd_kill_and_restart_keep_port_and_data() {
+    let mut server = Ejabberd::start().expect("start ejabberd");
+    let account = server.account().unwrap();
+    let (addr, pid) = (server.addr(), server.pid().unwrap());
+    // Mnesia keeps accounts in dets tables, and dets delays writes by up
+    // to 3 s (its default `delayed_write` cache): a crash within 3 s of a
+    // registration loses it, as it would in production.
+    std::thread::sleep(Duration::from_millis(3500));
+    let started = Instant::now();
+    server.kill();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "kill took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.pid(), None);
+    assert!(process_gone(pid), "beam.smp (pid {pid}) still there");
+    assert!(!process::accepts_tcp(addr));
+    server.restart().expect("restart after kill");
+    assert_eq!(server.addr(), addr);
+    Raw::login(addr, &account);
+    // Restart of a running server: clean stop, then start.
+    server.restart().expect("restart while running");
+    Raw::login(addr, &account);
+    let fresh = server.account().expect("account after restart");
+    Raw::login(addr, &fresh);
+}
+
+/// Processes called `epmd` on this machine.
+fn epmd_processes() -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "epmd")
+        })
+        .count()
+}
+
+#[test]
+fn ejabberd_opens_only_its_c2s_and_distribution_ports_and_no_epmd() {
+    let epmd_before = epmd_processes();
+    let server = Ejabberd::start().expect("start ejabberd");
+    let pid = server.pid().unwrap();
+    let mut expected = vec![
+        server.addr(),
+        SocketAddr::from(([127, 0, 0, 1], server.dist_port())),
+    ];
+    expected.sort();
+    assert_eq!(process::listening_sockets(pid).unwrap(), expected);
+    assert!(server.node().starts_with("xbus-"), "{}", server.node());
+    assert_eq!(epmd_processes(), epmd_before, "an epmd was started");
+    // ejabberdctl reaches the node through the fixed port and the cookie.
+    let status = server.ctl(&["status"]).expect("ejabberdctl status");
+    assert!(status.contains("started"), "{status}");
+    assert!(status.contains(server.node()), "{status}");
+    drop(server);
+    assert_eq!(epmd_processes(), epmd_before, "an epmd was left behind");
+}
+
+#[test]
+fn ejabberd_accounts_exist_when_returned() {
+    let server = Ejabberd::start().expect("start ejabberd");
+    let accounts: Vec<Account> = (0..5).map(|_| server.account().unwrap()).collect();
+    let users = server
+        .ctl(&["registered_users", "localhost"])
+        .expect("ejabberdctl registered_users");
+    for account in &accounts {
+        assert!(
+            users.lines().any(|u| u.trim() == account.username()),
+            "{} not in {users}",
+            account.jid
+        );
+    }
+    // Registering is fast (in-band, no extra Erlang VM per account).
+    let started = Instant::now();
+    for _ in 0..20 {
+        server.account().unwrap();
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "20 accounts took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn ejabberd_drop_stops_the_vm_closes_the_port_and_removes_the_dir() {
+    let server = Ejabberd::start().expect("start ejabberd");
+    let (pid, addr, dir) = (
+        server.pid().unwrap(),
+        server.addr(),
+        server.dir().to_owned(),
+    );
+    let dist = SocketAddr::from(([127, 0, 0, 1], server.dist_port()));
+    let started = Instant::now();
+    drop(server);
+    assert!(
+        started.elapsed() < Duration::from_secs(7),
+        "stop took {:?}",
+        started.elapsed()
+    );
+    assert!(process_gone(pid), "beam.smp (pid {pid}) still there");
+    assert!(!process::accepts_tcp(addr), "{addr} still accepts");
+    assert!(!process::accepts_tcp(dist), "{dist} still accepts");
+    if !crate::keep_dirs() {
+        assert!(!dir.exists(), "{} still there", dir.display());
+    }
+}
+
+#[test]
+fn two_ejabberds_run_at_once() {
+    let starts: Vec<_> = (0..2)
+        .map(|_| thread::spawn(|| Ejabberd::start().expect("start ejabberd")))
+        .collect();
+    let servers: Vec<Ejabberd> = starts.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_ne!(servers[0].addr(), servers[1].addr());
+    assert_ne!(servers[0].node(), servers[1].node());
+    assert_ne!(servers[0].dist_port(), servers[1].dist_port());
+    for server in &servers {
+        let account = server.account().expect("account");
+        assert_answers_stream_header(server.addr());
+        Raw::login(server.addr(), &account);
+    }
+}
+
+#[test]
+fn a_taken_port_is_detected_on_ejabberd_restart() {
+    let mut server = Ejabberd::start().expect("start ejabberd");
+    server.kill();
+    let squatter = std::net::TcpListener::bind(server.addr()).expect("take the port");
+    let started = Instant::now();
+    let error = server.restart().unwrap_err().to_string();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(error.contains("taken by another process"), "{error}");
+    drop(squatter);
+    server
+        .restart()
+        .expect("restart once the port is free again");
+}
+
+#[test]
+fn server_lists_parse_strictly() {
+    use crate::{DEFAULT_SERVERS, UnknownServer};
+    assert_eq!(
+        ServerKind::parse_list(DEFAULT_SERVERS).unwrap(),
+        vec![ServerKind::Prosody, ServerKind::Ejabberd]
+    );
+    assert_eq!(
+        ServerKind::parse_list(" Ejabberd , prosody,ejabberd").unwrap(),
+        vec![ServerKind::Ejabberd, ServerKind::Prosody]
+    );
+    let error: UnknownServer = ServerKind::parse_list("prosody,openfire").unwrap_err();
+    let text = error.to_string();
+    assert!(text.contains("\"openfire\""), "{text}");
+    assert!(text.contains("prosody,ejabberd"), "{text}");
+    assert!(ServerKind::parse_list(" , ").is_err());
+    for &kind in ServerKind::ALL {
+        assert_eq!(ServerKind::from_name(kind.name()), Some(kind));
+    }
+}
+
+#[test]
 fn a_taken_port_is_detected_fast_with_the_log_in_the_error() {
     let mut server = Prosody::start().expect("start prosody");
     server.kill();
@@ -246,31 +422,50 @@ fn a_taken_port_is_detected_fast_with_the_log_in_the_error() {
 
 #[test]
 fn accounts_can_create_nodes_and_notifications_carry_the_publisher() {
-    let server: Box<dyn XmppServer> = ServerKind::Prosody.start().expect("start prosody");
+    for &kind in ServerKind::ALL {
+        let server = kind.start().unwrap_or_else(|e| panic!("start {kind}: {e}"));
+        accounts_can_create_nodes_and_notifications_carry_the_publisher_on(&*server);
+    }
+}
+
+fn accounts_can_create_nodes_and_notifications_carry_the_publisher_on(server: &dyn XmppServer) {
+    let kind = server.kind();
     let (alice, bob) = (server.account().unwrap(), server.account().unwrap());
     let mut publisher = Raw::login(server.addr(), &alice);
     let mut subscriber = Raw::login(server.addr(), &bob);
     let item = |id: &str| {
         format!("<publish node='n'><item id='{id}'><x xmlns='urn:t'>{id}</x></item></publish>")
     };
-    // No such node yet: the publish creates it (autocreate_on_publish, admin).
+    // No such node yet: the publish creates it (Prosody:
+    // autocreate_on_publish for admins; ejabberd: any local user).
     let reply = publisher.pubsub("p1", &item("i1"));
-    assert!(reply.contains("type='result'"), "{reply}");
+    assert!(reply.contains("type='result'"), "{kind}: {reply}");
+    // A second account may publish to a node the first one created.
+    let reply = subscriber.pubsub("p0", &item("i0"));
+    assert!(
+        reply.contains("type='result'"),
+        "{kind}: publish by a non-owner: {reply}"
+    );
     let reply = subscriber.pubsub("s1", &format!("<subscribe node='n' jid='{}/r'/>", bob.jid));
-    assert!(reply.contains("subscription='subscribed'"), "{reply}");
+    assert!(
+        reply.contains("subscription='subscribed'"),
+        "{kind}: {reply}"
+    );
     let reply = subscriber.pubsub("c1", "<create node='other'/>");
     assert!(
         reply.contains("type='result'"),
-        "create by a second account: {reply}"
+        "{kind}: create by a second account: {reply}"
     );
     let reply = publisher.pubsub("p2", &item("i2"));
-    assert!(reply.contains("type='result'"), "{reply}");
+    assert!(reply.contains("type='result'"), "{kind}: {reply}");
+    // The subscribe did not re-send the last item (i0): the first
+    // notification is i2.
     let event = subscriber.read_until("</message>");
-    assert!(event.contains("type='headline'"), "{event}");
-    assert!(event.contains("id='i2'"), "{event}");
+    assert!(event.contains("type='headline'"), "{kind}: {event}");
+    assert!(event.contains("id='i2'"), "{kind}: {event}");
     assert!(
-        event.contains(&format!("publisher='{}'", alice.jid)),
-        "{event}"
+        event.contains(&format!("publisher='{}", alice.jid)),
+        "{kind}: {event}"
     );
 }
 

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{config, init_tracing, next, prosody, within};
+use common::{config, init_tracing, matrix, next, start, within};
 use serde::{Deserialize, Serialize};
 use xbus::{Bus, BusConfig, ConnectError, Event, Tls};
 
@@ -15,20 +15,23 @@ const FAST: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn wrong_password_fails_within_5_s() {
-    init_tracing();
-    let server = prosody();
-    let account = server.account().unwrap();
-    let config = BusConfig::builder(account.jid.clone(), "not-the-password")
-        .server(server.addr().to_string())
-        .allow_plaintext()
-        .build()
-        .unwrap();
-    let started = Instant::now();
-    let error = within("connect", Bus::connect(config)).await.unwrap_err();
-    let took = started.elapsed();
-    assert!(matches!(error, ConnectError::Auth { .. }), "{error}");
-    assert!(error.to_string().contains(&account.jid), "{error}");
-    assert!(took < FAST, "took {took:?}");
+    matrix(async |kind| {
+        init_tracing();
+        let server = start(kind);
+        let account = server.account().unwrap();
+        let config = BusConfig::builder(account.jid.clone(), "not-the-password")
+            .server(server.addr().to_string())
+            .allow_plaintext()
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        let error = within("connect", Bus::connect(config)).await.unwrap_err();
+        let took = started.elapsed();
+        assert!(matches!(error, ConnectError::Auth { .. }), "{error}");
+        assert!(error.to_string().contains(&account.jid), "{error}");
+        assert!(took < FAST, "took {took:?}");
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -91,61 +94,70 @@ async fn silent_server_times_out_within_the_connect_timeout() {
 
 #[tokio::test]
 async fn starttls_with_a_custom_ca_works_end_to_end() {
-    init_tracing();
-    let server = prosody();
-    let (a, b) = (server.account().unwrap(), server.account().unwrap());
-    let tls = |account: &xbus_integration_tests::Account| {
-        BusConfig::builder(account.jid.clone(), account.password.clone())
-            .server(server.addr().to_string())
-            .ca_file(server.ca_file())
-            .build()
-            .unwrap()
-    };
-    let publisher = within("connect tls", Bus::connect(tls(&a))).await.unwrap();
-    let subscriber = within("connect tls", Bus::connect(tls(&b))).await.unwrap();
-    let mut pings = within("subscribe", subscriber.subscribe::<Ping>())
-        .await
-        .unwrap();
-    within("publish", publisher.publish(&Ping(1)))
-        .await
-        .unwrap();
-    assert_eq!(next("ping", &mut pings).await.unwrap().event, Ping(1));
+    matrix(async |kind| {
+        init_tracing();
+        let server = start(kind);
+        let (a, b) = (server.account().unwrap(), server.account().unwrap());
+        let tls = |account: &xbus_integration_tests::Account| {
+            BusConfig::builder(account.jid.clone(), account.password.clone())
+                .server(server.addr().to_string())
+                .ca_file(server.ca_file())
+                .build()
+                .unwrap()
+        };
+        let publisher = within("connect tls", Bus::connect(tls(&a))).await.unwrap();
+        let subscriber = within("connect tls", Bus::connect(tls(&b))).await.unwrap();
+        let mut pings = within("subscribe", subscriber.subscribe::<Ping>())
+            .await
+            .unwrap();
+        within("publish", publisher.publish(&Ping(1)))
+            .await
+            .unwrap();
+        assert_eq!(next("ping", &mut pings).await.unwrap().event, Ping(1));
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn starttls_rejects_a_certificate_it_cannot_verify() {
-    init_tracing();
-    let server = prosody();
-    let account = server.account().unwrap();
-    // Default TLS: system roots, which do not know the test CA.
-    let config = config(&server, &account)
-        .tls(Tls::Required)
-        .build()
-        .unwrap();
-    let started = Instant::now();
-    let error = within("connect", Bus::connect(config)).await.unwrap_err();
-    assert!(matches!(error, ConnectError::Tls { .. }), "{error}");
-    assert!(started.elapsed() < FAST);
+    matrix(async |kind| {
+        init_tracing();
+        let server = start(kind);
+        let account = server.account().unwrap();
+        // Default TLS: system roots, which do not know the test CA.
+        let config = config(&server, &account)
+            .tls(Tls::Required)
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        let error = within("connect", Bus::connect(config)).await.unwrap_err();
+        assert!(matches!(error, ConnectError::Tls { .. }), "{error}");
+        assert!(started.elapsed() < FAST);
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn from_env_connects() {
-    init_tracing();
-    let server = prosody();
-    let account = server.account().unwrap();
-    let vars = [
-        ("XBUS_JID", account.jid.clone()),
-        ("XBUS_PASSWORD", account.password.clone()),
-        ("XBUS_SERVER", server.addr().to_string()),
-        ("XBUS_TLS", server.ca_file().display().to_string()),
-    ];
-    let config = BusConfig::from_lookup(|name| {
-        vars.iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.clone())
+    matrix(async |kind| {
+        init_tracing();
+        let server = start(kind);
+        let account = server.account().unwrap();
+        let vars = [
+            ("XBUS_JID", account.jid.clone()),
+            ("XBUS_PASSWORD", account.password.clone()),
+            ("XBUS_SERVER", server.addr().to_string()),
+            ("XBUS_TLS", server.ca_file().display().to_string()),
+        ];
+        let config = BusConfig::from_lookup(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
+        })
+        .unwrap();
+        let bus = within("connect", Bus::connect(config)).await.unwrap();
+        assert_eq!(bus.jid().to_bare().to_string(), account.jid);
+        within("close", bus.close()).await.unwrap();
     })
-    .unwrap();
-    let bus = within("connect", Bus::connect(config)).await.unwrap();
-    assert_eq!(bus.jid().to_bare().to_string(), account.jid);
-    within("close", bus.close()).await.unwrap();
+    .await;
 }

@@ -1,8 +1,8 @@
-//! Events sent to one service: `send` and `inbox`, against a real Prosody.
+//! Events sent to one service: `send` and `inbox`, against every server of the matrix.
 
 mod common;
 
-use common::{next, raw_client, raw_iq, two_buses, within};
+use common::{matrix, next, raw_client, raw_iq, two_buses, within};
 use serde::{Deserialize, Serialize};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::message::Message;
@@ -28,52 +28,56 @@ fn order(id: u64) -> OrderCreated {
 
 #[tokio::test]
 async fn send_and_inbox() {
-    let (_server, sender, receiver) = two_buses().await;
-    let mut inbox = within("inbox", receiver.inbox::<StockChanged>())
+    matrix(async |kind| {
+        let (_server, sender, receiver) = two_buses(kind).await;
+        let mut inbox = within("inbox", receiver.inbox::<StockChanged>())
+            .await
+            .unwrap();
+        let mut other = within("inbox", receiver.inbox::<OrderCreated>())
+            .await
+            .unwrap();
+        let event = StockChanged {
+            sku: "D4".into(),
+            delta: 7,
+        };
+        // To the bare JID (the server routes it) and to the full JID.
+        within(
+            "send bare",
+            sender.send(&receiver.jid().to_bare().to_string(), &event),
+        )
         .await
         .unwrap();
-    let mut other = within("inbox", receiver.inbox::<OrderCreated>())
+        within(
+            "send full",
+            sender.send(&receiver.jid().to_string(), &order(5)),
+        )
         .await
         .unwrap();
-    let event = StockChanged {
-        sku: "D4".into(),
-        delta: 7,
-    };
-    // To the bare JID (the server routes it) and to the full JID.
-    within(
-        "send bare",
-        sender.send(&receiver.jid().to_bare().to_string(), &event),
-    )
-    .await
-    .unwrap();
-    within(
-        "send full",
-        sender.send(&receiver.jid().to_string(), &order(5)),
-    )
-    .await
-    .unwrap();
-    let delivery = next("inbox", &mut inbox).await.unwrap();
-    assert_eq!(delivery.event, event);
-    assert_eq!(
-        delivery.publisher.as_deref(),
-        Some(sender.jid().to_string().as_str())
-    );
-    assert_eq!(
-        next("other inbox", &mut other).await.unwrap().event,
-        order(5)
-    );
-    let error = within("bad recipient", sender.send("not a jid@@", &event))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, xbus::SendError::InvalidRecipient { .. }),
-        "{error}"
-    );
+        let delivery = next("inbox", &mut inbox).await.unwrap();
+        assert_eq!(delivery.event, event);
+        assert_eq!(
+            delivery.publisher.as_deref(),
+            Some(sender.jid().to_string().as_str())
+        );
+        assert_eq!(
+            next("other inbox", &mut other).await.unwrap().event,
+            order(5)
+        );
+        let error = within("bad recipient", sender.send("not a jid@@", &event))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, xbus::SendError::InvalidRecipient { .. }),
+            "{error}"
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn unexpected_stanzas_are_answered_and_the_bus_keeps_working() {
-    let (server, sender, receiver) = two_buses().await;
+    matrix(async |kind| {
+    let (server, sender, receiver) = two_buses(kind).await;
     let mut inbox = within("inbox", receiver.inbox::<StockChanged>())
         .await
         .unwrap();
@@ -135,4 +139,6 @@ async fn unexpected_stanzas_are_answered_and_the_bus_keeps_working() {
     };
     within("send", sender.send(&target, &event)).await.unwrap();
     assert_eq!(next("good event", &mut inbox).await.unwrap().event, event);
+    })
+    .await;
 }

@@ -1,24 +1,114 @@
 //! Glue between the harness (servers, accounts) and xbus, shared by the
 //! integration tests.
+//!
+//! # The server matrix
+//!
+//! Every test that needs a server runs its body once per server named in
+//! `XBUS_TEST_SERVERS` (default `prosody,ejabberd`, see
+//! [`ServerKind::from_env`]), one server after the other:
+//!
+//! ```ignore
+//! #[tokio::test]
+//! async fn round_trip() {
+//!     matrix(async |kind| {
+//!         let (_server, publisher, subscriber) = two_buses(kind).await;
+//!         ...
+//!     })
+//!     .await;
+//! }
+//! ```
+//!
+//! * A failure names the server: every panic of [`within`] and [`next`]
+//!   starts with `[ejabberd]` (or the kind at hand), and [`matrix`] ends
+//!   with one panic that lists each failing server with its message, after
+//!   running the body on the other servers too.
+//! * Nothing passes without running: an unknown name or an empty list in
+//!   `XBUS_TEST_SERVERS` fails every test at once, and each run prints
+//!   `=== on KIND` and `=== KIND: passed in ...` (see them with
+//!   `--nocapture`).
+//! * A new kind of server needs no change here: it is one more
+//!   [`ServerKind`] (one line in the harness) and one more name in the list.
 #![allow(dead_code)]
 
+use std::cell::Cell;
 use std::future::IntoFuture;
-use std::time::Duration;
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use tokio_xmpp::connect::DnsConfig;
 use tokio_xmpp::xmlstream::Timeouts;
 use xbus::{Bus, BusConfig};
-use xbus_integration_tests::{Account, Prosody};
+pub use xbus_integration_tests::{Account, ServerKind, XmppServer};
+
+/// A running test server of any kind.
+pub type Server = Box<dyn XmppServer>;
 
 /// Upper bound for any single await in these tests.
 pub const STEP: Duration = Duration::from_secs(10);
 
-/// Awaits `future`, failing the test after `STEP` with `what` in the message.
+thread_local! {
+    /// The server kind whose run is in progress on this thread (tests run
+    /// on a current-thread runtime, so tasks they spawn see it too).
+    static CURRENT: Cell<Option<ServerKind>> = const { Cell::new(None) };
+}
+
+/// `"[kind] "` while [`matrix`] runs a body, else `""`.
+pub fn tag() -> String {
+    CURRENT
+        .get()
+        .map(|kind| format!("[{kind}] "))
+        .unwrap_or_default()
+}
+
+/// The servers this test run covers: `XBUS_TEST_SERVERS`, or
+/// `prosody,ejabberd` if unset. Panics on an unknown name or an empty list.
+pub fn servers() -> Vec<ServerKind> {
+    ServerKind::from_env().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs `test` once for each of [`servers`], one after the other, and
+/// panics at the end if it failed on any, naming each failing server.
+pub async fn matrix<F: AsyncFn(ServerKind)>(test: F) {
+    init_tracing();
+    let mut failures = Vec::new();
+    let kinds = servers();
+    for &kind in &kinds {
+        eprintln!("=== on {kind}");
+        let started = Instant::now();
+        CURRENT.set(Some(kind));
+        let outcome = AssertUnwindSafe(test(kind)).catch_unwind().await;
+        CURRENT.set(None);
+        match outcome {
+            Ok(()) => eprintln!("=== {kind}: passed in {:?}", started.elapsed()),
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_else(|| "(no message)".to_owned());
+                eprintln!("=== {kind}: FAILED after {:?}", started.elapsed());
+                failures.push(format!("on {kind}: {message}"));
+            }
+        }
+    }
+    let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+    assert!(
+        failures.is_empty(),
+        "failed on {} of {} servers ({}):\n{}",
+        failures.len(),
+        kinds.len(),
+        names.join(","),
+        failures.join("\n")
+    );
+}
+
+/// Awaits `future`, failing the test after `STEP` with `what` (and the
+/// server kind) in the message.
 pub async fn within<F: IntoFuture>(what: &str, future: F) -> F::Output {
     match tokio::time::timeout(STEP, future.into_future()).await {
         Ok(value) => value,
-        Err(_) => panic!("timed out after {STEP:?}: {what}"),
+        Err(_) => panic!("{}timed out after {STEP:?}: {what}", tag()),
     }
 }
 
@@ -26,33 +116,39 @@ pub async fn within<F: IntoFuture>(what: &str, future: F) -> F::Output {
 pub async fn next<S: Stream + Unpin>(what: &str, stream: &mut S) -> S::Item {
     within(what, stream.next())
         .await
-        .unwrap_or_else(|| panic!("stream ended: {what}"))
+        .unwrap_or_else(|| panic!("{}stream ended: {what}", tag()))
 }
 
-/// Starts a Prosody for one test.
-pub fn prosody() -> Prosody {
-    Prosody::start().expect("start prosody")
+/// Starts a server of `kind` for one test.
+pub fn start(kind: ServerKind) -> Server {
+    kind.start()
+        .unwrap_or_else(|e| panic!("[{kind}] start the server: {e}"))
+}
+
+/// Starts a Prosody, for tests not on the matrix yet (`slixmpp.rs`).
+pub fn prosody() -> xbus_integration_tests::Prosody {
+    xbus_integration_tests::Prosody::start().expect("start prosody")
 }
 
 /// A plaintext-on-loopback config for `account`.
-pub fn config(server: &Prosody, account: &Account) -> xbus::BusConfigBuilder {
+pub fn config(server: &dyn XmppServer, account: &Account) -> xbus::BusConfigBuilder {
     BusConfig::builder(account.jid.clone(), account.password.clone())
         .server(server.addr().to_string())
         .allow_plaintext()
 }
 
 /// A fresh account and a bus connected as it.
-pub async fn bus(server: &Prosody) -> Bus {
+pub async fn bus(server: &dyn XmppServer) -> Bus {
     let account = server.account().expect("register account");
     let config = config(server, &account).build().expect("valid config");
     within("connect", Bus::connect(config))
         .await
-        .expect("connect")
+        .unwrap_or_else(|e| panic!("{}connect: {e}", tag()))
 }
 
 /// A raw tokio-xmpp client (no xbus) logged in as `account`: for injecting
 /// what a well-behaved bus would never send.
-pub async fn raw_client(server: &Prosody, account: &Account) -> tokio_xmpp::Client {
+pub async fn raw_client(server: &dyn XmppServer, account: &Account) -> tokio_xmpp::Client {
     let mut client = tokio_xmpp::Client::new_plaintext(
         account.jid.parse::<tokio_xmpp::jid::Jid>().expect("jid"),
         account.password.clone(),
@@ -97,18 +193,19 @@ pub async fn raw_iq(
     .await
 }
 
-/// A Prosody and two buses on it (tracing initialised): the usual start.
-pub async fn two_buses() -> (Prosody, Bus, Bus) {
+/// A server of `kind` and two buses on it (tracing initialised): the usual
+/// start.
+pub async fn two_buses(kind: ServerKind) -> (Server, Bus, Bus) {
     init_tracing();
-    let server = prosody();
-    let first = bus(&server).await;
-    let second = bus(&server).await;
+    let server = start(kind);
+    let first = bus(&*server).await;
+    let second = bus(&*server).await;
     (server, first, second)
 }
 
 /// A bus connected as `account` with the resource `resource`: one
 /// instance of the service `account`.
-pub async fn instance(server: &Prosody, account: &Account, resource: &str) -> Bus {
+pub async fn instance(server: &dyn XmppServer, account: &Account, resource: &str) -> Bus {
     let config = BusConfig::builder(
         format!("{}/{resource}", account.jid),
         account.password.clone(),
@@ -123,7 +220,7 @@ pub async fn instance(server: &Prosody, account: &Account, resource: &str) -> Bu
 }
 
 /// `count` instances of one fresh service account, named `i1`, `i2`, ...
-pub async fn instances(server: &Prosody, count: usize) -> (Account, Vec<Bus>) {
+pub async fn instances(server: &dyn XmppServer, count: usize) -> (Account, Vec<Bus>) {
     let account = server.account().expect("register account");
     let mut buses = Vec::new();
     for n in 1..=count {

@@ -1,0 +1,819 @@
+//! ejabberd 23.01 as a test server.
+//!
+//! Each [`Ejabberd`] runs `ejabberdctl --config-dir DIR --spool DIR/spool
+//! --logs DIR/logs foreground-quiet` as our child, in its own process group,
+//! as user `ejabberd` (ejabberdctl refuses any other user and, as root,
+//! would switch with `su`, which hides the VM from us), with everything in
+//! its own temporary directory `DIR` (owned by `ejabberd`): `ejabberd.yml`,
+//! `ejabberdctl.cfg`, `inetrc`, `certs/`, `spool/` (Mnesia), `logs/`
+//! (`ejabberd.log`, `error.log`) and `ejabberd.console` (the script's
+//! stdout and stderr).
+//!
+//! The Erlang node gets its own name (`xbus-RANDOM@localhost`), its own
+//! random cookie and a fixed distribution port (`ERL_DIST_PORT`, a free
+//! port on 127.0.0.1), so no `epmd` is started and nothing outlives the
+//! server. It listens on the c2s port and on that distribution port, both
+//! on 127.0.0.1, and on nothing else (the tests check).
+//!
+//! # Choices, checked against ejabberd 23.01 on this machine
+//!
+//! * **Accounts** are registered in-band (XEP-0077) over a loopback socket:
+//!   about 30 ms each, where `ejabberdctl register` boots a second Erlang VM
+//!   per call (0.45 s and 0.4 s of CPU each; a test suite on 2 cores would
+//!   spend minutes on it). `mod_register` allows it from 127.0.0.1 and
+//!   `registration_timeout: infinity` lifts the one-registration-per-IP-per-
+//!   10-minutes limit. The reply is the IQ result, sent once the account is
+//!   stored: the account exists before [`Ejabberd::account`] returns.
+//!   `ejabberdctl` itself works against the node ([`Ejabberd::ctl`]; the
+//!   harness tests list the registered users with it).
+//! * **Who may create nodes**: any local user (`access_createnode:
+//!   pubsub_createnode`, `allow: local`), so there is no account pool as
+//!   for Prosody, and new nodes get `publish_model: open`, so any account
+//!   may publish to a node another one created.
+//! * **No duplicate deliveries**: `send_last_published_item: never` in
+//!   `default_node_config` (ejabberd's default, `on_sub_and_presence`,
+//!   re-sends a node's last item at every subscribe and every login).
+//! * **Publisher in notifications**: `itemreply: publisher` puts the
+//!   publisher's JID into each notification's `<item publisher=...>`, as
+//!   `expose_publisher` does for Prosody.
+//! * **Throttles lifted** (see `/work/shared/SERVERS.md`): no `shaper:` or
+//!   `shaper_rules:` sections and `shaper: none` on the listener (ejabberd's
+//!   stock config allows 3000 B/s), `backlog: 1024` (5), `max_stanza_size:
+//!   10 MiB` on c2s, `max_items_node: 100000` (1000) and a 10 MiB
+//!   `max_payload_size` per item (250000).
+//! * **Stopping**: `SIGTERM` to the Erlang VM, which ejabberd (OTP ≥ 19)
+//!   handles as `init:stop()`, the same clean shutdown `ejabberdctl stop`
+//!   asks for, without booting a second VM for it; `SIGKILL` to the whole
+//!   process group if it is not gone within 5 s.
+//! * **Ready** means ejabberd sent `READY=1` to the harness's
+//!   `NOTIFY_SOCKET` (the systemd protocol, which ejabberd speaks) and
+//!   accepts connections: its c2s port opens about 0.8 s before it has fully
+//!   started, and a `SIGTERM` in that window could hang the VM for good
+//!   (Mnesia stopped under a starting ejabberd; seen 2 times in 8 start-stop
+//!   cycles).
+//! * **TLS**: `certs/localhost.pem` holds the server certificate and its
+//!   key (ejabberd wants both in one file), `ca_file` the test CA (without
+//!   it ejabberd logs the certificate as invalid). STARTTLS is offered, not
+//!   required; PLAIN over plaintext is allowed (loopback only).
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::exit_hook;
+use crate::process::{self, ServerProcess};
+use crate::{Account, EJABBERD_INSTALL_HINT, HarnessError, ServerKind, XmppServer, certs};
+
+const DOMAIN: &str = "localhost";
+const PUBSUB: &str = "pubsub.localhost";
+/// ejabberd needs about 1 s to open its port on an idle machine; much more
+/// when the test threads keep both cores busy.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a clean shutdown may take before the group is killed (about
+/// 1-2 s when idle; a kill loses the last 3 s of writes, see
+/// [`Ejabberd::kill`]).
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Bound of each `ejabberdctl` call and each in-band registration.
+const CTL_TIMEOUT: Duration = Duration::from_secs(15);
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+const START_ATTEMPTS: usize = 3;
+const LOG_LEVEL_ENV: &str = "XBUS_TEST_EJABBERD_LOG_LEVEL";
+/// The Erlang VM's command name, as `/proc/PID/comm` shows it.
+const BEAM: &str = "beam.smp";
+
+/// An ejabberd server on a free loopback port, for one test or a few.
+///
+/// Dropping it stops the server (`SIGTERM` to the Erlang VM, the whole
+/// process group killed after 5 s), waits for it and removes its directory
+/// (unless `XBUS_TEST_KEEP=1`).
+#[derive(Debug)]
+pub struct Ejabberd {
+    dir: Option<TempDir>,
+    root: PathBuf,
+    ca_file: PathBuf,
+    addr: SocketAddr,
+    node: String,
+    cookie: String,
+    dist_port: u16,
+    user: Option<(u32, u32)>,
+    process: Option<ServerProcess>,
+    /// The Erlang VM, the child of the `ejabberdctl` script.
+    beam: Option<u32>,
+    next_account: AtomicUsize,
+}
+
+/// Why one launch did not work.
+enum LaunchError {
+    /// A port turned out to be taken: worth another try on other ports.
+    PortTaken(HarnessError),
+    /// Anything else.
+    Fatal(HarnessError),
+}
+
+impl Ejabberd {
+    /// Starts an ejabberd on a free port of 127.0.0.1 and waits (at most
+    /// 30 s) until it accepts connections.
+    ///
+    /// If a port turns out to be taken, tries again on other ones (three
+    /// tries in all).
+    ///
+    /// # Panics
+    ///
+    /// If `ejabberdctl`, `erl` or `openssl` is not installed, or the user
+    /// `ejabberd` does not exist; the message says how to install them.
+    pub fn start() -> Result<Ejabberd, HarnessError> {
+        crate::require_binary("ejabberdctl", EJABBERD_INSTALL_HINT);
+        crate::require_binary("erl", EJABBERD_INSTALL_HINT);
+        let user = ejabberd_user();
+        let certs = certs::shared()?;
+        let dir = tempfile::Builder::new()
+            .prefix("xbus-ejabberd-")
+            .tempdir()
+            .map_err(|e| HarnessError::io("creating the server's temporary directory", e))?;
+        let root = dir.path().to_owned();
+        exit_hook::remove_dir_at_exit(&root);
+        for sub in ["spool", "logs", "certs"] {
+            fs::create_dir(root.join(sub)).map_err(|e| {
+                HarnessError::io(format!("creating {}", root.join(sub).display()), e)
+            })?;
+        }
+        let ca_file = certs::install(certs, &root.join("certs"))?;
+        let pem = root.join("certs/localhost.pem");
+        fs::write(&pem, format!("{}{}", certs.cert_pem, certs.key_pem))
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&pem, fs::Permissions::from_mode(0o600))
+            })
+            .map_err(|e| HarnessError::io(format!("writing {}", pem.display()), e))?;
+        let inetrc = root.join("inetrc");
+        fs::copy("/etc/ejabberd/inetrc", &inetrc)
+            .or_else(|_| {
+                // Debian's file; the same resolver settings if it is missing.
+                fs::write(
+                    &inetrc,
+                    "{lookup,[\"file\",\"native\"]}.\n{host,{127,0,0,1}, [\"localhost\"]}.\n\
+                     {file, resolv, \"/etc/resolv.conf\"}.\n",
+                )
+                .map(|()| 0)
+            })
+            .map_err(|e| HarnessError::io(format!("writing {}", inetrc.display()), e))?;
+        let mut server = Ejabberd {
+            dir: Some(dir),
+            root,
+            ca_file,
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            node: format!(
+                "xbus-{}@localhost",
+                process::random_alnum(10)?.to_lowercase()
+            ),
+            cookie: process::random_alnum(32)?,
+            dist_port: 0,
+            user,
+            process: None,
+            beam: None,
+            next_account: AtomicUsize::new(0),
+        };
+        let mut attempt = 1;
+        loop {
+            server.addr.set_port(process::free_port()?);
+            match server.launch() {
+                Ok(()) => break,
+                Err(LaunchError::PortTaken(_)) if attempt < START_ATTEMPTS => attempt += 1,
+                Err(LaunchError::PortTaken(e) | LaunchError::Fatal(e)) => return Err(e),
+            }
+        }
+        if crate::keep_dirs() {
+            eprintln!(
+                "xbus-integration-tests: ejabberd at {} keeps its files in {}",
+                server.addr,
+                server.root.display()
+            );
+        }
+        Ok(server)
+    }
+
+    /// The XMPP domain, `"localhost"`.
+    pub fn domain(&self) -> &str {
+        DOMAIN
+    }
+
+    /// The pubsub service's JID, `"pubsub.localhost"`.
+    pub fn pubsub_service(&self) -> String {
+        PUBSUB.to_owned()
+    }
+
+    /// The c2s address, `127.0.0.1:PORT` (the same across
+    /// [`Ejabberd::restart`]).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The PEM certificate of the test CA that signed the server's
+    /// certificate; trust it for STARTTLS.
+    pub fn ca_file(&self) -> &Path {
+        &self.ca_file
+    }
+
+    /// Registers a fresh account (`u1@localhost`, `u2@localhost`, ...;
+    /// random password) in-band over loopback, at most 10 s. The account
+    /// exists when this returns. Needs the server running. Thread-safe.
+    pub fn account(&self) -> Result<Account, HarnessError> {
+        let n = self.next_account.fetch_add(1, Ordering::SeqCst) + 1;
+        let user = format!("u{n}");
+        let password = process::random_alnum(20)?;
+        register_in_band(self.addr, &user, &password)?;
+        Ok(Account {
+            jid: format!("{user}@{DOMAIN}"),
+            password,
+        })
+    }
+
+    /// Runs `ejabberdctl ARGS` against this server's node (at most 15 s)
+    /// and returns its stdout, e.g. `ctl(&["registered_users",
+    /// "localhost"])`. Each call boots a small Erlang VM (about 0.5 s).
+    pub fn ctl(&self, args: &[&str]) -> Result<String, HarnessError> {
+        let mut command = self.ejabberdctl();
+        command.args(args);
+        let shown = format!(
+            "ejabberdctl --config-dir {} {}",
+            self.root.display(),
+            args.join(" ")
+        );
+        let output = process::run(command, &shown, CTL_TIMEOUT)?;
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Kills the server with `SIGKILL` (no clean shutdown, like a crash) and
+    /// waits for it. Does nothing if it is not running.
+    ///
+    /// Like a real crash, this loses what ejabberd wrote in the last 3 s:
+    /// Mnesia's `disc_only` tables (accounts, rosters, pubsub items) are
+    /// dets files, and dets delays writes by up to 3 s.
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            // The VM first, so that the script reaps it (this machine's
+            // init may not reap orphans); then the whole group.
+            if let Some(beam) = self.beam.take() {
+                if process.exited().is_none() {
+                    process::signal_pid(beam, libc::SIGKILL);
+                }
+                process.wait_exit(STOP_GRACE);
+            }
+            process.kill();
+        }
+    }
+
+    /// Stops the server if it runs (cleanly, see [`Ejabberd`]), then starts
+    /// it again on the same c2s port with the same data (accounts, nodes,
+    /// items), waiting at most 30 s until it accepts connections.
+    pub fn restart(&mut self) -> Result<(), HarnessError> {
+        self.stop();
+        self.launch()
+            .map_err(|(LaunchError::PortTaken(e) | LaunchError::Fatal(e))| e)
+    }
+
+    /// ejabberd's main log file (`info` level unless
+    /// `XBUS_TEST_EJABBERD_LOG_LEVEL` says otherwise; `debug` logs every
+    /// stanza).
+    pub fn log_path(&self) -> PathBuf {
+        self.root.join("logs/ejabberd.log")
+    }
+
+    /// The generated `ejabberd.yml`.
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("ejabberd.yml")
+    }
+
+    /// The server's temporary directory.
+    pub fn dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// The Erlang node name, `xbus-RANDOM@localhost`.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The Erlang VM's process id, `None` after [`Ejabberd::kill`].
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().and(self.beam)
+    }
+
+    /// The Erlang distribution port (127.0.0.1), used by `ejabberdctl`.
+    pub fn dist_port(&self) -> u16 {
+        self.dist_port
+    }
+
+    /// Clean shutdown: `SIGTERM` to the VM, then up to 10 s; then `SIGKILL`
+    /// to the group (with a note on stderr). Always reaps.
+    fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            if let Some(beam) = self.beam.take() {
+                if process.exited().is_none() {
+                    process::signal_pid(beam, libc::SIGTERM);
+                }
+                if !process.wait_exit(STOP_GRACE) {
+                    eprintln!(
+                        "xbus-integration-tests: ejabberd at {} did not stop within {STOP_GRACE:?}; \
+                         killed. Last lines of {}:\n{}\n--- console ---\n{}",
+                        self.addr,
+                        self.log_path().display(),
+                        process::tail(&self.log_path(), 0, 15),
+                        process::tail(&self.console_path(), 0, 15),
+                    );
+                }
+            }
+            process.kill();
+        }
+    }
+
+    fn console_path(&self) -> PathBuf {
+        self.root.join("ejabberd.console")
+    }
+
+    /// `ejabberdctl` with this server's directories, as user `ejabberd`.
+    fn ejabberdctl(&self) -> Command {
+        let mut command = Command::new("ejabberdctl");
+        command
+            .arg("--config-dir")
+            .arg(&self.root)
+            .arg("--spool")
+            .arg(self.root.join("spool"))
+            .arg("--logs")
+            .arg(self.root.join("logs"))
+            .current_dir(&self.root)
+            .env("HOME", &self.root);
+        if let Some((uid, gid)) = self.user {
+            use std::os::unix::process::CommandExt;
+            command.uid(uid).gid(gid);
+        }
+        command
+    }
+
+    /// Writes the config for the current ports, spawns ejabberd and waits
+    /// until it listens on the c2s port.
+    fn launch(&mut self) -> Result<(), LaunchError> {
+        let fatal = LaunchError::Fatal;
+        // A fresh distribution port per launch: the last one may linger.
+        self.dist_port = process::free_port().map_err(fatal)?;
+        let write = |path: PathBuf, text: String| {
+            fs::write(&path, text)
+                .map_err(|e| fatal(HarnessError::io(format!("writing {}", path.display()), e)))
+        };
+        write(
+            self.root.join("ejabberd.yml"),
+            config_text(&self.root, self.addr.port()),
+        )?;
+        write(
+            self.root.join("ejabberdctl.cfg"),
+            ctl_config_text(&self.root, &self.node, &self.cookie, self.dist_port),
+        )?;
+        // ejabberd says READY=1 here (the systemd protocol) once it has
+        // fully started: its port opens almost a second earlier, and a
+        // SIGTERM in between can hang the VM (Mnesia stops under a
+        // starting ejabberd).
+        let notify_path = self.root.join("notify.sock");
+        let _ = fs::remove_file(&notify_path);
+        let notify = UnixDatagram::bind(&notify_path)
+            .and_then(|socket| socket.set_nonblocking(true).map(|()| socket))
+            .map_err(|e| {
+                fatal(HarnessError::io(
+                    format!("binding {}", notify_path.display()),
+                    e,
+                ))
+            })?;
+        if let Some((uid, gid)) = self.user {
+            chown_tree(&self.root, uid, gid).map_err(fatal)?;
+        }
+        let (log, console) = (self.log_path(), self.console_path());
+        let log_offset = process::file_len(&log);
+        let console_offset = process::file_len(&console);
+        let output = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&console)
+            .and_then(|file| Ok((file.try_clone()?, file)))
+            .map_err(|e| {
+                fatal(HarnessError::io(
+                    format!("opening {}", console.display()),
+                    e,
+                ))
+            })?;
+        let mut command = self.ejabberdctl();
+        command
+            .env("NOTIFY_SOCKET", &notify_path)
+            .arg("foreground-quiet")
+            .stdin(Stdio::null())
+            .stdout(output.0)
+            .stderr(output.1);
+        let mut child = ServerProcess::spawn_group(command)
+            .map_err(|e| fatal(HarnessError::io("spawning `ejabberdctl foreground`", e)))?;
+
+        let error_log = self.root.join("logs/error.log");
+        let failure = |reason: String| HarnessError::Startup {
+            server: ServerKind::Ejabberd,
+            reason,
+            log: log.clone(),
+            log_tail: format!(
+                "{}\n--- last lines of {} ---\n{}\n--- last lines of {} ---\n{}",
+                process::tail(&log, log_offset, 30),
+                error_log.display(),
+                process::tail(&error_log, 0, 10),
+                console.display(),
+                process::tail(&console, console_offset, 15)
+            ),
+        };
+        let in_use = || {
+            let recent = |path: &Path, offset: u64| {
+                fs::read(path).is_ok_and(|bytes| {
+                    let start = usize::try_from(offset).unwrap_or(0).min(bytes.len());
+                    let text = String::from_utf8_lossy(&bytes[start..]);
+                    text.contains("eaddrinuse") || text.contains("address already in use")
+                })
+            };
+            recent(&log, log_offset) || recent(&console, console_offset)
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut ready = false;
+        loop {
+            if let Some(status) = child.exited() {
+                let taken = in_use() || !port_free(self.addr) || !port_free_u16(self.dist_port);
+                return Err(if taken {
+                    LaunchError::PortTaken(failure(format!(
+                        "port {} or {} is taken by another process \
+                         (`ejabberdctl foreground` exited with {status})",
+                        self.addr.port(),
+                        self.dist_port
+                    )))
+                } else {
+                    fatal(failure(format!(
+                        "`ejabberdctl foreground` exited with {status}"
+                    )))
+                });
+            }
+            // Not cached: the script may run short-lived VMs of its own.
+            let beam = process::children_named(child.pid(), BEAM).first().copied();
+            if in_use() {
+                if let Some(pid) = beam {
+                    process::signal_pid(pid, libc::SIGKILL);
+                }
+                child.wait_exit(STOP_GRACE);
+                child.kill();
+                let why = format!(
+                    "port {} or {} is taken by another process",
+                    self.addr.port(),
+                    self.dist_port
+                );
+                return Err(LaunchError::PortTaken(failure(why)));
+            }
+            if let Some(pid) = beam {
+                let listening = process::listening_sockets(pid).unwrap_or_default();
+                let mut message = [0u8; 256];
+                while let Ok(n) = notify.recv(&mut message) {
+                    ready |= String::from_utf8_lossy(&message[..n])
+                        .lines()
+                        .any(|line| line == "READY=1");
+                }
+                if ready && listening.contains(&self.addr) && process::accepts_tcp(self.addr) {
+                    self.beam = Some(pid);
+                    self.process = Some(child);
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                if let Some(pid) = beam {
+                    process::signal_pid(pid, libc::SIGKILL);
+                }
+                child.wait_exit(STOP_GRACE);
+                child.kill();
+                let why = format!(
+                    "{} did not accept connections (or ejabberd did not report READY=1 on \
+                     NOTIFY_SOCKET) within {START_TIMEOUT:?}",
+                    self.addr
+                );
+                return Err(fatal(failure(why)));
+            }
+            thread::sleep(process::POLL);
+        }
+    }
+}
+
+impl Drop for Ejabberd {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!(
+                "xbus-integration-tests: a test failed; last lines of {}:\n{}",
+                self.log_path().display(),
+                process::tail(&self.log_path(), 0, 40)
+            );
+        }
+        self.stop();
+        if let Some(dir) = self.dir.take() {
+            exit_hook::forget_dir_at_exit(dir.path());
+            if crate::keep_dirs() {
+                let path = dir.keep();
+                eprintln!(
+                    "xbus-integration-tests: kept ejabberd's files in {}",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+impl XmppServer for Ejabberd {
+    fn kind(&self) -> ServerKind {
+        ServerKind::Ejabberd
+    }
+    fn domain(&self) -> &str {
+        Ejabberd::domain(self)
+    }
+    fn pubsub_service(&self) -> String {
+        Ejabberd::pubsub_service(self)
+    }
+    fn addr(&self) -> SocketAddr {
+        Ejabberd::addr(self)
+    }
+    fn ca_file(&self) -> &Path {
+        Ejabberd::ca_file(self)
+    }
+    fn account(&self) -> Result<Account, HarnessError> {
+        Ejabberd::account(self)
+    }
+    fn kill(&mut self) {
+        Ejabberd::kill(self)
+    }
+    fn restart(&mut self) -> Result<(), HarnessError> {
+        Ejabberd::restart(self)
+    }
+    fn log_path(&self) -> PathBuf {
+        Ejabberd::log_path(self)
+    }
+}
+
+/// The uid and gid of user `ejabberd` if we run as root (ejabberdctl must
+/// run as that user; root would `su` to it), `None` if we already are that
+/// user.
+///
+/// # Panics
+///
+/// If the user does not exist (the Debian package creates it), or we are
+/// neither root nor `ejabberd`.
+fn ejabberd_user() -> Option<(u32, u32)> {
+    // SAFETY: plain syscall without arguments.
+    let euid = unsafe { libc::geteuid() };
+    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let entry = passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.len() > 3 && fields[0] == "ejabberd").then(|| {
+            (
+                fields[2].parse::<u32>().unwrap_or(u32::MAX),
+                fields[3].parse::<u32>().unwrap_or(u32::MAX),
+            )
+        })
+    });
+    let Some((uid, gid)) = entry.filter(|(uid, gid)| *uid != u32::MAX && *gid != u32::MAX) else {
+        panic!(
+            "user `ejabberd` not found in /etc/passwd; the ejabberd package creates it. \
+             Install it with: {EJABBERD_INSTALL_HINT}"
+        );
+    };
+    match euid {
+        0 => Some((uid, gid)),
+        _ if euid == uid => None,
+        _ => panic!(
+            "ejabberd test servers need root (to run ejabberdctl as user `ejabberd`) or user \
+             `ejabberd` itself; running as uid {euid}"
+        ),
+    }
+}
+
+/// `chown -R uid:gid root`.
+fn chown_tree(root: &Path, uid: u32, gid: u32) -> Result<(), HarnessError> {
+    let chown = |path: &Path| {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+            .map_err(|e| HarnessError::io(format!("chown {}", path.display()), e))
+    };
+    chown(root)?;
+    let entries = fs::read_dir(root)
+        .map_err(|e| HarnessError::io(format!("listing {}", root.display()), e))?;
+    for entry in entries {
+        let entry =
+            entry.map_err(|e| HarnessError::io(format!("listing {}", root.display()), e))?;
+        let path = entry.path();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir {
+            chown_tree(&path, uid, gid)?;
+        } else {
+            chown(&path)?;
+        }
+    }
+    Ok(())
+}
+
+fn port_free(addr: SocketAddr) -> bool {
+    TcpListener::bind(addr).is_ok()
+}
+
+fn port_free_u16(port: u16) -> bool {
+    port_free(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+}
+
+/// XEP-0077 in-band registration of `user`@localhost on a fresh plaintext
+/// c2s connection.
+fn register_in_band(addr: SocketAddr, user: &str, password: &str) -> Result<(), HarnessError> {
+    let context = format!("registering {user}@{DOMAIN} in-band at {addr}");
+    let io = |e: std::io::Error| HarnessError::io(context.clone(), e);
+    let deadline = Instant::now() + REGISTER_TIMEOUT;
+    let mut stream = TcpStream::connect_timeout(&addr, REGISTER_TIMEOUT).map_err(io)?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .map_err(io)?;
+    stream
+        .set_write_timeout(Some(REGISTER_TIMEOUT))
+        .map_err(io)?;
+    let mut buffer = String::new();
+    let mut read_until = |stream: &mut TcpStream, done: &dyn Fn(&str) -> bool| {
+        loop {
+            if done(&buffer) {
+                return Ok(std::mem::take(&mut buffer));
+            }
+            if Instant::now() >= deadline {
+                return Err(HarnessError::io(
+                    context.clone(),
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer within {REGISTER_TIMEOUT:?}; got {buffer:?}"),
+                    ),
+                ));
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk) {
+                Ok(0) => {
+                    return Err(HarnessError::io(
+                        context.clone(),
+                        std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            format!("stream closed; got {buffer:?}"),
+                        ),
+                    ));
+                }
+                Ok(n) => buffer.push_str(&String::from_utf8_lossy(&chunk[..n])),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(HarnessError::io(context.clone(), e)),
+            }
+        }
+    };
+    stream
+        .write_all(
+            format!(
+                "<?xml version='1.0'?><stream:stream to='{DOMAIN}' xmlns='jabber:client' \
+                 xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
+            )
+            .as_bytes(),
+        )
+        .map_err(io)?;
+    read_until(&mut stream, &|text| text.contains("</stream:features>"))?;
+    stream
+        .write_all(
+            format!(
+                "<iq type='set' id='xbus-register'><query xmlns='jabber:iq:register'>\
+                 <username>{user}</username><password>{password}</password></query></iq>"
+            )
+            .as_bytes(),
+        )
+        .map_err(io)?;
+    let reply = read_until(&mut stream, &|text| {
+        text.find("xbus-register").is_some_and(|at| {
+            let rest = &text[at..];
+            rest.contains("/>") || rest.contains("</iq>")
+        })
+    })?;
+    let _ = stream.write_all(b"</stream:stream>");
+    let ok = reply.split("<iq").any(|iq| {
+        iq.contains("xbus-register")
+            && (iq.contains("type='result'") || iq.contains("type=\"result\""))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(HarnessError::CommandFailed {
+            command: format!("in-band registration of {user}@{DOMAIN} at {addr}"),
+            status: "error reply".to_owned(),
+            stdout: reply,
+            stderr: String::new(),
+        })
+    }
+}
+
+/// `ejabberdctl.cfg`: own node name, cookie and distribution port (so no
+/// `epmd`), distribution on loopback only (set directly: the script's
+/// `INET_DIST_INTERFACE` boots an extra Erlang VM just to parse it).
+fn ctl_config_text(root: &Path, node: &str, cookie: &str, dist_port: u16) -> String {
+    format!(
+        "# Written by xbus-integration-tests for one test server.\n\
+         ERLANG_NODE={node}\n\
+         ERL_DIST_PORT={dist_port}\n\
+         ERL_OPTIONS=\"-setcookie {cookie} -kernel inet_dist_use_interface {{127,0,0,1}} -env ERL_CRASH_DUMP_BYTES 0\"\n\
+         EJABBERD_PID_PATH={}\n\
+         EJABBERD_BYPASS_WARNINGS=true\n\
+         CONTRIB_MODULES_PATH={}\n",
+        root.join("ejabberd.pid").display(),
+        root.join("contrib").display(),
+    )
+}
+
+/// The whole `ejabberd.yml` for a server in `root` with c2s on
+/// 127.0.0.1:`port` (see the module docs for why each setting is there).
+fn config_text(root: &Path, port: u16) -> String {
+    let level = std::env::var(LOG_LEVEL_ENV).unwrap_or_else(|_| "info".to_owned());
+    let level = match level.as_str() {
+        "debug" | "info" | "notice" | "warning" | "error" => level,
+        _ => "info".to_owned(),
+    };
+    let path = |name: &str| yaml_string(&root.join(name).to_string_lossy());
+    let mut text = String::new();
+    let _ = write!(
+        text,
+        r#"# Written by xbus-integration-tests for one test server.
+hosts: [{DOMAIN}]
+loglevel: {level}
+log_rotate_count: 0
+# Keep every line at debug level (the default drops lines beyond 500/s).
+log_burst_limit_count: 1000000
+certfiles: [{pem}]
+ca_file: {ca}
+
+# Loopback c2s on one port, no other listener. No shaper: or shaper_rules:
+# sections at all (the stock config limits c2s to 3000 B/s).
+listen:
+  - port: {port}
+    ip: "127.0.0.1"
+    module: ejabberd_c2s
+    starttls: true
+    starttls_required: false
+    max_stanza_size: 10485760
+    shaper: none
+    backlog: 1024
+
+auth_method: internal
+auth_password_format: plain
+registration_timeout: infinity
+s2s_access: none
+
+acl:
+  local:
+    user_regexp: ""
+
+access_rules:
+  register:
+    allow: all
+  pubsub_createnode:
+    allow: local
+
+modules:
+  mod_roster: {{}}
+  mod_disco: {{}}
+  mod_caps: {{}}
+  mod_ping: {{}}
+  mod_stream_mgmt: {{}}
+  mod_offline: {{}}
+  mod_register:
+    access: register
+    ip_access: all
+  mod_pubsub:
+    host: {PUBSUB}
+    access_createnode: pubsub_createnode
+    max_items_node: 100000
+    plugins: [flat, pep]
+    default_node_config:
+      max_payload_size: 10485760
+      send_last_published_item: never
+      publish_model: open
+      access_model: open
+      itemreply: publisher
+      notification_type: headline
+"#,
+        pem = path("certs/localhost.pem"),
+        ca = path("certs/ca.crt"),
+    );
+    text
+}
+
+/// A double-quoted YAML string.
+fn yaml_string(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
