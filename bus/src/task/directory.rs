@@ -25,9 +25,11 @@ use crate::presence::{Instance, InstanceEvent, Status, SubscriptionPolicy, annou
 pub(super) enum Sub {
     /// Never asked.
     Unknown,
-    /// Asked; calls wait for the answer until `until`, after which the
-    /// service counts as offline.
-    Pending { until: Instant },
+    /// Asked; work waits for the first presence until `until`, after
+    /// which the service counts as offline. `approved` once the service
+    /// said `subscribed` (its instances' presence follows, from each
+    /// instance separately on some servers).
+    Pending { until: Instant, approved: bool },
     /// Approved: the table is authoritative.
     Subscribed,
     /// Refused.
@@ -104,7 +106,7 @@ impl Directory {
     pub fn must_discover(&self, service: &BareJid) -> bool {
         match self.services.get(service).map(|s| s.sub) {
             None | Some(Sub::Unknown) => true,
-            Some(Sub::Pending { until }) => Instant::now() < until,
+            Some(Sub::Pending { until, .. }) => Instant::now() < until,
             Some(Sub::Subscribed) | Some(Sub::Refused) => false,
         }
     }
@@ -123,7 +125,7 @@ impl Directory {
             .values()
             .filter(|s| !s.parked.is_empty())
             .map(|s| match s.sub {
-                Sub::Pending { until } => until,
+                Sub::Pending { until, .. } => until,
                 _ => Instant::now(),
             })
             .min()
@@ -134,7 +136,7 @@ impl Directory {
         let now = Instant::now();
         let mut out = Vec::new();
         for (jid, service) in &mut self.services {
-            let waiting = matches!(service.sub, Sub::Pending { until } if now < until);
+            let waiting = matches!(service.sub, Sub::Pending { until, .. } if now < until);
             if !waiting {
                 out.extend(service.parked.drain(..).map(|p| (jid.clone(), p)));
             }
@@ -206,6 +208,7 @@ impl Directory {
             ),
             _ if online == 1 => format!("the only instance of {service} is draining"),
             _ if online > 0 => format!("all {online} instances of {service} are draining"),
+            Sub::Pending { approved: true, .. } => format!("no instance of {service} is online"),
             Sub::Pending { .. } => format!(
                 "no instance of {service} is online (presence subscription not approved yet)"
             ),
@@ -293,10 +296,19 @@ impl Directory {
         self.services.contains_key(service)
     }
 
-    /// The service approved our subscription.
+    /// The service approved our subscription. A discovery under way goes
+    /// on until the first presence or its deadline: the approval comes
+    /// before the instances' presence, and parked work released now would
+    /// find nobody.
     pub fn subscribed(&mut self, service: &BareJid) {
         if let Some(entry) = self.services.get_mut(service) {
-            entry.sub = Sub::Subscribed;
+            entry.sub = match entry.sub {
+                Sub::Pending { until, .. } if Instant::now() < until => Sub::Pending {
+                    until,
+                    approved: true,
+                },
+                _ => Sub::Subscribed,
+            };
         }
     }
 
@@ -326,7 +338,10 @@ impl Directory {
         let until = Instant::now() + self.discovery_timeout;
         let entry = self.service(service);
         if matches!(entry.sub, Sub::Unknown) {
-            entry.sub = Sub::Pending { until };
+            entry.sub = Sub::Pending {
+                until,
+                approved: false,
+            };
             return true;
         }
         false
@@ -360,13 +375,22 @@ impl Directory {
 
     pub fn apply_roster_item(&mut self, item: &Item) {
         let sub = match (&item.subscription, &item.ask) {
-            (Subscription::To | Subscription::Both, _) => Sub::Subscribed,
+            (Subscription::To | Subscription::Both, _) => {
+                // Like a `subscribed` presence: a discovery under way waits
+                // for the first presence.
+                self.subscribed(&item.jid);
+                match self.services.get(&item.jid).map(|s| s.sub) {
+                    Some(pending @ Sub::Pending { .. }) => pending,
+                    _ => Sub::Subscribed,
+                }
+            }
             (Subscription::Remove, _) => Sub::Unknown,
             // Keep the end of a discovery under way.
             (_, Ask::Subscribe) => match self.services.get(&item.jid).map(|s| s.sub) {
                 Some(pending @ Sub::Pending { .. }) => pending,
                 _ => Sub::Pending {
                     until: Instant::now(),
+                    approved: false,
                 },
             },
             _ => match self.services.get(&item.jid).map(|s| s.sub) {
@@ -481,6 +505,11 @@ mod tests {
         assert!(
             directory.must_discover(&other),
             "waiting for the first presence"
+        );
+        directory.subscribed(&other);
+        assert!(
+            directory.must_discover(&other),
+            "approval without presence does not end the discovery"
         );
         directory.refused(&other);
         assert!(!directory.must_discover(&other));

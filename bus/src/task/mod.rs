@@ -55,6 +55,20 @@ enum PendingIq {
     Roster { to: Jid },
     /// An IQ whose answer only gets logged.
     Fire { to: Jid, what: &'static str },
+    /// The ping that ends a close: its answer comes after every stanza the
+    /// server routed to this session before it.
+    Drain { to: Jid },
+}
+
+/// Where a close stands once nothing is pending any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    /// The drain ping is not sent yet.
+    NotStarted,
+    /// Waiting for the drain ping's answer.
+    Waiting,
+    /// Every stanza routed here before the close was handled.
+    Done,
 }
 
 impl PendingIq {
@@ -63,7 +77,8 @@ impl PendingIq {
             PendingIq::Caller { to, .. }
             | PendingIq::Subscribe { to, .. }
             | PendingIq::Roster { to }
-            | PendingIq::Fire { to, .. } => to.clone(),
+            | PendingIq::Fire { to, .. }
+            | PendingIq::Drain { to } => to.clone(),
             PendingIq::Call { to, .. } => Jid::from(to.clone()),
         }
     }
@@ -103,8 +118,9 @@ pub(crate) struct Task {
     answers: mpsc::UnboundedReceiver<Stanza>,
     answers_tx: mpsc::UnboundedSender<Stanza>,
     directory: Directory,
-    /// Unavailable presence was sent (closing).
+    /// Unavailable presence was sent (closing): calls are refused.
     offline_announced: bool,
+    drain: Drain,
     next_id: u64,
 }
 
@@ -138,6 +154,7 @@ impl Task {
             answers_tx,
             directory: Directory::new(own, config),
             offline_announced: false,
+            drain: Drain::NotStarted,
             next_id: 0,
         }
     }
@@ -160,10 +177,21 @@ impl Task {
         self.fetch_roster().await;
         loop {
             if let Some((deadline, _)) = &closing {
-                if (self.callers_pending() == 0 && self.handlers_running() == 0)
-                    || Instant::now() >= *deadline
-                {
+                if Instant::now() >= *deadline {
                     break;
+                }
+                // Idle: no answer awaited, no handler running, no answer
+                // left to send. Then one server round trip, so that calls
+                // already routed here (and acknowledged) are answered too.
+                let idle = self.callers_pending() == 0
+                    && self.handlers_running() == 0
+                    && self.answers.is_empty();
+                if idle {
+                    match self.drain {
+                        Drain::Done => break,
+                        Drain::NotStarted => self.start_drain().await,
+                        Drain::Waiting => {}
+                    }
                 }
             }
             let parked_until = self.directory.next_deadline();
@@ -228,6 +256,17 @@ impl Task {
                 self.directory.call_ended(&to);
             }
         }
+    }
+
+    async fn start_drain(&mut self) {
+        self.drain = Drain::Waiting;
+        let Ok(to) = self.bound().domain().as_str().parse::<Jid>() else {
+            self.drain = Drain::Done;
+            return;
+        };
+        let ping = Element::builder("ping", xmpp_parsers::ns::PING).build();
+        self.send_iq(to.clone(), false, ping, PendingIq::Drain { to })
+            .await;
     }
 
     fn callers_pending(&self) -> usize {
@@ -484,6 +523,7 @@ impl Task {
                 self.on_subscribed(topic, answer).await;
             }
             PendingIq::Roster { .. } => self.on_roster(answer).await,
+            PendingIq::Drain { .. } => self.drain = Drain::Done,
             PendingIq::Fire { what, .. } => {
                 if let Err(error) = answer {
                     debug!(what, error = %crate::pubsub::server_error(&error), "server refused");

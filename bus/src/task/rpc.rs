@@ -90,6 +90,17 @@ impl Task {
                 return;
             }
         };
+        if self.offline_announced {
+            // Closing: the caller goes to another instance.
+            let error = StanzaError::new(
+                xmpp_parsers::stanza_error::ErrorType::Cancel,
+                xmpp_parsers::stanza_error::DefinedCondition::ServiceUnavailable,
+                "en",
+                "this instance is closing",
+            );
+            self.answer_iq(header, refuse(error)).await;
+            return;
+        }
         let method = request.attr("method").unwrap_or_default().to_owned();
         let Some(handler) = self.handlers.get(&method).cloned() else {
             debug!(method, %from, "call to a method without handler");
