@@ -3,7 +3,7 @@
 # integration tests start (when missing), then fmt, clippy and every test.
 #
 # The integration tests run against every server in XBUS_TEST_SERVERS
-# (comma-separated; unset: the harness's default, prosody,ejabberd). Both
+# (comma-separated; unset: the harness's default, embedded,prosody,ejabberd). Both
 # servers are installed whatever the list says: the harness's own tests
 # cover every server kind it offers.
 set -euo pipefail
@@ -28,6 +28,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== slixmpp venv for the interop test (target/slixmpp-venv)"
+scripts/slixmpp-venv.sh
 echo "== cargo test (servers: ${XBUS_TEST_SERVERS:-default})"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

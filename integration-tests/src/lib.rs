@@ -49,12 +49,13 @@
 //!   `info`; `debug` logs every stanza, which slows the server down).
 //! * `XBUS_TEST_EJABBERD_LOG_LEVEL=debug`: the same for ejabberd
 //!   (`logs/ejabberd.log` in its directory).
-//! * `XBUS_TEST_SERVERS=prosody,ejabberd`: the servers the integration
+//! * `XBUS_TEST_SERVERS=embedded,prosody,ejabberd`: the servers the integration
 //!   tests run against (see [`ServerKind::from_env`]).
 #![deny(missing_docs)]
 
 mod certs;
 mod ejabberd;
+mod embedded;
 mod exit_hook;
 mod process;
 mod prosody;
@@ -67,6 +68,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use ejabberd::Ejabberd;
+pub use embedded::Embedded;
 pub use prosody::{ACCOUNT_POOL_SIZE, Prosody};
 
 /// How `apt-get` installs Prosody; part of the panic message when it is missing.
@@ -82,7 +84,7 @@ pub const SERVERS_ENV: &str = "XBUS_TEST_SERVERS";
 
 /// The servers the integration tests run against when `XBUS_TEST_SERVERS`
 /// is unset.
-pub const DEFAULT_SERVERS: &str = "prosody,ejabberd";
+pub const DEFAULT_SERVERS: &str = "embedded,prosody,ejabberd";
 
 /// How `apt-get` installs OpenSSL; part of the panic message when it is missing.
 pub const OPENSSL_INSTALL_HINT: &str = "apt-get update && apt-get install -y openssl";
@@ -215,6 +217,8 @@ macro_rules! server_kinds {
 }
 
 server_kinds! {
+    /// The embedded `xbus-server`, in process, see [`Embedded`].
+    Embedded => "embedded", Embedded;
     /// Prosody, see [`Prosody`].
     Prosody => "prosody", Prosody;
     /// ejabberd, see [`Ejabberd`].

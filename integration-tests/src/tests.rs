@@ -384,7 +384,11 @@ fn server_lists_parse_strictly() {
     use crate::{DEFAULT_SERVERS, UnknownServer};
     assert_eq!(
         ServerKind::parse_list(DEFAULT_SERVERS).unwrap(),
-        vec![ServerKind::Prosody, ServerKind::Ejabberd]
+        vec![
+            ServerKind::Embedded,
+            ServerKind::Prosody,
+            ServerKind::Ejabberd
+        ]
     );
     assert_eq!(
         ServerKind::parse_list(" Ejabberd , prosody,ejabberd").unwrap(),

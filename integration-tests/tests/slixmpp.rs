@@ -20,14 +20,13 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::task::JoinHandle;
 use xbus::{Context, Encoding, Event, Headers, RawPayload, Request, RequestError, RpcError};
-use xbus_integration_tests::{Account, Prosody};
+use xbus_integration_tests::{Account, ServerKind, XmppServer};
 
 // --- The server: the one place to switch to the server matrix. ---
 
-fn start_server() -> Prosody {
+fn start_server(kind: ServerKind) -> common::Server {
     python(); // fails first, with the command, when the venv is missing
-    common::init_tracing();
-    common::prosody()
+    common::start(kind)
 }
 
 // --- Types on the Rust side ---
@@ -292,7 +291,7 @@ struct Peer {
 impl Peer {
     /// Starts the peer as `account` with the scenario `scenario` (a JSON
     /// object whose fields are added to the login's).
-    async fn start(server: &Prosody, account: &Account, tls: Tls, scenario: &str) -> Peer {
+    async fn start(server: &dyn XmppServer, account: &Account, tls: Tls, scenario: &str) -> Peer {
         let login = to_json(Login {
             host: server.addr().ip().to_string(),
             port: server.addr().port(),
@@ -400,7 +399,8 @@ impl Peer {
 /// typed Rust subscribers receive; over STARTTLS with the test CA.
 #[tokio::test]
 async fn rust_subscribers_receive_what_slixmpp_publishes() {
-    let server = start_server();
+    common::matrix(async |kind| {
+    let server = start_server(kind);
     let subscriber = bus(&server).await;
     let mut orders = within("subscribe", subscriber.subscribe::<OrderCreated>())
         .await
@@ -532,6 +532,8 @@ async fn rust_subscribers_receive_what_slixmpp_publishes() {
     );
     eprintln!("slixmpp publish scenario (6 items) took {took:?}");
     within("close", subscriber.close()).await.unwrap();
+    })
+    .await;
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -544,124 +546,127 @@ struct NodeLine {
 /// a Rust bus `send()`s to its bare and its full JID.
 #[tokio::test]
 async fn slixmpp_receives_what_rust_publishes_and_sends() {
-    let server = start_server();
-    let rust = bus(&server).await;
-    let python = server.account().expect("account");
-    let mut peer = Peer::start(
-        &server,
-        &python,
-        Tls::Plaintext,
-        r#"{"scenario": "receive", "topics": ["orders.created", "stock.changed"], "count": 4}"#,
-    )
-    .await;
-    let mut peer_jid = String::new();
-    for topic in ["orders.created", "stock.changed"] {
-        let node: NodeLine = peer.expect("node").await;
-        assert_eq!(node.topic, topic);
-        let subscribed: Subscribed = peer.expect("subscribed").await;
-        assert_eq!(subscribed.topic, topic);
-        assert_eq!(subscribed.subscription.as_deref(), Some("subscribed"));
-        peer_jid = subscribed.jid;
-    }
-    let ready: Ready = peer.expect("ready").await;
-    assert_eq!(ready.jid, peer_jid);
-    assert!(
-        peer_jid.starts_with(&format!("{}/", python.jid)),
-        "{peer_jid}"
-    );
-
-    let order = OrderCreated {
-        id: 42,
-        customer: "linus".into(),
-        total_cents: 4200,
-        lines: vec!["X".into()],
-    };
-    let stock = StockChanged {
-        sku: "D4".into(),
-        delta: 7,
-    };
-    let mut headers = Headers::new();
-    headers.insert("trace-id", "t-1");
-    let order_receipt = within("publish", rust.publish(&order)).await.unwrap();
-    let stock_receipt = within(
-        "publish",
-        rust.publish_with_headers(&stock, headers.clone()),
-    )
-    .await
-    .unwrap();
-    within("send bare", rust.send(&python.jid, &stock))
-        .await
-        .unwrap();
-    within("send full", rust.send(&peer_jid, &order))
-        .await
-        .unwrap();
-
-    // Four events; the two routes (pubsub, direct) may interleave.
-    let mut lines = Vec::new();
-    for _ in 0..4 {
-        lines.push(peer.expect::<Received<EventValue>>("event").await);
-    }
-    for topic in ["orders.created", "stock.changed"] {
-        let unsubscribed: Subscribed = peer.expect("unsubscribed").await;
-        assert_eq!(unsubscribed.topic, topic);
-    }
-    let took = peer.finish().await;
-    let rust_full = rust.jid().to_string();
-    let rust_bare = rust.jid().to_bare().to_string();
-    let mut seen = Vec::new();
-    for line in lines {
-        match (line.via.as_str(), line.topic.as_str()) {
-            ("pubsub", "orders.created") => {
-                assert_eq!(line.event, EventValue::Order(order.clone()));
-                assert_eq!((line.encoding.as_str(), line.version), ("msgpack", 1));
-                assert_eq!(
-                    line.item_id.as_deref(),
-                    Some(order_receipt.item_id.as_str())
-                );
-                assert_publisher(line.publisher.as_deref(), &rust_bare);
-                assert_eq!(line.from, server.pubsub_service());
-                assert_eq!(line.message_type.as_deref(), Some("headline"));
-            }
-            ("pubsub", "stock.changed") => {
-                assert_eq!(line.event, EventValue::Stock(stock.clone()));
-                assert_eq!((line.encoding.as_str(), line.version), ("json", 3));
-                assert_eq!(
-                    line.item_id.as_deref(),
-                    Some(stock_receipt.item_id.as_str())
-                );
-                assert_publisher(line.publisher.as_deref(), &rust_bare);
-                assert_eq!(
-                    line.headers.get("trace-id").map(String::as_str),
-                    Some("t-1")
-                );
-            }
-            ("message", "stock.changed") => {
-                assert_eq!(line.message_type.as_deref(), Some("normal"));
-                assert_eq!(line.event, EventValue::Stock(stock.clone()));
-                assert_eq!((line.encoding.as_str(), line.version), ("json", 3));
-                assert_eq!(line.from, rust_full);
-            }
-            ("message", "orders.created") => {
-                assert_eq!(line.event, EventValue::Order(order.clone()));
-                assert_eq!((line.encoding.as_str(), line.version), ("msgpack", 1));
-                assert_eq!(line.from, rust_full);
-            }
-            other => panic!("unexpected event {other:?}: {line:?}"),
+    common::matrix(async |kind| {
+        let server = start_server(kind);
+        let rust = bus(&server).await;
+        let python = server.account().expect("account");
+        let mut peer = Peer::start(
+            &server,
+            &python,
+            Tls::Plaintext,
+            r#"{"scenario": "receive", "topics": ["orders.created", "stock.changed"], "count": 4}"#,
+        )
+        .await;
+        let mut peer_jid = String::new();
+        for topic in ["orders.created", "stock.changed"] {
+            let node: NodeLine = peer.expect("node").await;
+            assert_eq!(node.topic, topic);
+            let subscribed: Subscribed = peer.expect("subscribed").await;
+            assert_eq!(subscribed.topic, topic);
+            assert_eq!(subscribed.subscription.as_deref(), Some("subscribed"));
+            peer_jid = subscribed.jid;
         }
-        seen.push(format!("{} {}", line.via, line.topic));
-    }
-    seen.sort();
-    assert_eq!(
-        seen,
-        [
-            "message orders.created",
-            "message stock.changed",
-            "pubsub orders.created",
-            "pubsub stock.changed"
-        ]
-    );
-    eprintln!("slixmpp receive scenario (4 events) took {took:?}");
-    within("close", rust.close()).await.unwrap();
+        let ready: Ready = peer.expect("ready").await;
+        assert_eq!(ready.jid, peer_jid);
+        assert!(
+            peer_jid.starts_with(&format!("{}/", python.jid)),
+            "{peer_jid}"
+        );
+
+        let order = OrderCreated {
+            id: 42,
+            customer: "linus".into(),
+            total_cents: 4200,
+            lines: vec!["X".into()],
+        };
+        let stock = StockChanged {
+            sku: "D4".into(),
+            delta: 7,
+        };
+        let mut headers = Headers::new();
+        headers.insert("trace-id", "t-1");
+        let order_receipt = within("publish", rust.publish(&order)).await.unwrap();
+        let stock_receipt = within(
+            "publish",
+            rust.publish_with_headers(&stock, headers.clone()),
+        )
+        .await
+        .unwrap();
+        within("send bare", rust.send(&python.jid, &stock))
+            .await
+            .unwrap();
+        within("send full", rust.send(&peer_jid, &order))
+            .await
+            .unwrap();
+
+        // Four events; the two routes (pubsub, direct) may interleave.
+        let mut lines = Vec::new();
+        for _ in 0..4 {
+            lines.push(peer.expect::<Received<EventValue>>("event").await);
+        }
+        for topic in ["orders.created", "stock.changed"] {
+            let unsubscribed: Subscribed = peer.expect("unsubscribed").await;
+            assert_eq!(unsubscribed.topic, topic);
+        }
+        let took = peer.finish().await;
+        let rust_full = rust.jid().to_string();
+        let rust_bare = rust.jid().to_bare().to_string();
+        let mut seen = Vec::new();
+        for line in lines {
+            match (line.via.as_str(), line.topic.as_str()) {
+                ("pubsub", "orders.created") => {
+                    assert_eq!(line.event, EventValue::Order(order.clone()));
+                    assert_eq!((line.encoding.as_str(), line.version), ("msgpack", 1));
+                    assert_eq!(
+                        line.item_id.as_deref(),
+                        Some(order_receipt.item_id.as_str())
+                    );
+                    assert_publisher(line.publisher.as_deref(), &rust_bare);
+                    assert_eq!(line.from, server.pubsub_service());
+                    assert_eq!(line.message_type.as_deref(), Some("headline"));
+                }
+                ("pubsub", "stock.changed") => {
+                    assert_eq!(line.event, EventValue::Stock(stock.clone()));
+                    assert_eq!((line.encoding.as_str(), line.version), ("json", 3));
+                    assert_eq!(
+                        line.item_id.as_deref(),
+                        Some(stock_receipt.item_id.as_str())
+                    );
+                    assert_publisher(line.publisher.as_deref(), &rust_bare);
+                    assert_eq!(
+                        line.headers.get("trace-id").map(String::as_str),
+                        Some("t-1")
+                    );
+                }
+                ("message", "stock.changed") => {
+                    assert_eq!(line.message_type.as_deref(), Some("normal"));
+                    assert_eq!(line.event, EventValue::Stock(stock.clone()));
+                    assert_eq!((line.encoding.as_str(), line.version), ("json", 3));
+                    assert_eq!(line.from, rust_full);
+                }
+                ("message", "orders.created") => {
+                    assert_eq!(line.event, EventValue::Order(order.clone()));
+                    assert_eq!((line.encoding.as_str(), line.version), ("msgpack", 1));
+                    assert_eq!(line.from, rust_full);
+                }
+                other => panic!("unexpected event {other:?}: {line:?}"),
+            }
+            seen.push(format!("{} {}", line.via, line.topic));
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                "message orders.created",
+                "message stock.changed",
+                "pubsub orders.created",
+                "pubsub stock.changed"
+            ]
+        );
+        eprintln!("slixmpp receive scenario (4 events) took {took:?}");
+        within("close", rust.close()).await.unwrap();
+    })
+    .await;
 }
 
 /// What the peer decoded, as one of the Rust types.
@@ -677,42 +682,43 @@ enum EventValue {
 /// request of the wrong version.
 #[tokio::test]
 async fn slixmpp_calls_a_rust_service() {
-    let server = start_server();
-    let service = server.account().expect("account");
-    let inventory = common::instance(&server, &service, "inv-1").await;
-    within(
-        "serve check",
-        inventory.serve(|req: CheckStock, ctx: Context| async move {
-            if req.sku == "Z9" {
-                return Err(RpcError::new(
-                    "unknown_sku",
-                    format!("no such SKU: {}", req.sku),
-                ));
-            }
-            Ok(StockLevel {
-                available: req.sku.len() as u32 * 10,
-                sku: req.sku,
-                caller: ctx.from().to_string(),
-            })
-        }),
-    )
-    .await
-    .unwrap();
-    within(
-        "serve reserve",
-        inventory.serve(|req: Reserve, ctx: Context| async move {
-            Ok(Reserved {
-                reservation: format!("{}x{}", req.sku, req.quantity),
-                trace: ctx.headers().get("trace").map(str::to_owned),
-            })
-        }),
-    )
-    .await
-    .unwrap();
+    common::matrix(async |kind| {
+        let server = start_server(kind);
+        let service = server.account().expect("account");
+        let inventory = common::instance(&server, &service, "inv-1").await;
+        within(
+            "serve check",
+            inventory.serve(|req: CheckStock, ctx: Context| async move {
+                if req.sku == "Z9" {
+                    return Err(RpcError::new(
+                        "unknown_sku",
+                        format!("no such SKU: {}", req.sku),
+                    ));
+                }
+                Ok(StockLevel {
+                    available: req.sku.len() as u32 * 10,
+                    sku: req.sku,
+                    caller: ctx.from().to_string(),
+                })
+            }),
+        )
+        .await
+        .unwrap();
+        within(
+            "serve reserve",
+            inventory.serve(|req: Reserve, ctx: Context| async move {
+                Ok(Reserved {
+                    reservation: format!("{}x{}", req.sku, req.quantity),
+                    trace: ctx.headers().get("trace").map(str::to_owned),
+                })
+            }),
+        )
+        .await
+        .unwrap();
 
-    let python = server.account().expect("account");
-    let scenario = format!(
-        r#"{{"scenario": "call", "service": "{}", "calls": [
+        let python = server.account().expect("account");
+        let scenario = format!(
+            r#"{{"scenario": "call", "service": "{}", "calls": [
             {{"method": "inventory.check", "encoding": "msgpack", "version": 1,
               "timeout_ms": 5000, "request": {{"sku": "A1"}}}},
             {{"method": "inventory.check", "encoding": "msgpack", "version": 1,
@@ -724,80 +730,83 @@ async fn slixmpp_calls_a_rust_service() {
             {{"method": "inventory.reserve", "encoding": "json", "version": 1,
               "request": {{"sku": "B2", "quantity": 3}}}}
         ]}}"#,
-        service.jid
-    );
-    let mut peer = Peer::start(&server, &python, Tls::Plaintext, &scenario).await;
+            service.jid
+        );
+        let mut peer = Peer::start(&server, &python, Tls::Plaintext, &scenario).await;
 
-    let instance: Instance = peer.expect("instance").await;
-    assert_eq!(instance.jid, format!("{}/inv-1", service.jid));
-    assert_eq!(instance.status, "ready");
+        let instance: Instance = peer.expect("instance").await;
+        assert_eq!(instance.jid, format!("{}/inv-1", service.jid));
+        assert_eq!(instance.status, "ready");
 
-    let checked: Response<StockLevel> = peer.expect("response").await;
-    assert_eq!(
-        (
-            checked.method.as_str(),
-            checked.encoding.as_str(),
-            checked.version
-        ),
-        ("inventory.check", "msgpack", 1)
-    );
-    assert_eq!(checked.response.sku, "A1");
-    assert_eq!(checked.response.available, 20);
-    assert!(
-        checked
-            .response
-            .caller
-            .starts_with(&format!("{}/", python.jid)),
-        "the handler's ctx.from() is the peer's full JID: {}",
-        checked.response.caller
-    );
+        let checked: Response<StockLevel> = peer.expect("response").await;
+        assert_eq!(
+            (
+                checked.method.as_str(),
+                checked.encoding.as_str(),
+                checked.version
+            ),
+            ("inventory.check", "msgpack", 1)
+        );
+        assert_eq!(checked.response.sku, "A1");
+        assert_eq!(checked.response.available, 20);
+        assert!(
+            checked
+                .response
+                .caller
+                .starts_with(&format!("{}/", python.jid)),
+            "the handler's ctx.from() is the peer's full JID: {}",
+            checked.response.caller
+        );
 
-    let failed: CallError = peer.expect("error").await;
-    assert_eq!(
-        failed,
-        CallError {
-            method: "inventory.check".into(),
-            kind: "cancel".into(),
-            condition: Some("undefined-condition".into()),
-            text: Some("no such SKU: Z9".into()),
-            failure_code: Some("unknown_sku".into()),
-            unknown_method: None,
-        }
-    );
+        let failed: CallError = peer.expect("error").await;
+        assert_eq!(
+            failed,
+            CallError {
+                method: "inventory.check".into(),
+                kind: "cancel".into(),
+                condition: Some("undefined-condition".into()),
+                text: Some("no such SKU: Z9".into()),
+                failure_code: Some("unknown_sku".into()),
+                unknown_method: None,
+            }
+        );
 
-    let reserved: Response<Reserved> = peer.expect("response").await;
-    assert_eq!((reserved.encoding.as_str(), reserved.version), ("json", 2));
-    assert_eq!(
-        reserved.response,
-        Reserved {
-            reservation: "B2x3".into(),
-            trace: Some("tr-9".into())
-        }
-    );
+        let reserved: Response<Reserved> = peer.expect("response").await;
+        assert_eq!((reserved.encoding.as_str(), reserved.version), ("json", 2));
+        assert_eq!(
+            reserved.response,
+            Reserved {
+                reservation: "B2x3".into(),
+                trace: Some("tr-9".into())
+            }
+        );
 
-    let unknown: CallError = peer.expect("error").await;
-    assert_eq!(unknown.kind, "cancel");
-    assert_eq!(
-        unknown.condition.as_deref(),
-        Some("feature-not-implemented")
-    );
-    assert_eq!(unknown.unknown_method.as_deref(), Some("inventory.nothing"));
+        let unknown: CallError = peer.expect("error").await;
+        assert_eq!(unknown.kind, "cancel");
+        assert_eq!(
+            unknown.condition.as_deref(),
+            Some("feature-not-implemented")
+        );
+        assert_eq!(unknown.unknown_method.as_deref(), Some("inventory.nothing"));
 
-    let wrong_version: CallError = peer.expect("error").await;
-    assert_eq!(wrong_version.kind, "modify");
-    assert_eq!(wrong_version.condition.as_deref(), Some("bad-request"));
-    assert!(wrong_version.text.is_some(), "{wrong_version:?}");
+        let wrong_version: CallError = peer.expect("error").await;
+        assert_eq!(wrong_version.kind, "modify");
+        assert_eq!(wrong_version.condition.as_deref(), Some("bad-request"));
+        assert!(wrong_version.text.is_some(), "{wrong_version:?}");
 
-    let took = peer.finish().await;
-    eprintln!("slixmpp call scenario (presence + 5 calls) took {took:?}");
-    within("close", inventory.close()).await.unwrap();
+        let took = peer.finish().await;
+        eprintln!("slixmpp call scenario (presence + 5 calls) took {took:?}");
+        within("close", inventory.close()).await.unwrap();
+    })
+    .await;
 }
 
 /// A Rust bus calls a method served by slixmpp, found by presence (the
 /// peer announces an instance per section 6).
 #[tokio::test]
 async fn rust_calls_a_slixmpp_service() {
-    let server = start_server();
+    common::matrix(async |kind| {
+    let server = start_server(kind);
     let python = server.account().expect("account");
     let mut peer = Peer::start(
         &server,
@@ -919,31 +928,36 @@ async fn rust_calls_a_slixmpp_service() {
     let took = peer.finish().await;
     eprintln!("slixmpp serve scenario (5 calls) took {took:?}");
     within("close", caller.close()).await.unwrap();
+    })
+    .await;
 }
 
 /// The peer itself fails fast and clearly: a wrong password is a `failed`
 /// line and a non-zero exit, not a hang.
 #[tokio::test]
 async fn the_peer_reports_a_failed_login() {
-    let server = start_server();
-    let mut account = server.account().expect("account");
-    account.password.push_str("-wrong");
-    let mut peer = Peer::start(
-        &server,
-        &account,
-        Tls::Plaintext,
-        r#"{"scenario": "receive", "count": 1}"#,
-    )
+    common::matrix(async |kind| {
+        let server = start_server(kind);
+        let mut account = server.account().expect("account");
+        account.password.push_str("-wrong");
+        let mut peer = Peer::start(
+            &server,
+            &account,
+            Tls::Plaintext,
+            r#"{"scenario": "receive", "count": 1}"#,
+        )
+        .await;
+        let failed: Failed = peer.expect("failed").await;
+        assert!(
+            failed.reason.contains("authentication failed"),
+            "{}",
+            failed.reason
+        );
+        let status = within("peer exit", peer.child.wait()).await.unwrap();
+        assert_eq!(status.code(), Some(1));
+        assert!(peer.started.elapsed() < Duration::from_secs(5));
+    })
     .await;
-    let failed: Failed = peer.expect("failed").await;
-    assert!(
-        failed.reason.contains("authentication failed"),
-        "{}",
-        failed.reason
-    );
-    let status = within("peer exit", peer.child.wait()).await.unwrap();
-    assert_eq!(status.code(), Some(1));
-    assert!(peer.started.elapsed() < Duration::from_secs(5));
 }
 
 #[derive(Serialize, Deserialize, Debug)]
