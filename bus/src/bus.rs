@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::{Notify, OnceCell, mpsc, oneshot};
@@ -25,6 +24,7 @@ use crate::headers::Headers;
 use crate::login::Login;
 use crate::presence::{Status, announce};
 use crate::pubsub;
+use crate::reconnect::reconnector;
 use crate::subscription::{DropGuard, RawSubscription, Subscription};
 use crate::task::Task;
 
@@ -478,43 +478,4 @@ fn confirmed_item_id(result: &Element) -> Option<String> {
 /// A random 128-bit item id, so that ids never repeat across publishers.
 fn new_item_id() -> String {
     format!("{:032x}", rand::random::<u128>())
-}
-
-/// The reconnect policy handed to tokio-xmpp: the first call gets the
-/// connection that [`Bus::connect`] already made; later calls retry with
-/// capped exponential back-off and jitter until one succeeds or the stream
-/// is dropped.
-#[allow(clippy::type_complexity)]
-fn reconnector(
-    login: Login,
-    first: tokio_xmpp::stanzastream::Connection,
-) -> Box<dyn FnMut(Option<String>, oneshot::Sender<tokio_xmpp::stanzastream::Connection>) + Send> {
-    let mut first = Some(first);
-    Box::new(move |_location, slot| {
-        if let Some(connection) = first.take() {
-            let _ = slot.send(connection);
-            return;
-        }
-        let login = login.clone();
-        tokio::spawn(async move {
-            let mut delay = Duration::from_millis(100);
-            for attempt in 1u32.. {
-                match tokio::time::timeout(Duration::from_secs(10), login.connect()).await {
-                    Ok(Ok(connection)) => {
-                        info!(attempt, "reconnected");
-                        let _ = slot.send(connection);
-                        return;
-                    }
-                    Ok(Err(error)) => warn!(attempt, %error, "reconnect failed"),
-                    Err(_) => warn!(attempt, "reconnect timed out"),
-                }
-                if slot.is_closed() {
-                    return;
-                }
-                let jitter = rand::random::<f64>() * 0.5 + 0.75;
-                tokio::time::sleep(delay.mul_f64(jitter)).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
-            }
-        });
-    })
 }

@@ -131,6 +131,7 @@ mod headers;
 mod login;
 mod presence;
 mod pubsub;
+mod reconnect;
 mod request;
 mod rpc;
 mod serve;
