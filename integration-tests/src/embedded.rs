@@ -123,11 +123,13 @@ impl XmppServer for Embedded {
         })
     }
 
-    /// Drops every connection at once and stops listening, like a crash.
+    /// Drops every connection and session at once, like a crash. Unlike a
+    /// crashed process, the embedded server listens again at once (it
+    /// keeps its data either way), so a [`restart`](XmppServer::restart)
+    /// afterwards is a second crash-and-restart.
     fn kill(&mut self) {
-        if let (Some(runtime), Some(server)) = (self.runtime.as_ref(), self.server.take()) {
-            let _inside = runtime.enter();
-            drop(server);
+        if let Err(error) = self.restart() {
+            eprintln!("xbus-integration-tests: kill (restart) of the embedded server: {error}");
         }
     }
 
