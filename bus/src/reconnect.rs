@@ -106,6 +106,15 @@ fn jittered(delay: Duration) -> Duration {
     delay.mul_f64(rand::random::<f64>() * 0.5 + 0.75)
 }
 
+/// Gives `connection` to tokio-xmpp and notes when.
+fn hand_over(policy: &Mutex<Policy>, slot: oneshot::Sender<Connection>, connection: Connection) {
+    policy
+        .lock()
+        .expect("lock poisoned")
+        .on_handed_over(Instant::now());
+    let _ = slot.send(connection);
+}
+
 /// The reconnect policy handed to tokio-xmpp: the first call gets the
 /// connection that [`Bus::connect`](crate::Bus::connect) already made; later
 /// calls retry with capped exponential back-off and jitter until one succeeds
@@ -120,11 +129,7 @@ pub(crate) fn reconnector(
     let policy = Arc::new(Mutex::new(Policy::default()));
     Box::new(move |_location, slot| {
         if let Some(connection) = first.take() {
-            policy
-                .lock()
-                .expect("lock poisoned")
-                .on_handed_over(Instant::now());
-            let _ = slot.send(connection);
+            hand_over(&policy, slot, connection);
             return;
         }
         let plan = policy
@@ -157,11 +162,7 @@ pub(crate) fn reconnector(
                             connection.features.stream_management = None;
                         }
                         info!(attempt, fresh_session = plan.fresh_session, "reconnected");
-                        policy
-                            .lock()
-                            .expect("lock poisoned")
-                            .on_handed_over(Instant::now());
-                        let _ = slot.send(connection);
+                        hand_over(&policy, slot, connection);
                         return;
                     }
                     Ok(Err(error)) => warn!(attempt, %error, "reconnect failed"),
