@@ -56,10 +56,8 @@
 //!   it ejabberd logs the certificate as invalid). STARTTLS is offered, not
 //!   required; PLAIN over plaintext is allowed (loopback only).
 
-use std::fmt::Write as _;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -69,12 +67,14 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::ejabberd_config::{config_text, ctl_config_text};
+use crate::ejabberd_register::register_in_band;
 use crate::exit_hook;
 use crate::process::{self, ServerProcess};
 use crate::{Account, EJABBERD_INSTALL_HINT, HarnessError, ServerKind, XmppServer, certs};
 
-const DOMAIN: &str = "localhost";
-const PUBSUB: &str = "pubsub.localhost";
+pub(crate) const DOMAIN: &str = "localhost";
+pub(crate) const PUBSUB: &str = "pubsub.localhost";
 /// ejabberd needs about 1 s to open its port on an idle machine; much more
 /// when the test threads keep both cores busy.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -84,9 +84,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Bound of each `ejabberdctl` call and each in-band registration.
 const CTL_TIMEOUT: Duration = Duration::from_secs(15);
-const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 const START_ATTEMPTS: usize = 3;
-const LOG_LEVEL_ENV: &str = "XBUS_TEST_EJABBERD_LOG_LEVEL";
+pub(crate) const LOG_LEVEL_ENV: &str = "XBUS_TEST_EJABBERD_LOG_LEVEL";
 /// The Erlang VM's command name, as `/proc/PID/comm` shows it.
 const BEAM: &str = "beam.smp";
 
@@ -626,194 +626,4 @@ fn port_free(addr: SocketAddr) -> bool {
 
 fn port_free_u16(port: u16) -> bool {
     port_free(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
-}
-
-/// XEP-0077 in-band registration of `user`@localhost on a fresh plaintext
-/// c2s connection.
-fn register_in_band(addr: SocketAddr, user: &str, password: &str) -> Result<(), HarnessError> {
-    let context = format!("registering {user}@{DOMAIN} in-band at {addr}");
-    let io = |e: std::io::Error| HarnessError::io(context.clone(), e);
-    let deadline = Instant::now() + REGISTER_TIMEOUT;
-    let mut stream = TcpStream::connect_timeout(&addr, REGISTER_TIMEOUT).map_err(io)?;
-    stream
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .map_err(io)?;
-    stream
-        .set_write_timeout(Some(REGISTER_TIMEOUT))
-        .map_err(io)?;
-    let mut buffer = String::new();
-    let mut read_until = |stream: &mut TcpStream, done: &dyn Fn(&str) -> bool| {
-        loop {
-            if done(&buffer) {
-                return Ok(std::mem::take(&mut buffer));
-            }
-            if Instant::now() >= deadline {
-                return Err(HarnessError::io(
-                    context.clone(),
-                    std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("no answer within {REGISTER_TIMEOUT:?}; got {buffer:?}"),
-                    ),
-                ));
-            }
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk) {
-                Ok(0) => {
-                    return Err(HarnessError::io(
-                        context.clone(),
-                        std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            format!("stream closed; got {buffer:?}"),
-                        ),
-                    ));
-                }
-                Ok(n) => buffer.push_str(&String::from_utf8_lossy(&chunk[..n])),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => return Err(HarnessError::io(context.clone(), e)),
-            }
-        }
-    };
-    stream
-        .write_all(
-            format!(
-                "<?xml version='1.0'?><stream:stream to='{DOMAIN}' xmlns='jabber:client' \
-                 xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
-            )
-            .as_bytes(),
-        )
-        .map_err(io)?;
-    read_until(&mut stream, &|text| text.contains("</stream:features>"))?;
-    stream
-        .write_all(
-            format!(
-                "<iq type='set' id='xbus-register'><query xmlns='jabber:iq:register'>\
-                 <username>{user}</username><password>{password}</password></query></iq>"
-            )
-            .as_bytes(),
-        )
-        .map_err(io)?;
-    let reply = read_until(&mut stream, &|text| {
-        text.find("xbus-register").is_some_and(|at| {
-            let rest = &text[at..];
-            rest.contains("/>") || rest.contains("</iq>")
-        })
-    })?;
-    let _ = stream.write_all(b"</stream:stream>");
-    let ok = reply.split("<iq").any(|iq| {
-        iq.contains("xbus-register")
-            && (iq.contains("type='result'") || iq.contains("type=\"result\""))
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(HarnessError::CommandFailed {
-            command: format!("in-band registration of {user}@{DOMAIN} at {addr}"),
-            status: "error reply".to_owned(),
-            stdout: reply,
-            stderr: String::new(),
-        })
-    }
-}
-
-/// `ejabberdctl.cfg`: own node name, cookie and distribution port (so no
-/// `epmd`), distribution on loopback only (set directly: the script's
-/// `INET_DIST_INTERFACE` boots an extra Erlang VM just to parse it).
-fn ctl_config_text(root: &Path, node: &str, cookie: &str, dist_port: u16) -> String {
-    format!(
-        "# Written by xbus-integration-tests for one test server.\n\
-         ERLANG_NODE={node}\n\
-         ERL_DIST_PORT={dist_port}\n\
-         ERL_OPTIONS=\"-setcookie {cookie} -kernel inet_dist_use_interface {{127,0,0,1}} -env ERL_CRASH_DUMP_BYTES 0\"\n\
-         EJABBERD_PID_PATH={}\n\
-         EJABBERD_BYPASS_WARNINGS=true\n\
-         CONTRIB_MODULES_PATH={}\n",
-        root.join("ejabberd.pid").display(),
-        root.join("contrib").display(),
-    )
-}
-
-/// The whole `ejabberd.yml` for a server in `root` with c2s on
-/// 127.0.0.1:`port` (see the module docs for why each setting is there).
-fn config_text(root: &Path, port: u16) -> String {
-    let level = std::env::var(LOG_LEVEL_ENV).unwrap_or_else(|_| "info".to_owned());
-    let level = match level.as_str() {
-        "debug" | "info" | "notice" | "warning" | "error" => level,
-        _ => "info".to_owned(),
-    };
-    let path = |name: &str| yaml_string(&root.join(name).to_string_lossy());
-    let mut text = String::new();
-    let _ = write!(
-        text,
-        r#"# Written by xbus-integration-tests for one test server.
-hosts: [{DOMAIN}]
-loglevel: {level}
-log_rotate_count: 0
-# Keep every line at debug level (the default drops lines beyond 500/s).
-log_burst_limit_count: 1000000
-certfiles: [{pem}]
-ca_file: {ca}
-
-# Loopback c2s on one port, no other listener. No shaper: or shaper_rules:
-# sections at all (the stock config limits c2s to 3000 B/s).
-listen:
-  - port: {port}
-    ip: "127.0.0.1"
-    module: ejabberd_c2s
-    starttls: true
-    starttls_required: false
-    max_stanza_size: 10485760
-    shaper: none
-    backlog: 1024
-
-auth_method: internal
-auth_password_format: plain
-registration_timeout: infinity
-s2s_access: none
-
-acl:
-  local:
-    user_regexp: ""
-
-access_rules:
-  register:
-    allow: all
-  pubsub_createnode:
-    allow: local
-
-modules:
-  mod_roster: {{}}
-  mod_disco: {{}}
-  mod_caps: {{}}
-  mod_ping: {{}}
-  mod_stream_mgmt: {{}}
-  mod_offline: {{}}
-  mod_register:
-    access: register
-    ip_access: all
-  mod_pubsub:
-    host: {PUBSUB}
-    access_createnode: pubsub_createnode
-    max_items_node: 100000
-    plugins: [flat, pep]
-    default_node_config:
-      max_payload_size: 10485760
-      send_last_published_item: never
-      publish_model: open
-      access_model: open
-      itemreply: publisher
-      notification_type: headline
-"#,
-        pem = path("certs/localhost.pem"),
-        ca = path("certs/ca.crt"),
-    );
-    text
-}
-
-/// A double-quoted YAML string.
-fn yaml_string(text: &str) -> String {
-    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
 }

@@ -55,6 +55,8 @@
 
 mod certs;
 mod ejabberd;
+mod ejabberd_config;
+mod ejabberd_register;
 mod embedded;
 mod exit_hook;
 mod process;
