@@ -70,7 +70,7 @@ use tempfile::TempDir;
 use crate::ejabberd_config::{config_text, ctl_config_text};
 use crate::ejabberd_register::register_in_band;
 use crate::exit_hook;
-use crate::process::{self, ServerProcess};
+use crate::process::{self, LaunchError, ServerProcess};
 use crate::{Account, EJABBERD_INSTALL_HINT, HarnessError, ServerKind, XmppServer, certs};
 
 pub(crate) const DOMAIN: &str = "localhost";
@@ -85,7 +85,6 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Bound of each `ejabberdctl` call and each in-band registration.
 const CTL_TIMEOUT: Duration = Duration::from_secs(15);
 pub(crate) const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
-const START_ATTEMPTS: usize = 3;
 pub(crate) const LOG_LEVEL_ENV: &str = "XBUS_TEST_EJABBERD_LOG_LEVEL";
 /// The Erlang VM's command name, as `/proc/PID/comm` shows it.
 const BEAM: &str = "beam.smp";
@@ -109,14 +108,6 @@ pub struct Ejabberd {
     /// The Erlang VM, the child of the `ejabberdctl` script.
     beam: Option<u32>,
     next_account: AtomicUsize,
-}
-
-/// Why one launch did not work.
-enum LaunchError {
-    /// A port turned out to be taken: worth another try on other ports.
-    PortTaken(HarnessError),
-    /// Anything else.
-    Fatal(HarnessError),
 }
 
 impl Ejabberd {
@@ -182,22 +173,11 @@ impl Ejabberd {
             beam: None,
             next_account: AtomicUsize::new(0),
         };
-        let mut attempt = 1;
-        loop {
-            server.addr.set_port(process::free_port()?);
-            match server.launch() {
-                Ok(()) => break,
-                Err(LaunchError::PortTaken(_)) if attempt < START_ATTEMPTS => attempt += 1,
-                Err(LaunchError::PortTaken(e) | LaunchError::Fatal(e)) => return Err(e),
-            }
-        }
-        if crate::keep_dirs() {
-            eprintln!(
-                "xbus-integration-tests: ejabberd at {} keeps its files in {}",
-                server.addr,
-                server.root.display()
-            );
-        }
+        process::start_on_free_port(&mut server, "ejabberd", |server, port| {
+            server.addr.set_port(port);
+            server.launch()?;
+            Ok((server.addr, server.root.clone()))
+        })?;
         Ok(server)
     }
 

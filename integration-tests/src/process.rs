@@ -403,6 +403,44 @@ impl Drop for ServerProcess {
     }
 }
 
+/// Why one launch of a server did not work.
+pub(crate) enum LaunchError {
+    /// A port turned out to be taken: worth another try on other ports.
+    PortTaken(HarnessError),
+    /// Anything else.
+    Fatal(HarnessError),
+}
+
+/// How many ports a server start tries before it gives up.
+const START_ATTEMPTS: usize = 3;
+
+/// Launches `server` on a free loopback port with `launch_on(server,
+/// port)`, trying other ports (three in all) when another process takes
+/// the one picked before the server binds it. Then, with `XBUS_TEST_KEEP`,
+/// says where the server keeps its files.
+pub(crate) fn start_on_free_port<S>(
+    server: &mut S,
+    name: &str,
+    mut launch_on: impl FnMut(&mut S, u16) -> Result<(SocketAddr, PathBuf), LaunchError>,
+) -> Result<(), HarnessError> {
+    let mut attempt = 1;
+    loop {
+        match launch_on(server, free_port()?) {
+            Ok((addr, root)) => {
+                if crate::keep_dirs() {
+                    eprintln!(
+                        "xbus-integration-tests: {name} at {addr} keeps its files in {}",
+                        root.display()
+                    );
+                }
+                return Ok(());
+            }
+            Err(LaunchError::PortTaken(_)) if attempt < START_ATTEMPTS => attempt += 1,
+            Err(LaunchError::PortTaken(e) | LaunchError::Fatal(e)) => return Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

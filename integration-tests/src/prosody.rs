@@ -60,7 +60,7 @@ use tempfile::TempDir;
 mod config;
 
 use crate::exit_hook;
-use crate::process::{self, ServerProcess};
+use crate::process::{self, LaunchError, ServerProcess};
 use crate::{
     Account, HarnessError, PROSODY_INSTALL_HINT, ServerKind, XmppServer, certs, require_binary,
 };
@@ -73,7 +73,6 @@ const DOMAIN: &str = "localhost";
 const PUBSUB: &str = "pubsub.localhost";
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 const PROSODYCTL_TIMEOUT: Duration = Duration::from_secs(10);
-const START_ATTEMPTS: usize = 3;
 const BIND_FAILED: &str = "Failed to open server port";
 const LOG_LEVEL_ENV: &str = "XBUS_TEST_PROSODY_LOG_LEVEL";
 
@@ -90,14 +89,6 @@ pub struct Prosody {
     addr: SocketAddr,
     process: Option<ServerProcess>,
     next_account: AtomicUsize,
-}
-
-/// Why one launch did not work.
-enum LaunchError {
-    /// Someone else had the port: worth another try on another port.
-    PortTaken(HarnessError),
-    /// Anything else.
-    Fatal(HarnessError),
 }
 
 impl Prosody {
@@ -148,22 +139,11 @@ impl Prosody {
             process: None,
             next_account: AtomicUsize::new(0),
         };
-        let mut attempt = 1;
-        loop {
-            server.addr.set_port(process::free_port()?);
-            match server.launch() {
-                Ok(()) => break,
-                Err(LaunchError::PortTaken(_)) if attempt < START_ATTEMPTS => attempt += 1,
-                Err(LaunchError::PortTaken(e) | LaunchError::Fatal(e)) => return Err(e),
-            }
-        }
-        if crate::keep_dirs() {
-            eprintln!(
-                "xbus-integration-tests: Prosody at {} keeps its files in {}",
-                server.addr,
-                server.root.display()
-            );
-        }
+        process::start_on_free_port(&mut server, "Prosody", |server, port| {
+            server.addr.set_port(port);
+            server.launch()?;
+            Ok((server.addr, server.root.clone()))
+        })?;
         Ok(server)
     }
 
