@@ -441,6 +441,33 @@ pub(crate) fn start_on_free_port<S>(
     }
 }
 
+/// When a test is failing (the thread panics), prints the last lines of
+/// the server's log, so the failure shows what the server saw.
+pub(crate) fn report_log_if_failing(log: &Path) {
+    if std::thread::panicking() {
+        eprintln!(
+            "xbus-integration-tests: a test failed; last lines of {}:\n{}",
+            log.display(),
+            tail(log, 0, 40)
+        );
+    }
+}
+
+/// Releases a server's temporary directory: removed now, or kept (and
+/// named) with `XBUS_TEST_KEEP`; either way no longer removed at exit.
+pub(crate) fn release_dir(dir: Option<tempfile::TempDir>, name: &str) {
+    if let Some(dir) = dir {
+        crate::exit_hook::forget_dir_at_exit(dir.path());
+        if crate::keep_dirs() {
+            let path = dir.keep();
+            eprintln!(
+                "xbus-integration-tests: kept {name}'s files in {}",
+                path.display()
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

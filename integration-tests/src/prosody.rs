@@ -340,26 +340,11 @@ impl Prosody {
 
 impl Drop for Prosody {
     fn drop(&mut self) {
-        if thread::panicking() {
-            eprintln!(
-                "xbus-integration-tests: a test failed; last lines of {}:\n{}",
-                self.log_path().display(),
-                process::tail(&self.log_path(), 0, 40)
-            );
-        }
+        process::report_log_if_failing(&self.log_path());
         if let Some(process) = self.process.take() {
             process.stop();
         }
-        if let Some(dir) = self.dir.take() {
-            exit_hook::forget_dir_at_exit(dir.path());
-            if crate::keep_dirs() {
-                let path = dir.keep();
-                eprintln!(
-                    "xbus-integration-tests: kept Prosody's files in {}",
-                    path.display()
-                );
-            }
-        }
+        process::release_dir(self.dir.take(), "Prosody");
     }
 }
 
