@@ -249,24 +249,10 @@ impl PubSub {
         let node_name = node_attr(retract)?.to_owned();
         let notify = bool_attr(retract, "notify")
             .map_err(|()| Failure::bad_request("notify must be a boolean"))?;
-        let mut ids = Vec::new();
-        for child in retract.children() {
-            match (child.is("item", ns::PUBSUB), child.attr("id")) {
-                (true, Some(id)) if !id.is_empty() => ids.push(id.to_owned()),
-                (true, _) => {
-                    return Err(Failure::bad_request_app(
-                        "item-required",
-                        "an item id is required",
-                    ));
-                }
-                (false, _) => {
-                    return Err(Failure::bad_request(format!(
-                        "unexpected <{}/> in <retract/>",
-                        child.name()
-                    )));
-                }
-            }
-        }
+        let ids: Vec<String> = item_ids(retract, "retract")?
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
         if ids.is_empty() {
             return Err(Failure::bad_request_app(
                 "item-required",
@@ -316,24 +302,7 @@ impl PubSub {
                 Failure::bad_request(format!("max_items must be a number, not {n:?}"))
             })?),
         };
-        let mut ids = Vec::new();
-        for child in request.children() {
-            match (child.is("item", ns::PUBSUB), child.attr("id")) {
-                (true, Some(id)) if !id.is_empty() => ids.push(id),
-                (true, _) => {
-                    return Err(Failure::bad_request_app(
-                        "item-required",
-                        "an item id is required",
-                    ));
-                }
-                (false, _) => {
-                    return Err(Failure::bad_request(format!(
-                        "unexpected <{}/> in <items/>",
-                        child.name()
-                    )));
-                }
-            }
-        }
+        let ids = item_ids(request, "items")?;
         let node = self.node(node_name)?;
         let items: Vec<&Item> = if ids.is_empty() {
             node.items.newest(max.unwrap_or(usize::MAX))
@@ -404,4 +373,28 @@ pub(super) fn event_items(node: &str, item: &Item, with_payload: bool) -> Elemen
             .append(item_element(ns::EVENT, item, with_payload))
             .build(),
     )
+}
+
+/// The ids of the `<item id='...'/>` children of `parent` (`<retract/>` or
+/// `<items/>`): an item without an id, or any other child, is refused.
+fn item_ids<'a>(parent: &'a Element, what: &str) -> Result<Vec<&'a str>> {
+    let mut ids = Vec::new();
+    for child in parent.children() {
+        match (child.is("item", ns::PUBSUB), child.attr("id")) {
+            (true, Some(id)) if !id.is_empty() => ids.push(id),
+            (true, _) => {
+                return Err(Failure::bad_request_app(
+                    "item-required",
+                    "an item id is required",
+                ));
+            }
+            (false, _) => {
+                return Err(Failure::bad_request(format!(
+                    "unexpected <{}/> in <{what}/>",
+                    child.name()
+                )));
+            }
+        }
+    }
+    Ok(ids)
 }
