@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use futures::StreamExt;
-use tokio::sync::{Notify, OnceCell, mpsc, oneshot};
+use tokio::sync::{Notify, OnceCell, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_xmpp::stanzastream::{Event as StreamItem, StanzaStream, StreamEvent};
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -24,8 +24,11 @@ use crate::headers::Headers;
 use crate::login::Login;
 use crate::presence::{Status, announce};
 use crate::pubsub;
+use crate::pubsub::Incoming;
+use crate::queue::{self, Consumer, Producer};
 use crate::reconnect::reconnector;
-use crate::subscription::{DropGuard, RawSubscription, Subscription};
+use crate::status::{StatusSender, StatusStream};
+use crate::subscription::{DropGuard, RawSubscription, SubscribeOptions, Subscription};
 use crate::task::Task;
 
 /// Confirmation that the pubsub service stored an event.
@@ -63,6 +66,9 @@ struct Inner {
     publish_idle: Notify,
     /// Set by `close()`: new publishes fail with `Closed`.
     closing: AtomicBool,
+    /// One permit per publish that may be unconfirmed at once.
+    outbox: Arc<Semaphore>,
+    status: StatusSender,
 }
 
 /// Counts one publish call as under way while it lives.
@@ -112,7 +118,8 @@ impl Bus {
         let first = tokio::time::timeout(config.connect_timeout, login.connect())
             .await
             .map_err(|_| timed_out())??;
-        let mut stream = StanzaStream::new(reconnector(login, first), 256);
+        let status = StatusSender::new();
+        let mut stream = StanzaStream::new(reconnector(login, first, status.clone()), 256);
         let remaining = config.connect_timeout.saturating_sub(started.elapsed());
         let (bound, stream_management) = tokio::time::timeout(remaining, async {
             while let Some(item) = stream.next().await {
@@ -153,11 +160,11 @@ impl Bus {
             shared.clone(),
             &config,
             stream_management,
+            status.clone(),
         );
         tokio::spawn(task.run().instrument(info_span!("xbus", jid = %bound)));
         Ok(Bus {
             inner: Arc::new(Inner {
-                config,
                 commands,
                 dropped,
                 shared,
@@ -166,6 +173,9 @@ impl Bus {
                 publishing: AtomicUsize::new(0),
                 publish_idle: Notify::new(),
                 closing: AtomicBool::new(false),
+                outbox: Arc::new(Semaphore::new(config.outbox_capacity)),
+                status,
+                config,
             }),
         })
     }
@@ -178,6 +188,15 @@ impl Bus {
             .read()
             .expect("lock poisoned")
             .clone()
+    }
+
+    /// The connection's changes as a stream, starting with the current
+    /// state: [`ConnectionEvent::Reconnecting`] with the attempt number
+    /// while the connection is down, then [`ConnectionEvent::Resumed`] or
+    /// [`ConnectionEvent::SessionReset`]. The same events are logged
+    /// (target `xbus`).
+    pub fn status(&self) -> StatusStream {
+        self.inner.status.subscribe()
     }
 
     /// The configuration this bus was started with.
@@ -223,6 +242,15 @@ impl Bus {
                 topic: topic.clone(),
                 after: timeout,
             };
+            // Waits while the outbox is full; held until the outcome is known.
+            let Ok(Ok(_permit)) =
+                tokio::time::timeout_at(deadline, self.inner.outbox.clone().acquire_owned()).await
+            else {
+                return Err(PublishError::OutboxFull {
+                    topic: topic.clone(),
+                    after: timeout,
+                });
+            };
             self.ensure_node(&topic, deadline)
                 .await
                 .map_err(|e| match e {
@@ -257,11 +285,34 @@ impl Bus {
     /// Several subscriptions to one topic in one process share a single
     /// server subscription; dropping the last one unsubscribes.
     pub async fn subscribe<E: Event>(&self) -> Result<Subscription<E>, SubscribeError> {
-        Ok(Subscription::new(self.subscribe_raw(E::TOPIC).await?))
+        self.subscribe_with(SubscribeOptions::default()).await
+    }
+
+    /// Subscribes with options: a replay of stored events
+    /// (`bus.subscribe_with::<E>(Replay::Last(10))`), a buffer size or
+    /// policy of its own.
+    pub async fn subscribe_with<E: Event>(
+        &self,
+        options: impl Into<SubscribeOptions>,
+    ) -> Result<Subscription<E>, SubscribeError> {
+        Ok(Subscription::new(
+            self.subscribe_raw_with(E::TOPIC, options).await?,
+        ))
     }
 
     /// Subscribes to a topic without decoding: the untyped form.
     pub async fn subscribe_raw(&self, topic: &str) -> Result<RawSubscription, SubscribeError> {
+        self.subscribe_raw_with(topic, SubscribeOptions::default())
+            .await
+    }
+
+    /// [`subscribe_with`](Self::subscribe_with) without decoding.
+    pub async fn subscribe_raw_with(
+        &self,
+        topic: &str,
+        options: impl Into<SubscribeOptions>,
+    ) -> Result<RawSubscription, SubscribeError> {
+        let options = options.into();
         validate_topic(topic)?;
         let timeout = self.inner.config.publish_timeout;
         let deadline = Instant::now() + timeout;
@@ -275,11 +326,12 @@ impl Bus {
                 IqError::TimedOut => timed_out(),
                 _ => SubscribeError::Closed,
             })?;
-        let (tx, rx) = mpsc::channel(self.inner.config.subscription_capacity);
+        let (tx, rx) = self.buffer(&options);
         let (reply, answer) = oneshot::channel();
         self.command(Command::Subscribe {
             topic: topic.to_owned(),
             tx,
+            replay: options.replay.count(),
             reply,
         })
         .await
@@ -298,6 +350,15 @@ impl Bus {
                 id,
             }),
         })
+    }
+
+    /// A subscription's buffer, as `options` or the configuration say.
+    fn buffer(&self, options: &SubscribeOptions) -> (Producer<Incoming>, Consumer<Incoming>) {
+        let config = &self.inner.config;
+        queue::channel(
+            options.capacity.unwrap_or(config.subscription_capacity),
+            options.buffer.unwrap_or(config.buffer_policy),
+        )
     }
 
     /// Sends `event` to one recipient as a `<message/>`: a bare JID (the
@@ -338,7 +399,7 @@ impl Bus {
     /// The untyped inbox for direct events on `topic`.
     pub async fn inbox_raw(&self, topic: &str) -> Result<RawSubscription, SubscribeError> {
         validate_topic(topic)?;
-        let (tx, rx) = mpsc::channel(self.inner.config.subscription_capacity);
+        let (tx, rx) = self.buffer(&SubscribeOptions::default());
         let (reply, answer) = oneshot::channel();
         self.command(Command::Inbox {
             topic: topic.to_owned(),
@@ -422,6 +483,9 @@ impl Bus {
             to,
             set,
             payload,
+            // Only publishes and node creation come here: both are safe to
+            // repeat after a session reset.
+            resend: true,
             reply,
         });
         match tokio::time::timeout_at(deadline, send).await {

@@ -11,6 +11,7 @@ use xmpp_parsers::stanza_error::StanzaError;
 use crate::error::{CloseError, SendError, ServerError, SubscribeError};
 use crate::presence::{Instance, InstanceEvent, Status};
 use crate::pubsub::Incoming;
+use crate::queue::Producer;
 use crate::request::ServeError;
 use crate::serve::ErasedHandler;
 use crate::stats::BusStats;
@@ -28,19 +29,24 @@ pub(crate) enum Command {
         to: Jid,
         set: bool,
         payload: Element,
+        /// Send it again if the session is reset before the answer comes
+        /// (publishes and node creation: doing them twice is harmless).
+        resend: bool,
         reply: oneshot::Sender<IqOutcome>,
     },
     /// Add a local subscription to a topic, subscribing on the server if
     /// it is the first.
     Subscribe {
         topic: String,
-        tx: mpsc::Sender<Incoming>,
+        tx: Producer<Incoming>,
+        /// Deliver the last this many stored items first.
+        replay: usize,
         reply: oneshot::Sender<Result<u64, SubscribeError>>,
     },
     /// Add a local receiver of events sent directly to this bus.
     Inbox {
         topic: String,
-        tx: mpsc::Sender<Incoming>,
+        tx: Producer<Incoming>,
         reply: oneshot::Sender<u64>,
     },
     /// Send one `<message/>` with an xbus payload.

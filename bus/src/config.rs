@@ -8,6 +8,7 @@ use xmpp_parsers::jid::{BareJid, Jid};
 
 use crate::error::ConfigError;
 use crate::presence::SubscriptionPolicy;
+use crate::queue::BufferPolicy;
 
 /// How the connection to the server is secured.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -48,6 +49,8 @@ pub struct BusConfig {
     pub(crate) discovery_timeout: Duration,
     pub(crate) max_concurrent_handlers: usize,
     pub(crate) subscription_policy: SubscriptionPolicy,
+    pub(crate) outbox_capacity: usize,
+    pub(crate) buffer_policy: BufferPolicy,
 }
 
 impl BusConfig {
@@ -72,6 +75,8 @@ impl BusConfig {
             discovery_timeout: Duration::from_secs(1),
             max_concurrent_handlers: 256,
             subscription_policy: SubscriptionPolicy::default(),
+            outbox_capacity: 1024,
+            buffer_policy: BufferPolicy::default(),
         }
     }
 
@@ -153,6 +158,8 @@ pub struct BusConfigBuilder {
     discovery_timeout: Duration,
     max_concurrent_handlers: usize,
     subscription_policy: SubscriptionPolicy,
+    outbox_capacity: usize,
+    buffer_policy: BufferPolicy,
 }
 
 impl BusConfigBuilder {
@@ -210,13 +217,17 @@ impl BusConfigBuilder {
 
     /// `pubsub#max_items` for the nodes this bus creates: how many past
     /// events the server keeps per topic. Default: 1000.
+    ///
+    /// It also sizes recovery: after a session reset a subscription fetches
+    /// up to this many past items to fill its gap, and each subscription
+    /// remembers the ids of this many delivered items to drop duplicates.
     pub fn max_items(mut self, max_items: u32) -> Self {
         self.max_items = max_items;
         self
     }
 
-    /// How many deliveries a subscription or inbox buffers before the bus
-    /// waits for the consumer (back-pressure). Default: 1024.
+    /// How many deliveries a subscription or inbox buffers before its
+    /// [`BufferPolicy`] applies. Default: 1024.
     pub fn subscription_capacity(mut self, capacity: usize) -> Self {
         self.subscription_capacity = capacity.max(1);
         self
@@ -267,6 +278,24 @@ impl BusConfigBuilder {
     /// [`SubscriptionPolicy::SameDomain`].
     pub fn subscription_policy(mut self, policy: SubscriptionPolicy) -> Self {
         self.subscription_policy = policy;
+        self
+    }
+
+    /// What a full subscription or inbox buffer does: wait for the consumer
+    /// or drop the oldest event. Default: [`BufferPolicy::BackPressure`].
+    /// [`Bus::subscribe_with`](crate::Bus::subscribe_with) can choose per
+    /// subscription.
+    pub fn buffer_policy(mut self, policy: BufferPolicy) -> Self {
+        self.buffer_policy = policy;
+        self
+    }
+
+    /// How many publishes may be unconfirmed at once: sent and not yet
+    /// stored by the server, or waiting for a connection. A publish beyond
+    /// it waits for room (back-pressure) until its publish timeout.
+    /// Default: 1024.
+    pub fn outbox_capacity(mut self, publishes: usize) -> Self {
+        self.outbox_capacity = publishes.max(1);
         self
     }
 
@@ -330,6 +359,8 @@ impl BusConfigBuilder {
             discovery_timeout: self.discovery_timeout,
             max_concurrent_handlers: self.max_concurrent_handlers,
             subscription_policy: self.subscription_policy,
+            outbox_capacity: self.outbox_capacity,
+            buffer_policy: self.buffer_policy,
         })
     }
 }

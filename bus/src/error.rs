@@ -154,6 +154,17 @@ pub enum PublishError {
         #[source]
         error: ServerError,
     },
+    /// The outbox stayed full (too many unconfirmed publishes, e.g. while
+    /// the connection is down) until the publish timeout. Nothing was sent.
+    #[error(
+        "the outbox stayed full for {after:?} (too many unconfirmed publishes); nothing was sent to {topic:?}"
+    )]
+    OutboxFull {
+        /// The topic.
+        topic: String,
+        /// The publish timeout.
+        after: Duration,
+    },
     /// No confirmation arrived before the publish timeout. The outcome is
     /// unknown: the server may or may not have stored the item.
     #[error(

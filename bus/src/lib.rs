@@ -125,17 +125,20 @@ mod call;
 mod codec;
 mod command;
 mod config;
+mod dedup;
 mod error;
 mod event;
 mod headers;
 mod login;
 mod presence;
 mod pubsub;
+mod queue;
 mod reconnect;
 mod request;
 mod rpc;
 mod serve;
 mod stats;
+mod status;
 mod subscription;
 mod task;
 
@@ -152,11 +155,15 @@ pub use error::{
 pub use event::{Encoding, Event, MAX_TOPIC_LEN, TopicError, UnknownEncoding, validate_topic};
 pub use headers::{Headers, InvalidHeader};
 pub use presence::{Instance, InstanceEvent, Status, SubscriptionPolicy, Watch, WatchError};
+pub use queue::BufferPolicy;
 pub use request::{Request, RequestError, RpcError, ServeError};
 pub use rpc::{RawRequest, RawResponse};
 pub use serve::{Context, Handler};
 pub use stats::BusStats;
-pub use subscription::{Delivery, RawDelivery, RawSubscription, Subscription};
+pub use status::{ConnectionEvent, StatusStream};
+pub use subscription::{
+    Delivery, RawDelivery, RawSubscription, Replay, SubscribeOptions, Subscription,
+};
 /// Derives [`Event`](trait@Event); see the [crate docs](crate#deriveevent).
 pub use xbus_macros::Event;
 /// Derives [`Request`](trait@Request); see the [crate docs](crate#deriverequest).

@@ -82,6 +82,17 @@ pub(crate) fn unsubscribe(node: &str, jid: &str) -> Element {
     )
 }
 
+/// `<items node max_items/>`: the last `max` items of a node, oldest first
+/// (so the embedded server, Prosody 0.12 and ejabberd 23.01 answer).
+pub(crate) fn items(node: &str, max: usize) -> Element {
+    pubsub(
+        Element::builder("items", NS_PUBSUB)
+            .attr(name("node"), node)
+            .attr(name("max_items"), max.to_string())
+            .build(),
+    )
+}
+
 /// One item of a notification, or one xbus event sent directly, before it
 /// is decoded into a user type.
 #[derive(Debug, Clone)]
@@ -105,12 +116,27 @@ pub(crate) fn notification_items(
     stanza_headers: &Headers,
     max_payload: usize,
 ) -> Vec<Incoming> {
+    items_in(event, NS_PUBSUB_EVENT, stanza_headers, max_payload)
+}
+
+/// Reads the items of the answer to [`items`], in the server's order.
+pub(crate) fn fetched_items(result: &Element, max_payload: usize) -> Vec<Incoming> {
+    items_in(result, NS_PUBSUB, &Headers::new(), max_payload)
+}
+
+/// The `<item/>`s in the `<items/>` children of `parent`, in namespace `ns`.
+fn items_in(
+    parent: &Element,
+    ns: &str,
+    stanza_headers: &Headers,
+    max_payload: usize,
+) -> Vec<Incoming> {
     let mut out = Vec::new();
-    for items in event.children().filter(|c| c.is("items", NS_PUBSUB_EVENT)) {
+    for items in parent.children().filter(|c| c.is("items", ns)) {
         let Some(node) = items.attr("node") else {
             continue;
         };
-        for item in items.children().filter(|c| c.is("item", NS_PUBSUB_EVENT)) {
+        for item in items.children().filter(|c| c.is("item", ns)) {
             let payload = match find_payload(item) {
                 Some(elem) => {
                     RawPayload::from_element(elem, max_payload).map_err(|e| (e, String::from(elem)))
@@ -170,6 +196,24 @@ mod tests {
         let (reason, raw) = items[2].payload.as_ref().unwrap_err();
         assert_eq!(reason, &DecodeError::MissingPayload);
         assert!(raw.contains("urn:x"));
+    }
+
+    #[test]
+    fn reads_fetched_items_and_skips_rsm() {
+        let xml = "<pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+            <set xmlns='http://jabber.org/protocol/rsm'><count>2</count></set>\
+            <items node='orders'>\
+            <item id='a'><payload xmlns='urn:xbus:0' topic='orders' encoding='json' version='1'>e30=</payload></item>\
+            <item id='b'><payload xmlns='urn:xbus:0' topic='orders' encoding='json' version='1'>e30=</payload></item>\
+            </items></pubsub>";
+        let result: Element = xml.parse().unwrap();
+        let items = fetched_items(&result, 1024);
+        let ids: Vec<_> = items
+            .iter()
+            .map(|i| i.item_id.as_deref().unwrap())
+            .collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert!(items.iter().all(|i| i.payload.is_ok()));
     }
 
     #[test]

@@ -35,6 +35,7 @@ use tokio_xmpp::stanzastream::Connection;
 use tracing::{info, warn};
 
 use crate::login::Login;
+use crate::status::{ConnectionEvent, StatusSender};
 
 /// A connection lost sooner than this after it was handed over counts as a
 /// quick loss: it died during stream negotiation (refused resumption), or
@@ -124,6 +125,7 @@ fn hand_over(policy: &Mutex<Policy>, slot: oneshot::Sender<Connection>, connecti
 pub(crate) fn reconnector(
     login: Login,
     first: Connection,
+    status: StatusSender,
 ) -> Box<dyn FnMut(Option<String>, oneshot::Sender<Connection>) + Send> {
     let mut first = Some(first);
     let policy = Arc::new(Mutex::new(Policy::default()));
@@ -138,6 +140,7 @@ pub(crate) fn reconnector(
             .on_lost(Instant::now());
         let login = login.clone();
         let policy = policy.clone();
+        let status = status.clone();
         tokio::spawn(async move {
             if plan.fresh_session {
                 warn!(
@@ -154,6 +157,7 @@ pub(crate) fn reconnector(
                 if slot.is_closed() {
                     return;
                 }
+                status.report(ConnectionEvent::Reconnecting { attempt });
                 match tokio::time::timeout(Duration::from_secs(10), login.connect()).await {
                     Ok(Ok(mut connection)) => {
                         if plan.fresh_session {

@@ -1,6 +1,8 @@
 //! [`BusStats`]: counters for monitoring and tests.
 
 /// A snapshot of a bus's internal state, from [`Bus::stats`](crate::Bus::stats).
+///
+/// The `u64` counters count from the bus's start and never go down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct BusStats {
@@ -12,4 +14,41 @@ pub struct BusStats {
     pub topics: usize,
     /// Services in the presence table, this bus's own included.
     pub services: usize,
+    /// Publishes sent or waiting to be sent, and not yet confirmed.
+    pub unconfirmed_publishes: usize,
+    /// Incoming stanzas that carried nothing for this bus and were dropped
+    /// (logged at debug or warn level): a direct event for a topic without
+    /// an inbox, a pubsub notification from anyone but the pubsub service
+    /// or for a topic without subscription, a message without an xbus
+    /// payload, a bounced (error) message.
+    pub ignored_stanzas: u64,
+    /// Events whose xbus payload element could not be read (bad base64,
+    /// unknown encoding, too large, ...): each was delivered as a
+    /// [`DeliveryError`](crate::DeliveryError). Payloads that are read
+    /// but do not decode into the subscriber's type are reported by its
+    /// stream only.
+    pub malformed_events: u64,
+    /// Items dropped as duplicates by the subscriptions' windows of
+    /// recent item ids (re-sent publishes, gap fetches after a reset).
+    pub duplicates_dropped: u64,
+    /// Events dropped by full [`DropOldest`](crate::BufferPolicy::DropOldest)
+    /// buffers, summed over all subscriptions and inboxes.
+    pub overflowed: u64,
+    /// Incoming calls refused before any handler ran: unknown method,
+    /// malformed request, overloaded, closing.
+    pub refused_calls: u64,
+    /// Sessions lost and replaced by new ones (the reconnects that were
+    /// not XEP-0198 resumptions).
+    pub session_resets: u64,
+}
+
+/// The counters the connection task keeps.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Counters {
+    pub ignored_stanzas: u64,
+    pub malformed_events: u64,
+    pub duplicates_dropped: u64,
+    pub overflowed: u64,
+    pub refused_calls: u64,
+    pub session_resets: u64,
 }

@@ -14,6 +14,81 @@ use crate::error::DeliveryError;
 use crate::event::Event;
 use crate::headers::Headers;
 use crate::pubsub::Incoming;
+use crate::queue::{BufferPolicy, Consumer};
+
+/// Which stored events a new subscription delivers before live ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Replay {
+    /// None: only events published after the subscription is confirmed.
+    #[default]
+    None,
+    /// The last `n` events the topic keeps (at most its `max_items`),
+    /// oldest first, then live ones: no gap between them and no duplicate.
+    Last(u32),
+}
+
+impl Replay {
+    pub(crate) fn count(self) -> usize {
+        match self {
+            Replay::None => 0,
+            Replay::Last(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        }
+    }
+}
+
+/// How [`Bus::subscribe_with`](crate::Bus::subscribe_with) subscribes.
+///
+/// A [`Replay`] converts into options, so
+/// `bus.subscribe_with::<E>(Replay::Last(10))` works; the rest default to
+/// the bus's configuration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[must_use]
+pub struct SubscribeOptions {
+    pub(crate) replay: Replay,
+    pub(crate) buffer: Option<BufferPolicy>,
+    pub(crate) capacity: Option<usize>,
+}
+
+impl SubscribeOptions {
+    /// No replay, the configured buffer capacity and policy.
+    pub fn new() -> SubscribeOptions {
+        SubscribeOptions::default()
+    }
+
+    /// Stored events to deliver first. Default: [`Replay::None`].
+    pub fn replay(mut self, replay: Replay) -> Self {
+        self.replay = replay;
+        self
+    }
+
+    /// This subscription's buffer policy. Default: the configured
+    /// [`buffer_policy`](crate::BusConfigBuilder::buffer_policy).
+    pub fn buffer_policy(mut self, policy: BufferPolicy) -> Self {
+        self.buffer = Some(policy);
+        self
+    }
+
+    /// This subscription's buffer capacity (at least 1). Default: the
+    /// configured
+    /// [`subscription_capacity`](crate::BusConfigBuilder::subscription_capacity).
+    pub fn capacity(mut self, events: usize) -> Self {
+        self.capacity = Some(events.max(1));
+        self
+    }
+}
+
+impl From<Replay> for SubscribeOptions {
+    fn from(replay: Replay) -> SubscribeOptions {
+        SubscribeOptions::new().replay(replay)
+    }
+}
+
+impl From<BufferPolicy> for SubscribeOptions {
+    fn from(policy: BufferPolicy) -> SubscribeOptions {
+        SubscribeOptions::new().buffer_policy(policy)
+    }
+}
 
 /// One typed event as delivered, with where it came from.
 #[derive(Debug, Clone)]
@@ -122,7 +197,7 @@ impl Drop for DropGuard {
 #[derive(Debug)]
 pub struct RawSubscription {
     pub(crate) topic: String,
-    pub(crate) rx: mpsc::Receiver<Incoming>,
+    pub(crate) rx: Consumer<Incoming>,
     pub(crate) _guard: DropGuard,
 }
 
@@ -130,6 +205,18 @@ impl RawSubscription {
     /// The topic.
     pub fn topic(&self) -> &str {
         &self.topic
+    }
+
+    /// How many events this subscription's
+    /// [`DropOldest`](BufferPolicy::DropOldest) buffer dropped so far
+    /// (always 0 under back-pressure).
+    pub fn dropped(&self) -> u64 {
+        self.rx.dropped()
+    }
+
+    /// How many events wait in the buffer now.
+    pub fn queued(&self) -> usize {
+        self.rx.len()
     }
 }
 
@@ -165,6 +252,17 @@ impl<E: Event> Subscription<E> {
     /// The topic.
     pub fn topic(&self) -> &str {
         self.raw.topic()
+    }
+
+    /// How many events the [`DropOldest`](BufferPolicy::DropOldest)
+    /// buffer dropped so far (always 0 under back-pressure).
+    pub fn dropped(&self) -> u64 {
+        self.raw.dropped()
+    }
+
+    /// How many events wait in the buffer now.
+    pub fn queued(&self) -> usize {
+        self.raw.queued()
     }
 }
 

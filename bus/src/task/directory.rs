@@ -261,7 +261,7 @@ impl Directory {
             }
         };
         debug!(?event, "presence");
-        super::pubsub::deliver(&mut service.watchers, event).await;
+        deliver(&mut service.watchers, event).await;
         first
     }
 
@@ -273,7 +273,7 @@ impl Directory {
         if service.instances.remove(jid.resource()).is_some() {
             debug!(%jid, "instance offline");
             let event = InstanceEvent::Offline(jid.clone());
-            super::pubsub::deliver(&mut service.watchers, event).await;
+            deliver(&mut service.watchers, event).await;
         }
     }
 
@@ -404,6 +404,18 @@ impl Directory {
             self.service(&item.jid).sub = sub;
         }
     }
+}
+
+/// Hands `item` to every receiver, waiting for room (back-pressure) and
+/// forgetting receivers that are gone.
+async fn deliver<T: Clone>(receivers: &mut Vec<(u64, mpsc::Sender<T>)>, item: T) {
+    let mut gone = Vec::new();
+    for (id, tx) in receivers.iter() {
+        if tx.send(item.clone()).await.is_err() {
+            gone.push(*id);
+        }
+    }
+    receivers.retain(|(id, _)| !gone.contains(id));
 }
 
 #[cfg(test)]

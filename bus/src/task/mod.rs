@@ -33,8 +33,11 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 use crate::command::{CallFailure, CloseReply, Command, Dropped, IqOutcome, Shared};
 use crate::config::BusConfig;
 use crate::error::{CloseError, SendError};
+use crate::pubsub::Incoming;
+use crate::queue::Producer;
 use crate::serve::ErasedHandler;
-use crate::stats::BusStats;
+use crate::stats::{BusStats, Counters};
+use crate::status::{ConnectionEvent, StatusSender};
 
 use self::directory::Directory;
 use self::pubsub::Topic;
@@ -46,11 +49,19 @@ enum PendingIq {
     Caller {
         to: Jid,
         reply: oneshot::Sender<IqOutcome>,
+        /// What to send again after a session reset: `(set, payload)`.
+        resend: Option<(bool, Element)>,
     },
     /// A call to an instance.
     Call { to: FullJid, call: OutgoingCall },
     /// The task's own subscription to a topic.
     Subscribe { to: Jid, topic: String },
+    /// Stored items of a topic, for the subscriptions `subs` catching up.
+    History {
+        to: Jid,
+        topic: String,
+        subs: Vec<u64>,
+    },
     /// The roster, fetched after each login.
     Roster { to: Jid },
     /// An IQ whose answer only gets logged.
@@ -76,6 +87,7 @@ impl PendingIq {
         match self {
             PendingIq::Caller { to, .. }
             | PendingIq::Subscribe { to, .. }
+            | PendingIq::History { to, .. }
             | PendingIq::Roster { to }
             | PendingIq::Fire { to, .. }
             | PendingIq::Drain { to } => to.clone(),
@@ -109,7 +121,7 @@ pub(crate) struct Task {
     close_timeout: Duration,
     pending: HashMap<String, PendingIq>,
     topics: HashMap<String, Topic>,
-    inboxes: HashMap<String, Vec<(u64, mpsc::Sender<crate::pubsub::Incoming>)>>,
+    inboxes: HashMap<String, Vec<(u64, Producer<Incoming>)>>,
     handlers: HashMap<String, ErasedHandler>,
     /// Handler slots; a call that finds none is refused.
     slots: Arc<Semaphore>,
@@ -122,6 +134,11 @@ pub(crate) struct Task {
     offline_announced: bool,
     drain: Drain,
     next_id: u64,
+    /// The topics' `max_items`: how much history a gap fetch asks for, and
+    /// the size of each subscription's duplicate window.
+    max_items: usize,
+    counters: Counters,
+    status: StatusSender,
 }
 
 impl Task {
@@ -132,6 +149,7 @@ impl Task {
         shared: Arc<Shared>,
         config: &BusConfig,
         stream_management: bool,
+        status: StatusSender,
     ) -> Task {
         let own = shared.bound.read().expect("lock poisoned").to_bare();
         let (answers_tx, answers) = mpsc::unbounded_channel();
@@ -156,6 +174,11 @@ impl Task {
             offline_announced: false,
             drain: Drain::NotStarted,
             next_id: 0,
+            max_items: usize::try_from(config.max_items)
+                .unwrap_or(usize::MAX)
+                .max(1),
+            counters: Counters::default(),
+            status,
         }
     }
 
@@ -296,6 +319,7 @@ impl Task {
         {
             debug!("stream did not close within 5 s; dropped");
         }
+        self.status.report(ConnectionEvent::Closed);
         info!("bus closed");
     }
 
@@ -316,21 +340,33 @@ impl Task {
         payload: Element,
         pending: PendingIq,
     ) {
-        let iq = if set {
-            IqPayload::Set(payload)
-        } else {
-            IqPayload::Get(payload)
-        };
-        let iq = Iq::assemble(
-            IqHeader {
-                from: None,
-                to: Some(to),
-                id: id.clone(),
-            },
-            iq,
-        );
-        self.pending.insert(id, pending);
-        self.send(iq.into()).await;
+        self.pending.insert(id.clone(), pending);
+        self.send(iq(id, to, set, payload)).await;
+    }
+
+    /// After a session reset: sends the IQs that are safe to repeat
+    /// (publishes, node creation) again, under their ids. If the old session
+    /// delivered one, the server stores the same item id twice, which
+    /// overwrites it, and subscriptions drop the second notification.
+    async fn resend_after_reset(&mut self) {
+        let again: Vec<(String, Jid, bool, Element)> = self
+            .pending
+            .iter()
+            .filter_map(|(id, pending)| match pending {
+                PendingIq::Caller {
+                    to,
+                    reply,
+                    resend: Some((set, payload)),
+                } if !reply.is_closed() => Some((id.clone(), to.clone(), *set, payload.clone())),
+                _ => None,
+            })
+            .collect();
+        if !again.is_empty() {
+            info!(iqs = again.len(), "re-sending unconfirmed publishes");
+        }
+        for (id, to, set, payload) in again {
+            self.send(iq(id, to, set, payload)).await;
+        }
     }
 
     /// Sends `message` and reports on `reply` once the server acknowledged
@@ -365,17 +401,22 @@ impl Task {
                 to,
                 set,
                 payload,
+                resend,
                 reply,
             } => {
                 let pending = PendingIq::Caller {
                     to: to.clone(),
                     reply,
+                    resend: resend.then(|| (set, payload.clone())),
                 };
                 self.send_iq(to, set, payload, pending).await;
             }
-            Command::Subscribe { topic, tx, reply } => {
-                self.add_subscription(topic, tx, reply).await
-            }
+            Command::Subscribe {
+                topic,
+                tx,
+                replay,
+                reply,
+            } => self.add_subscription(topic, tx, replay, reply).await,
             Command::Inbox { topic, tx, reply } => {
                 let id = self.next_id();
                 self.inboxes.entry(topic).or_default().push((id, tx));
@@ -417,11 +458,31 @@ impl Task {
             }
             Command::Instances { service, reply } => self.instances(service, reply).await,
             Command::Stats { reply } => {
+                let c = self.counters;
                 let _ = reply.send(BusStats {
                     pending_iqs: self.pending.len(),
                     running_handlers: self.handlers_running(),
                     topics: self.topics.len(),
                     services: self.directory.len(),
+                    unconfirmed_publishes: self
+                        .pending
+                        .values()
+                        .filter(|p| {
+                            matches!(
+                                p,
+                                PendingIq::Caller {
+                                    resend: Some(_),
+                                    ..
+                                }
+                            )
+                        })
+                        .count(),
+                    ignored_stanzas: c.ignored_stanzas,
+                    malformed_events: c.malformed_events,
+                    duplicates_dropped: c.duplicates_dropped,
+                    overflowed: c.overflowed,
+                    refused_calls: c.refused_calls,
+                    session_resets: c.session_resets,
                 });
             }
             Command::Close { .. } => unreachable!("handled by run()"),
@@ -450,7 +511,9 @@ impl Task {
                 bound_jid,
                 features,
             } => {
-                warn!(jid = %bound_jid, "XMPP session was reset; restoring presence and subscriptions");
+                self.counters.session_resets += 1;
+                self.status.report(ConnectionEvent::SessionReset);
+                info!(jid = %bound_jid, "new session bound; restoring presence, subscriptions and unconfirmed publishes");
                 if let Ok(full) = bound_jid.try_into_full() {
                     *self.shared.bound.write().expect("lock poisoned") = full;
                 }
@@ -473,9 +536,10 @@ impl Task {
                 self.directory.forget_instances().await;
                 self.fetch_roster().await;
                 self.resubscribe_all().await;
+                self.resend_after_reset().await;
             }
-            StreamEvent::Suspended => warn!("XMPP connection lost; reconnecting"),
-            StreamEvent::Resumed => info!("XMPP stream resumed without loss (XEP-0198)"),
+            StreamEvent::Suspended => debug!("XMPP connection lost"),
+            StreamEvent::Resumed => self.status.report(ConnectionEvent::Resumed),
         }
     }
 
@@ -522,6 +586,10 @@ impl Task {
                 let answer = answer.map_err(|e| crate::pubsub::server_error(&e));
                 self.on_subscribed(topic, answer).await;
             }
+            PendingIq::History { topic, subs, .. } => {
+                let answer = answer.map_err(|e| crate::pubsub::server_error(&e));
+                self.on_history(topic, subs, answer).await;
+            }
             PendingIq::Roster { .. } => self.on_roster(answer).await,
             PendingIq::Drain { .. } => self.drain = Drain::Done,
             PendingIq::Fire { what, .. } => {
@@ -562,6 +630,24 @@ impl Task {
     async fn answer_iq(&mut self, header: IqHeader, response: IqPayload) {
         self.send(answer(header, response)).await;
     }
+}
+
+/// An IQ get (`set == false`) or set.
+fn iq(id: String, to: Jid, set: bool, payload: Element) -> Stanza {
+    let payload = if set {
+        IqPayload::Set(payload)
+    } else {
+        IqPayload::Get(payload)
+    };
+    Iq::assemble(
+        IqHeader {
+            from: None,
+            to: Some(to),
+            id,
+        },
+        payload,
+    )
+    .into()
 }
 
 /// The answer to the IQ with `header`.

@@ -1,41 +1,104 @@
 //! Topics and inboxes: server subscriptions shared by local subscriptions,
-//! and the fan-out of notifications and direct events.
+//! the fan-out of notifications and direct events, and recovery: history
+//! fetched after a session reset or for a replay, duplicates dropped by
+//! item id.
 
-use tokio::sync::{mpsc, oneshot};
+use std::collections::VecDeque;
+
+use tokio::sync::oneshot;
 use tracing::{debug, warn};
+use xmpp_parsers::jid::Jid;
 use xmpp_parsers::message::{Message, MessageType};
 use xmpp_parsers::minidom::Element;
 
 use super::{PendingIq, Task};
 use crate::codec::{RawPayload, find_payload};
 use crate::command::IqOutcome;
+use crate::dedup::Window;
 use crate::error::{DecodeError, SubscribeError};
 use crate::headers::Headers;
 use crate::pubsub::{self, Incoming, NS_PUBSUB_EVENT};
+use crate::queue::{Gone, Producer, Pushed};
+use crate::stats::Counters;
+
+/// Live items a subscription holds while it catches up, at most. One
+/// server round trip's worth; beyond it the oldest are dropped and
+/// counted as overflowed.
+const CATCH_UP_LIMIT: usize = 100_000;
 
 /// The local side of one topic.
 #[derive(Default)]
 pub(super) struct Topic {
     /// The server confirmed the subscription.
     active: bool,
-    /// Local subscriptions: id and sender.
-    subs: Vec<(u64, mpsc::Sender<Incoming>)>,
+    subs: Vec<LocalSub>,
     /// Subscribers waiting for the server's answer.
     waiting: Vec<(u64, oneshot::Sender<Result<u64, SubscribeError>>)>,
+}
+
+/// One local subscription.
+struct LocalSub {
+    id: u64,
+    tx: Producer<Incoming>,
+    /// Ids of the items delivered lately.
+    seen: Window,
+    /// Set while stored items are to be delivered before live ones.
+    catch_up: Option<CatchUp>,
+}
+
+/// A subscription waiting for stored items (a replay, or the gap after a
+/// session reset); live items wait behind them.
+struct CatchUp {
+    /// Deliver only the last this many fetched items (a replay); `None`:
+    /// every fetched item not delivered yet (a gap).
+    last: Option<usize>,
+    /// Live items that arrived meanwhile.
+    live: VecDeque<Incoming>,
+    /// The fetch is sent.
+    fetching: bool,
+}
+
+impl LocalSub {
+    /// Hands `item` over unless it is a duplicate. `Err` if the consumer
+    /// is gone.
+    async fn deliver(&mut self, item: Incoming, counters: &mut Counters) -> Result<(), Gone> {
+        if let Some(id) = &item.item_id
+            && !self.seen.insert(id)
+        {
+            counters.duplicates_dropped += 1;
+            return Ok(());
+        }
+        if self.tx.push(item).await? == Pushed::DroppedOldest {
+            counters.overflowed += 1;
+        }
+        Ok(())
+    }
 }
 
 impl Task {
     pub(super) async fn add_subscription(
         &mut self,
         topic: String,
-        tx: mpsc::Sender<Incoming>,
+        tx: Producer<Incoming>,
+        replay: usize,
         reply: oneshot::Sender<Result<u64, SubscribeError>>,
     ) {
         let id = self.next_id();
+        let sub = LocalSub {
+            id,
+            tx,
+            seen: Window::new(self.max_items),
+            catch_up: (replay > 0).then(|| CatchUp {
+                last: Some(replay),
+                live: VecDeque::new(),
+                fetching: false,
+            }),
+        };
         let entry = self.topics.entry(topic.clone()).or_default();
-        entry.subs.push((id, tx));
+        entry.subs.push(sub);
         if entry.active {
             let _ = reply.send(Ok(id));
+            self.fetch_history(&topic).await;
         } else {
             entry.waiting.push((id, reply));
             if entry.waiting.len() == 1 {
@@ -57,19 +120,123 @@ impl Task {
         .await;
     }
 
-    /// After a session reset: the server forgot our subscriptions.
+    /// After a session reset: the server forgot our subscriptions, and
+    /// items may have been published while the old session was dying.
+    /// Every subscription catches up once the server confirms it again.
     pub(super) async fn resubscribe_all(&mut self) {
         let topics: Vec<String> = self.topics.keys().cloned().collect();
         for topic in topics {
+            if let Some(entry) = self.topics.get_mut(&topic) {
+                entry.active = false;
+                for sub in &mut entry.subs {
+                    match &mut sub.catch_up {
+                        // A replay whose fetch was lost: fetch again.
+                        Some(catch_up) => catch_up.fetching = false,
+                        None => {
+                            sub.catch_up = Some(CatchUp {
+                                last: None,
+                                live: VecDeque::new(),
+                                fetching: false,
+                            })
+                        }
+                    }
+                }
+            }
             self.subscribe_on_server(topic).await;
         }
+    }
+
+    /// Asks for the stored items that the catching-up subscriptions of
+    /// `topic` need, unless asked already.
+    async fn fetch_history(&mut self, topic: &str) {
+        let max_items = self.max_items;
+        let Some(entry) = self.topics.get_mut(topic) else {
+            return;
+        };
+        let mut subs = Vec::new();
+        let mut max = 0;
+        for sub in &mut entry.subs {
+            if let Some(catch_up) = &mut sub.catch_up
+                && !catch_up.fetching
+            {
+                catch_up.fetching = true;
+                subs.push(sub.id);
+                max = max.max(catch_up.last.unwrap_or(max_items));
+            }
+        }
+        if subs.is_empty() {
+            return;
+        }
+        debug!(
+            topic,
+            max,
+            subscriptions = subs.len(),
+            "fetching stored items"
+        );
+        let to = self.pubsub.clone();
+        let payload = pubsub::items(topic, max);
+        let pending = PendingIq::History {
+            to: to.clone(),
+            topic: topic.to_owned(),
+            subs,
+        };
+        self.send_iq(to, false, payload, pending).await;
+    }
+
+    /// The stored items came: each catching-up subscription gets those it
+    /// lacks, then the live items that waited, and goes live.
+    pub(super) async fn on_history(&mut self, topic: String, subs: Vec<u64>, answer: IqOutcome) {
+        let items = match &answer {
+            Ok(Some(result)) => pubsub::fetched_items(result, self.max_payload),
+            Ok(None) => Vec::new(),
+            Err(error) => {
+                warn!(topic, %error, "stored items could not be fetched; events published while disconnected may be missing");
+                Vec::new()
+            }
+        };
+        let malformed = items.iter().filter(|i| i.payload.is_err()).count() as u64;
+        let Some(entry) = self.topics.get_mut(&topic) else {
+            return;
+        };
+        let counters = &mut self.counters;
+        let mut gone = Vec::new();
+        for sub in entry.subs.iter_mut().filter(|s| subs.contains(&s.id)) {
+            let Some(catch_up) = sub.catch_up.take() else {
+                continue;
+            };
+            let skip = match catch_up.last {
+                Some(last) => items.len().saturating_sub(last),
+                None => 0,
+            };
+            let fetched = items.iter().skip(skip).cloned();
+            counters.malformed_events += malformed;
+            let before = counters.duplicates_dropped;
+            let mut alive = true;
+            for item in fetched.chain(catch_up.live) {
+                if sub.deliver(item, counters).await.is_err() {
+                    alive = false;
+                    break;
+                }
+            }
+            debug!(
+                topic,
+                sub = sub.id,
+                stored = items.len() - skip,
+                duplicates = counters.duplicates_dropped - before,
+                "caught up"
+            );
+            if !alive {
+                gone.push(sub.id);
+            }
+        }
+        entry.subs.retain(|s| !gone.contains(&s.id));
     }
 
     pub(super) async fn remove_subscription(&mut self, topic: String, id: u64) {
         let Some(entry) = self.topics.get_mut(&topic) else {
             return;
         };
-        entry.subs.retain(|(i, _)| *i != id);
+        entry.subs.retain(|s| s.id != id);
         if entry.subs.is_empty() && entry.waiting.is_empty() {
             let was_active = entry.active;
             self.topics.remove(&topic);
@@ -112,6 +279,8 @@ impl Task {
                 if entry.subs.is_empty() {
                     self.topics.remove(&topic);
                     self.unsubscribe_on_server(&topic).await;
+                } else {
+                    self.fetch_history(&topic).await;
                 }
             }
             Err(error) => {
@@ -121,7 +290,7 @@ impl Task {
                     return;
                 }
                 let ids: Vec<u64> = waiting.iter().map(|(id, _)| *id).collect();
-                entry.subs.retain(|(id, _)| !ids.contains(id));
+                entry.subs.retain(|s| !ids.contains(&s.id));
                 if entry.subs.is_empty() {
                     self.topics.remove(&topic);
                 }
@@ -139,6 +308,7 @@ impl Task {
         let from = message.from.clone();
         if message.type_ == MessageType::Error {
             warn!(from = ?from, "error message received (an event sent by this bus bounced?)");
+            self.counters.ignored_stanzas += 1;
             return;
         }
         let mut headers = Headers::new();
@@ -153,6 +323,7 @@ impl Task {
         {
             if !from_pubsub {
                 warn!(from = ?from, "pubsub event from an unexpected sender ignored");
+                self.counters.ignored_stanzas += 1;
                 return;
             }
             for item in pubsub::notification_items(event, &headers, self.max_payload) {
@@ -162,6 +333,7 @@ impl Task {
         }
         let Some(element) = message.payloads.iter().find_map(find_payload_in) else {
             debug!(from = ?from, "message without an xbus payload ignored");
+            self.counters.ignored_stanzas += 1;
             return;
         };
         let payload = RawPayload::from_element(element, self.max_payload);
@@ -172,13 +344,14 @@ impl Task {
             }
             (Err(error), _) => {
                 warn!(from = ?from, %error, "direct event without a usable topic dropped");
+                self.counters.ignored_stanzas += 1;
                 return;
             }
         };
         let incoming = Incoming {
             topic,
             item_id: message.id.as_ref().map(|id| id.0.clone()),
-            from: from.map(|f| f.to_string()),
+            from: from.as_ref().map(Jid::to_string),
             headers,
             payload: payload.map_err(|e: DecodeError| (e, String::from(element))),
         };
@@ -191,9 +364,26 @@ impl Task {
                 topic = item.topic,
                 "notification for a topic without local subscription"
             );
+            self.counters.ignored_stanzas += 1;
             return;
         };
-        deliver(&mut entry.subs, item).await;
+        let counters = &mut self.counters;
+        if item.payload.is_err() {
+            counters.malformed_events += 1;
+        }
+        let mut gone = Vec::new();
+        for sub in &mut entry.subs {
+            if let Some(catch_up) = &mut sub.catch_up {
+                if catch_up.live.len() >= CATCH_UP_LIMIT {
+                    catch_up.live.pop_front();
+                    counters.overflowed += 1;
+                }
+                catch_up.live.push_back(item.clone());
+            } else if sub.deliver(item.clone(), counters).await.is_err() {
+                gone.push(sub.id);
+            }
+        }
+        entry.subs.retain(|s| !gone.contains(&s.id));
     }
 
     async fn deliver_to_inbox(&mut self, item: Incoming) {
@@ -202,9 +392,21 @@ impl Task {
                 topic = item.topic,
                 "direct event for a topic without inbox dropped"
             );
+            self.counters.ignored_stanzas += 1;
             return;
         };
-        deliver(list, item).await;
+        if item.payload.is_err() {
+            self.counters.malformed_events += 1;
+        }
+        let mut gone = Vec::new();
+        for (id, tx) in list.iter() {
+            match tx.push(item.clone()).await {
+                Ok(Pushed::Queued) => {}
+                Ok(Pushed::DroppedOldest) => self.counters.overflowed += 1,
+                Err(Gone) => gone.push(*id),
+            }
+        }
+        list.retain(|(id, _)| !gone.contains(id));
     }
 }
 
@@ -214,16 +416,4 @@ fn find_payload_in(elem: &Element) -> Option<&Element> {
     } else {
         find_payload(elem)
     }
-}
-
-/// Hands `item` to every receiver, waiting for room (back-pressure) and
-/// forgetting receivers that are gone.
-pub(super) async fn deliver<T: Clone>(receivers: &mut Vec<(u64, mpsc::Sender<T>)>, item: T) {
-    let mut gone = Vec::new();
-    for (id, tx) in receivers.iter() {
-        if tx.send(item.clone()).await.is_err() {
-            gone.push(*id);
-        }
-    }
-    receivers.retain(|(id, _)| !gone.contains(id));
 }

@@ -77,16 +77,21 @@ impl Task {
         Ok(())
     }
 
+    /// Answers a call with `error` before any handler ran.
+    async fn refuse_call(&mut self, header: IqHeader, error: StanzaError) {
+        self.counters.refused_calls += 1;
+        self.answer_iq(header, IqPayload::Error(error)).await;
+    }
+
     /// An IQ set with a `<request/>`: refuse it at once, or run its handler
     /// as a task of its own under the concurrency limit.
     pub(super) async fn on_incoming_call(&mut self, header: IqHeader, request: Element) {
         let arrived = Instant::now();
-        let refuse = |error: StanzaError| IqPayload::Error(error);
         let from = match header.from.clone().map(Jid::try_into_full) {
             Some(Ok(from)) => from,
             _ => {
                 let error = rpc::bad_request("a call must come from a full JID".into());
-                self.answer_iq(header, refuse(error)).await;
+                self.refuse_call(header, error).await;
                 return;
             }
         };
@@ -98,7 +103,7 @@ impl Task {
                 "en",
                 "this instance is closing",
             );
-            self.answer_iq(header, refuse(error)).await;
+            self.refuse_call(header, error).await;
             return;
         }
         let method = request.attr("method").unwrap_or_default().to_owned();
@@ -109,13 +114,13 @@ impl Task {
             } else {
                 rpc::unknown_method(&method)
             };
-            self.answer_iq(header, refuse(error)).await;
+            self.refuse_call(header, error).await;
             return;
         };
         let Ok(permit) = self.slots.clone().try_acquire_owned() else {
             debug!(method, %from, "all handler slots busy; call refused");
             let error = rpc::overloaded(self.max_handlers);
-            self.answer_iq(header, refuse(error)).await;
+            self.refuse_call(header, error).await;
             return;
         };
         let answers = self.answers_tx.clone();
