@@ -119,7 +119,8 @@ impl Bus {
             .await
             .map_err(|_| timed_out())??;
         let status = StatusSender::new();
-        let mut stream = StanzaStream::new(reconnector(login, first, status.clone()), 256);
+        let (reconnect, health) = reconnector(login, first, status.clone());
+        let mut stream = StanzaStream::new(reconnect, 256);
         let remaining = config.connect_timeout.saturating_sub(started.elapsed());
         let (bound, stream_management) = tokio::time::timeout(remaining, async {
             while let Some(item) = stream.next().await {
@@ -143,6 +144,7 @@ impl Bus {
             server: server.clone(),
             reason: format!("the server bound a bare JID {jid}"),
         })?;
+        health.established();
         info!(jid = %bound, server, stream_management, "connected");
         // Without initial presence the server delivers nothing addressed to
         // the bare JID; it also announces this instance as ready.
@@ -161,6 +163,7 @@ impl Bus {
             &config,
             stream_management,
             status.clone(),
+            health,
         );
         tokio::spawn(task.run().instrument(info_span!("xbus", jid = %bound)));
         Ok(Bus {

@@ -73,9 +73,12 @@ impl Login {
             host,
             port,
             tls,
+            // A silent connection is probed (`<r/>` or a ping) after 10 s
+            // and given up 5 s later: a bus notices a dead connection in
+            // 15 s, not tokio-xmpp's default 40 s.
             timeouts: Timeouts {
-                read_timeout: Duration::from_secs(30),
-                response_timeout: Duration::from_secs(10),
+                read_timeout: Duration::from_secs(10),
+                response_timeout: Duration::from_secs(5),
             },
         })
     }

@@ -65,8 +65,13 @@ struct Plan {
 /// were lost quickly.
 #[derive(Debug, Default)]
 struct Policy {
+    /// When the current connection was handed over, until it is
+    /// established.
     handed_over: Option<Instant>,
     quick_losses: u32,
+    /// The resumed session does not answer: the next connection starts a
+    /// fresh one.
+    resumed_dead: bool,
 }
 
 impl Policy {
@@ -84,7 +89,8 @@ impl Policy {
         };
         Plan {
             delay,
-            fresh_session: self.quick_losses >= FRESH_AFTER,
+            fresh_session: self.quick_losses >= FRESH_AFTER
+                || std::mem::take(&mut self.resumed_dead),
         }
     }
 
@@ -92,7 +98,53 @@ impl Policy {
     fn on_handed_over(&mut self, now: Instant) {
         self.handed_over = Some(now);
     }
+
+    /// The connection handed over last resumed its session or bound a new
+    /// one: whenever it is lost, that is a network failure, not a refused
+    /// resumption, and the next connection may resume at once.
+    fn on_established(&mut self) {
+        self.handed_over = None;
+        self.quick_losses = 0;
+    }
 }
+
+/// Tells the reconnect policy when a connection is in use: the connection
+/// task calls [`established`](Self::established) on every `Resumed` and
+/// `Reset` from the stanza stream.
+#[derive(Debug, Clone)]
+pub(crate) struct Health {
+    policy: Arc<Mutex<Policy>>,
+}
+
+impl Health {
+    /// The connection handed over last is established.
+    pub(crate) fn established(&self) {
+        self.policy.lock().expect("lock poisoned").on_established();
+    }
+
+    /// A resumed session did not answer a ping in time (see
+    /// [`RESUME_PROBE`]), or did after all (`dead == false`): when the
+    /// connection is lost, start a fresh session instead of resuming it
+    /// once more.
+    pub(crate) fn resumed_dead(&self, dead: bool) {
+        self.policy.lock().expect("lock poisoned").resumed_dead = dead;
+    }
+}
+
+/// How long a resumed session may take to answer the ping the connection
+/// task sends right after the resumption.
+///
+/// Prosody 0.12.3 can resume a session whose stanza processing is stuck:
+/// when the connection dropped while it was working through a batch of the
+/// client's stanzas, the resumed session answers `<resumed/>`, re-sends
+/// what it had queued, and then never processes another stanza from the
+/// client (seen in the fault tests: no `Received` line in its debug log
+/// after the resumption, on that session or any later resumption of it).
+/// Nothing is lost, since the client still holds every unacknowledged
+/// stanza, but the session is useless. So a resumed session that does not
+/// answer this probe is replaced by a fresh one once the stream gives up on
+/// the connection (the read timeouts in `login.rs`).
+pub(crate) const RESUME_PROBE: Duration = Duration::from_secs(5);
 
 /// The delay before attempt `n` (from 1): doubling from [`FIRST_DELAY`],
 /// capped at [`MAX_DELAY`].
@@ -116,20 +168,26 @@ fn hand_over(policy: &Mutex<Policy>, slot: oneshot::Sender<Connection>, connecti
     let _ = slot.send(connection);
 }
 
+/// tokio-xmpp's reconnect callback.
+pub(crate) type Reconnect = Box<dyn FnMut(Option<String>, oneshot::Sender<Connection>) + Send>;
+
 /// The reconnect policy handed to tokio-xmpp: the first call gets the
 /// connection that [`Bus::connect`](crate::Bus::connect) already made; later
 /// calls retry with capped exponential back-off and jitter until one succeeds
 /// or the stream is dropped, and start a fresh session when resuming the old
-/// one keeps failing (see the module documentation).
-#[allow(clippy::type_complexity)]
+/// one keeps failing (see the module documentation). [`Health`] tells it
+/// which connections got established.
 pub(crate) fn reconnector(
     login: Login,
     first: Connection,
     status: StatusSender,
-) -> Box<dyn FnMut(Option<String>, oneshot::Sender<Connection>) + Send> {
+) -> (Reconnect, Health) {
     let mut first = Some(first);
     let policy = Arc::new(Mutex::new(Policy::default()));
-    Box::new(move |_location, slot| {
+    let health = Health {
+        policy: policy.clone(),
+    };
+    let reconnect: Reconnect = Box::new(move |_location, slot| {
         if let Some(connection) = first.take() {
             hand_over(&policy, slot, connection);
             return;
@@ -144,8 +202,7 @@ pub(crate) fn reconnector(
         tokio::spawn(async move {
             if plan.fresh_session {
                 warn!(
-                    after = FRESH_AFTER,
-                    "new XMPP connections keep failing at once (refused XEP-0198 resumption?); \
+                    "the session could not be resumed (refused or unresponsive resumptions); \
                      starting a fresh session"
                 );
             }
@@ -179,7 +236,8 @@ pub(crate) fn reconnector(
                 delay = (delay * 2).min(MAX_DELAY);
             }
         });
-    })
+    });
+    (reconnect, health)
 }
 
 #[cfg(test)]
@@ -256,6 +314,42 @@ mod tests {
                 fresh_session: false
             }
         );
+    }
+
+    #[test]
+    fn losses_of_established_connections_never_count_as_quick() {
+        // Connections cut by the network every few hundred milliseconds,
+        // each resumed in between: reconnect at once, keep resuming.
+        let mut now = Instant::now();
+        let mut policy = Policy::default();
+        for _ in 0..20 {
+            policy.on_handed_over(now);
+            now += Duration::from_millis(20);
+            policy.on_established();
+            now += Duration::from_millis(200);
+            assert_eq!(
+                policy.on_lost(now),
+                Plan {
+                    delay: Duration::ZERO,
+                    fresh_session: false
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn a_dead_resumed_session_is_replaced_by_a_fresh_one() {
+        let mut now = Instant::now();
+        let mut policy = Policy::default();
+        policy.on_handed_over(now);
+        policy.on_established();
+        policy.resumed_dead = true;
+        now += Duration::from_secs(15);
+        assert!(policy.on_lost(now).fresh_session);
+        policy.on_handed_over(now);
+        policy.on_established();
+        now += Duration::from_secs(15);
+        assert!(!policy.on_lost(now).fresh_session, "once");
     }
 
     #[test]

@@ -34,8 +34,10 @@ pub struct BusStats {
     /// Events dropped by full [`DropOldest`](crate::BufferPolicy::DropOldest)
     /// buffers, summed over all subscriptions and inboxes.
     pub overflowed: u64,
-    /// Incoming calls refused before any handler ran: unknown method,
-    /// malformed request, overloaded, closing.
+    /// Incoming calls refused by the bus before they reached a handler:
+    /// unknown or missing method, overloaded, closing. (A request whose body
+    /// does not decode is answered `bad-request` by the handler's wrapper
+    /// and not counted here.)
     pub refused_calls: u64,
     /// Sessions lost and replaced by new ones (the reconnects that were
     /// not XEP-0198 resumptions).

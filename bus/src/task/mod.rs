@@ -2,16 +2,19 @@
 //!
 //! [`Bus`](crate::Bus) handles talk to it through a bounded command
 //! channel; every command that needs an answer carries a `oneshot`. The
-//! task routes IQ answers to their callers, fans pubsub notifications and
-//! direct events out to local subscriptions ([`pubsub`]), runs handlers
-//! and routes calls ([`rpc`]), keeps the presence table ([`presence`]),
-//! answers pings, and restores presence and subscriptions after a
-//! reconnect that lost the session.
+//! task sends IQs and routes their answers ([`iq`]), fans pubsub
+//! notifications and direct events out to local subscriptions and fills
+//! their gaps ([`pubsub`]), runs handlers and routes calls ([`rpc`]), keeps
+//! the presence table ([`presence`]), answers pings, and restores presence,
+//! subscriptions and unconfirmed publishes after a reconnect that lost the
+//! session ([`session`]).
 
 mod directory;
+mod iq;
 mod presence;
 mod pubsub;
 mod rpc;
+mod session;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,55 +24,27 @@ use futures::StreamExt;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_xmpp::Stanza;
-use tokio_xmpp::stanzastream::{Event, StanzaStage, StanzaState, StanzaStream, StreamEvent};
+use tokio_xmpp::stanzastream::{Event, StanzaStage, StanzaState, StanzaStream};
 use tracing::{debug, info, warn};
-use xmpp_parsers::iq::{Iq, IqHeader, IqPayload};
 use xmpp_parsers::jid::{FullJid, Jid};
 use xmpp_parsers::message::{Message, MessageType};
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::presence::{Presence, Type as PresenceType};
-use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
-use crate::command::{CallFailure, CloseReply, Command, Dropped, IqOutcome, Shared};
+use crate::command::{CallFailure, CloseReply, Command, Dropped, Shared};
 use crate::config::BusConfig;
 use crate::error::{CloseError, SendError};
 use crate::pubsub::Incoming;
 use crate::queue::Producer;
+use crate::reconnect::{Health, RESUME_PROBE};
 use crate::serve::ErasedHandler;
 use crate::stats::{BusStats, Counters};
 use crate::status::{ConnectionEvent, StatusSender};
 
 use self::directory::Directory;
+use self::iq::{PendingIq, answer};
 use self::pubsub::Topic;
 use self::rpc::OutgoingCall;
-
-/// What an IQ this task sent is waiting for.
-enum PendingIq {
-    /// A handle's IQ (publish, create): the answer goes back as is.
-    Caller {
-        to: Jid,
-        reply: oneshot::Sender<IqOutcome>,
-        /// What to send again after a session reset: `(set, payload)`.
-        resend: Option<(bool, Element)>,
-    },
-    /// A call to an instance.
-    Call { to: FullJid, call: OutgoingCall },
-    /// The task's own subscription to a topic.
-    Subscribe { to: Jid, topic: String },
-    /// Stored items of a topic, for the subscriptions `subs` catching up.
-    History {
-        to: Jid,
-        topic: String,
-        subs: Vec<u64>,
-    },
-    /// The roster, fetched after each login.
-    Roster { to: Jid },
-    /// An IQ whose answer only gets logged.
-    Fire { to: Jid, what: &'static str },
-    /// The ping that ends a close: its answer comes after every stanza the
-    /// server routed to this session before it.
-    Drain { to: Jid },
-}
 
 /// Where a close stands once nothing is pending any more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,34 +55,6 @@ enum Drain {
     Waiting,
     /// Every stanza routed here before the close was handled.
     Done,
-}
-
-impl PendingIq {
-    fn to(&self) -> Jid {
-        match self {
-            PendingIq::Caller { to, .. }
-            | PendingIq::Subscribe { to, .. }
-            | PendingIq::History { to, .. }
-            | PendingIq::Roster { to }
-            | PendingIq::Fire { to, .. }
-            | PendingIq::Drain { to } => to.clone(),
-            PendingIq::Call { to, .. } => Jid::from(to.clone()),
-        }
-    }
-
-    /// Whether someone still waits for the answer.
-    fn is_abandoned(&self) -> bool {
-        match self {
-            PendingIq::Caller { reply, .. } => reply.is_closed(),
-            PendingIq::Call { call, .. } => call.reply.is_closed(),
-            _ => false,
-        }
-    }
-
-    /// Whether a handle waits for it (`close()` waits for these).
-    fn has_caller(&self) -> bool {
-        matches!(self, PendingIq::Caller { .. } | PendingIq::Call { .. }) && !self.is_abandoned()
-    }
 }
 
 pub(crate) struct Task {
@@ -139,6 +86,7 @@ pub(crate) struct Task {
     max_items: usize,
     counters: Counters,
     status: StatusSender,
+    health: Health,
 }
 
 impl Task {
@@ -150,6 +98,7 @@ impl Task {
         config: &BusConfig,
         stream_management: bool,
         status: StatusSender,
+        health: Health,
     ) -> Task {
         let own = shared.bound.read().expect("lock poisoned").to_bare();
         let (answers_tx, answers) = mpsc::unbounded_channel();
@@ -179,6 +128,7 @@ impl Task {
                 .max(1),
             counters: Counters::default(),
             status,
+            health,
         }
     }
 
@@ -266,8 +216,21 @@ impl Task {
         }
     }
 
-    /// Forgets IQs whose caller timed out and gave up.
+    /// Forgets IQs whose caller timed out and gave up, and notes resumed
+    /// sessions that do not answer.
     fn sweep(&mut self) {
+        let before = self.pending.len();
+        self.pending.retain(|_, pending| match pending {
+            PendingIq::Probe { sent, .. } => sent.elapsed() < RESUME_PROBE,
+            _ => true,
+        });
+        if self.pending.len() < before {
+            warn!(
+                after = ?RESUME_PROBE,
+                "the resumed session does not answer; the next connection starts a fresh one"
+            );
+            self.health.resumed_dead(true);
+        }
         let abandoned: Vec<String> = self
             .pending
             .iter()
@@ -325,48 +288,6 @@ impl Task {
 
     async fn send(&mut self, stanza: Stanza) -> tokio_xmpp::stanzastream::StanzaToken {
         self.stream.send(Box::new(stanza)).await
-    }
-
-    async fn send_iq(&mut self, to: Jid, set: bool, payload: Element, pending: PendingIq) {
-        let id = format!("xb{}", self.next_id());
-        self.send_iq_as(id, to, set, payload, pending).await;
-    }
-
-    async fn send_iq_as(
-        &mut self,
-        id: String,
-        to: Jid,
-        set: bool,
-        payload: Element,
-        pending: PendingIq,
-    ) {
-        self.pending.insert(id.clone(), pending);
-        self.send(iq(id, to, set, payload)).await;
-    }
-
-    /// After a session reset: sends the IQs that are safe to repeat
-    /// (publishes, node creation) again, under their ids. If the old session
-    /// delivered one, the server stores the same item id twice, which
-    /// overwrites it, and subscriptions drop the second notification.
-    async fn resend_after_reset(&mut self) {
-        let again: Vec<(String, Jid, bool, Element)> = self
-            .pending
-            .iter()
-            .filter_map(|(id, pending)| match pending {
-                PendingIq::Caller {
-                    to,
-                    reply,
-                    resend: Some((set, payload)),
-                } if !reply.is_closed() => Some((id.clone(), to.clone(), *set, payload.clone())),
-                _ => None,
-            })
-            .collect();
-        if !again.is_empty() {
-            info!(iqs = again.len(), "re-sending unconfirmed publishes");
-        }
-        for (id, to, set, payload) in again {
-            self.send(iq(id, to, set, payload)).await;
-        }
     }
 
     /// Sends `message` and reports on `reply` once the server acknowledged
@@ -505,44 +426,6 @@ impl Task {
         }
     }
 
-    async fn on_stream_event(&mut self, event: StreamEvent) {
-        match event {
-            StreamEvent::Reset {
-                bound_jid,
-                features,
-            } => {
-                self.counters.session_resets += 1;
-                self.status.report(ConnectionEvent::SessionReset);
-                info!(jid = %bound_jid, "new session bound; restoring presence, subscriptions and unconfirmed publishes");
-                if let Ok(full) = bound_jid.try_into_full() {
-                    *self.shared.bound.write().expect("lock poisoned") = full;
-                }
-                self.stream_management = features.stream_management.is_some();
-                let announce = self.directory.announcement();
-                self.send(announce.into()).await;
-                // Answers to IQs of the lost session will never come.
-                let lost: Vec<String> = self
-                    .pending
-                    .iter()
-                    .filter(|(_, p)| !matches!(p, PendingIq::Caller { .. }))
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                for id in lost {
-                    if let Some(PendingIq::Call { to, call }) = self.pending.remove(&id) {
-                        self.directory.call_ended(&to);
-                        call.fail(CallFailure::Disconnected);
-                    }
-                }
-                self.directory.forget_instances().await;
-                self.fetch_roster().await;
-                self.resubscribe_all().await;
-                self.resend_after_reset().await;
-            }
-            StreamEvent::Suspended => debug!("XMPP connection lost"),
-            StreamEvent::Resumed => self.status.report(ConnectionEvent::Resumed),
-        }
-    }
-
     async fn on_stanza(&mut self, stanza: Stanza) {
         match stanza {
             Stanza::Iq(iq) => self.on_iq(iq).await,
@@ -550,115 +433,4 @@ impl Task {
             Stanza::Presence(presence) => self.on_presence(presence).await,
         }
     }
-
-    async fn on_iq(&mut self, iq: Iq) {
-        let (header, payload) = iq.split();
-        let answer = match payload {
-            IqPayload::Result(payload) => Ok(payload),
-            IqPayload::Error(error) => Err(error),
-            IqPayload::Get(request) | IqPayload::Set(request) => {
-                self.on_iq_request(header, request).await;
-                return;
-            }
-        };
-        let Some(pending) = self.pending.remove(&header.id) else {
-            debug!(id = header.id, "answer to an unknown or expired IQ dropped");
-            return;
-        };
-        // An answer must come from whom the IQ went to; the server answers
-        // for our own account without a `from`.
-        let expected = pending.to();
-        let from_ok = match &header.from {
-            Some(from) => *from == expected,
-            None => expected == self.bound().to_bare(),
-        };
-        if !from_ok {
-            warn!(id = header.id, from = ?header.from, %expected, "IQ answer from the wrong sender ignored");
-            self.pending.insert(header.id, pending);
-            return;
-        }
-        match pending {
-            PendingIq::Caller { reply, .. } => {
-                let _ = reply.send(answer.map_err(|e| crate::pubsub::server_error(&e)));
-            }
-            PendingIq::Call { to, call } => self.on_call_answer(to, call, answer).await,
-            PendingIq::Subscribe { topic, .. } => {
-                let answer = answer.map_err(|e| crate::pubsub::server_error(&e));
-                self.on_subscribed(topic, answer).await;
-            }
-            PendingIq::History { topic, subs, .. } => {
-                let answer = answer.map_err(|e| crate::pubsub::server_error(&e));
-                self.on_history(topic, subs, answer).await;
-            }
-            PendingIq::Roster { .. } => self.on_roster(answer).await,
-            PendingIq::Drain { .. } => self.drain = Drain::Done,
-            PendingIq::Fire { what, .. } => {
-                if let Err(error) = answer {
-                    debug!(what, error = %crate::pubsub::server_error(&error), "server refused");
-                }
-            }
-        }
-    }
-
-    /// Answers an IQ get or set: calls, roster pushes and pings; anything
-    /// else gets `service-unavailable`.
-    async fn on_iq_request(&mut self, header: IqHeader, request: Element) {
-        if request.is(crate::rpc::REQUEST, crate::codec::NS) {
-            self.on_incoming_call(header, request).await;
-            return;
-        }
-        let response = if request.is("ping", xmpp_parsers::ns::PING) {
-            IqPayload::Result(None)
-        } else if request.is("query", xmpp_parsers::ns::ROSTER) {
-            self.on_roster_push(header.from.as_ref(), &request)
-        } else {
-            debug!(from = ?header.from, ns = %request.ns(), "unsupported IQ request");
-            IqPayload::Error(StanzaError::new(
-                ErrorType::Cancel,
-                DefinedCondition::ServiceUnavailable,
-                "en",
-                format!(
-                    "xbus does not serve <{} xmlns='{}'/>",
-                    request.name(),
-                    request.ns()
-                ),
-            ))
-        };
-        self.answer_iq(header, response).await;
-    }
-
-    async fn answer_iq(&mut self, header: IqHeader, response: IqPayload) {
-        self.send(answer(header, response)).await;
-    }
-}
-
-/// An IQ get (`set == false`) or set.
-fn iq(id: String, to: Jid, set: bool, payload: Element) -> Stanza {
-    let payload = if set {
-        IqPayload::Set(payload)
-    } else {
-        IqPayload::Get(payload)
-    };
-    Iq::assemble(
-        IqHeader {
-            from: None,
-            to: Some(to),
-            id,
-        },
-        payload,
-    )
-    .into()
-}
-
-/// The answer to the IQ with `header`.
-fn answer(header: IqHeader, response: IqPayload) -> Stanza {
-    Iq::assemble(
-        IqHeader {
-            from: None,
-            to: header.from,
-            id: header.id,
-        },
-        response,
-    )
-    .into()
 }

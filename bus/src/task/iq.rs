@@ -1,0 +1,211 @@
+//! IQs: what the task's own IQs wait for, sending them, and routing the
+//! answers and requests that come in.
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tokio_xmpp::Stanza;
+use tracing::{debug, warn};
+use xmpp_parsers::iq::{Iq, IqHeader, IqPayload};
+use xmpp_parsers::jid::{FullJid, Jid};
+use xmpp_parsers::minidom::Element;
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+
+use super::rpc::OutgoingCall;
+use super::{Drain, Task};
+use crate::command::IqOutcome;
+
+/// What an IQ this task sent is waiting for.
+pub(super) enum PendingIq {
+    /// A handle's IQ (publish, create): the answer goes back as is.
+    Caller {
+        to: Jid,
+        reply: oneshot::Sender<IqOutcome>,
+        /// What to send again after a session reset: `(set, payload)`.
+        resend: Option<(bool, Element)>,
+    },
+    /// A call to an instance.
+    Call { to: FullJid, call: OutgoingCall },
+    /// The task's own subscription to a topic.
+    Subscribe { to: Jid, topic: String },
+    /// Stored items of a topic, for the subscriptions `subs` catching up.
+    History {
+        to: Jid,
+        topic: String,
+        subs: Vec<u64>,
+    },
+    /// The roster, fetched after each login.
+    Roster { to: Jid },
+    /// An IQ whose answer only gets logged.
+    Fire { to: Jid, what: &'static str },
+    /// The ping that ends a close: its answer comes after every stanza the
+    /// server routed to this session before it.
+    Drain { to: Jid },
+    /// The ping sent right after a resumption: is the session alive?
+    Probe { to: Jid, sent: Instant },
+}
+
+impl PendingIq {
+    pub(super) fn to(&self) -> Jid {
+        match self {
+            PendingIq::Caller { to, .. }
+            | PendingIq::Subscribe { to, .. }
+            | PendingIq::History { to, .. }
+            | PendingIq::Roster { to }
+            | PendingIq::Fire { to, .. }
+            | PendingIq::Drain { to }
+            | PendingIq::Probe { to, .. } => to.clone(),
+            PendingIq::Call { to, .. } => Jid::from(to.clone()),
+        }
+    }
+
+    /// Whether someone still waits for the answer.
+    pub(super) fn is_abandoned(&self) -> bool {
+        match self {
+            PendingIq::Caller { reply, .. } => reply.is_closed(),
+            PendingIq::Call { call, .. } => call.reply.is_closed(),
+            _ => false,
+        }
+    }
+
+    /// Whether a handle waits for it (`close()` waits for these).
+    pub(super) fn has_caller(&self) -> bool {
+        matches!(self, PendingIq::Caller { .. } | PendingIq::Call { .. }) && !self.is_abandoned()
+    }
+}
+
+impl Task {
+    pub(super) async fn send_iq(
+        &mut self,
+        to: Jid,
+        set: bool,
+        payload: Element,
+        pending: PendingIq,
+    ) {
+        let id = format!("xb{}", self.next_id());
+        self.send_iq_as(id, to, set, payload, pending).await;
+    }
+
+    pub(super) async fn send_iq_as(
+        &mut self,
+        id: String,
+        to: Jid,
+        set: bool,
+        payload: Element,
+        pending: PendingIq,
+    ) {
+        self.pending.insert(id.clone(), pending);
+        self.send(iq(id, to, set, payload)).await;
+    }
+
+    pub(super) async fn on_iq(&mut self, iq: Iq) {
+        let (header, payload) = iq.split();
+        let answer = match payload {
+            IqPayload::Result(payload) => Ok(payload),
+            IqPayload::Error(error) => Err(error),
+            IqPayload::Get(request) | IqPayload::Set(request) => {
+                self.on_iq_request(header, request).await;
+                return;
+            }
+        };
+        let Some(pending) = self.pending.remove(&header.id) else {
+            debug!(id = header.id, "answer to an unknown or expired IQ dropped");
+            return;
+        };
+        // An answer must come from whom the IQ went to; the server answers
+        // for our own account without a `from`.
+        let expected = pending.to();
+        let from_ok = match &header.from {
+            Some(from) => *from == expected,
+            None => expected == self.bound().to_bare(),
+        };
+        if !from_ok {
+            warn!(id = header.id, from = ?header.from, %expected, "IQ answer from the wrong sender ignored");
+            self.pending.insert(header.id, pending);
+            return;
+        }
+        match pending {
+            PendingIq::Caller { reply, .. } => {
+                let _ = reply.send(answer.map_err(|e| crate::pubsub::server_error(&e)));
+            }
+            PendingIq::Call { to, call } => self.on_call_answer(to, call, answer).await,
+            PendingIq::Subscribe { topic, .. } => {
+                let answer = answer.map_err(|e| crate::pubsub::server_error(&e));
+                self.on_subscribed(topic, answer).await;
+            }
+            PendingIq::History { topic, subs, .. } => {
+                let answer = answer.map_err(|e| crate::pubsub::server_error(&e));
+                self.on_history(topic, subs, answer).await;
+            }
+            PendingIq::Roster { .. } => self.on_roster(answer).await,
+            PendingIq::Drain { .. } => self.drain = Drain::Done,
+            PendingIq::Probe { .. } => self.health.resumed_dead(false),
+            PendingIq::Fire { what, .. } => {
+                if let Err(error) = answer {
+                    debug!(what, error = %crate::pubsub::server_error(&error), "server refused");
+                }
+            }
+        }
+    }
+
+    /// Answers an IQ get or set: calls, roster pushes and pings; anything
+    /// else gets `service-unavailable`.
+    pub(super) async fn on_iq_request(&mut self, header: IqHeader, request: Element) {
+        if request.is(crate::rpc::REQUEST, crate::codec::NS) {
+            self.on_incoming_call(header, request).await;
+            return;
+        }
+        let response = if request.is("ping", xmpp_parsers::ns::PING) {
+            IqPayload::Result(None)
+        } else if request.is("query", xmpp_parsers::ns::ROSTER) {
+            self.on_roster_push(header.from.as_ref(), &request)
+        } else {
+            debug!(from = ?header.from, ns = %request.ns(), "unsupported IQ request");
+            IqPayload::Error(StanzaError::new(
+                ErrorType::Cancel,
+                DefinedCondition::ServiceUnavailable,
+                "en",
+                format!(
+                    "xbus does not serve <{} xmlns='{}'/>",
+                    request.name(),
+                    request.ns()
+                ),
+            ))
+        };
+        self.answer_iq(header, response).await;
+    }
+
+    pub(super) async fn answer_iq(&mut self, header: IqHeader, response: IqPayload) {
+        self.send(answer(header, response)).await;
+    }
+}
+
+/// An IQ get (`set == false`) or set.
+pub(super) fn iq(id: String, to: Jid, set: bool, payload: Element) -> Stanza {
+    let payload = if set {
+        IqPayload::Set(payload)
+    } else {
+        IqPayload::Get(payload)
+    };
+    Iq::assemble(
+        IqHeader {
+            from: None,
+            to: Some(to),
+            id,
+        },
+        payload,
+    )
+    .into()
+}
+
+/// The answer to the IQ with `header`.
+pub(super) fn answer(header: IqHeader, response: IqPayload) -> Stanza {
+    Iq::assemble(
+        IqHeader {
+            from: None,
+            to: header.from,
+            id: header.id,
+        },
+        response,
+    )
+    .into()
+}
