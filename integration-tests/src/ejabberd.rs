@@ -40,7 +40,17 @@
 //!   `shaper_rules:` sections and `shaper: none` on the listener (ejabberd's
 //!   stock config allows 3000 B/s), `backlog: 1024` (5), `max_stanza_size:
 //!   10 MiB` on c2s, `max_items_node: 100000` (1000) and a 10 MiB
-//!   `max_payload_size` per item (250000).
+//!   `max_payload_size` per item (250000), `max_fsm_queue: 1000000` on the
+//!   listener (10000: messages waiting in a session's process; more kill
+//!   the session).
+//! * **Stream management** (`mod_stream_mgmt`, options from its
+//!   `mod_doc/0`): `max_ack_queue: infinity` (5000; more unacked stanzas
+//!   kill the session, which a fault test sending 10 000 events would hit
+//!   after a cut), `resume_timeout: 300` (the default, written out; it also
+//!   caps what a client may ask for, as `max_resume_timeout` defaults to
+//!   it), `queue_type: ram`. `ack_timeout` stays at 1 minute: no `<a/>` that
+//!   long after an `<r/>` closes the connection but keeps the session
+//!   resumable.
 //! * **Stopping**: `SIGTERM` to the Erlang VM, which ejabberd (OTP ≥ 19)
 //!   handles as `init:stop()`, the same clean shutdown `ejabberdctl stop`
 //!   asks for, without booting a second VM for it; `SIGKILL` to the whole
@@ -126,10 +136,7 @@ impl Ejabberd {
         crate::require_binary("erl", EJABBERD_INSTALL_HINT);
         let user = ejabberd_user();
         let certs = certs::shared()?;
-        let dir = tempfile::Builder::new()
-            .prefix("xbus-ejabberd-")
-            .tempdir()
-            .map_err(|e| HarnessError::io("creating the server's temporary directory", e))?;
+        let dir = process::server_dir("xbus-ejabberd-")?;
         let root = dir.path().to_owned();
         exit_hook::remove_dir_at_exit(&root);
         for sub in ["spool", "logs", "certs"] {

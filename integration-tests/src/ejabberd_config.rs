@@ -56,6 +56,10 @@ listen:
     max_stanza_size: 10485760
     shaper: none
     backlog: 1024
+    # Messages waiting in a session's Erlang process (default 10000 for
+    # c2s; more kill the session, no resumption): a subscriber sent 10 000
+    # events at full speed could reach it.
+    max_fsm_queue: 1000000
 
 auth_method: internal
 auth_password_format: plain
@@ -77,7 +81,18 @@ modules:
   mod_disco: {{}}
   mod_caps: {{}}
   mod_ping: {{}}
-  mod_stream_mgmt: {{}}
+  # XEP-0198 for fault tests that cut connections in the middle of thousands
+  # of stanzas. max_ack_queue: unacked stanzas kept for resumption (default
+  # 5000); exceeding it kills the session, so no limit. resume_timeout: how
+  # long a session that lost its connection waits to be resumed (the
+  # default, 5 minutes), also the most a client may ask for
+  # (max_resume_timeout defaults to it). ack_timeout (1 minute: no <a/>
+  # after an <r/> closes the connection, the session stays resumable) and
+  # resend_on_timeout (false) keep their defaults; queue_type is ram.
+  mod_stream_mgmt:
+    max_ack_queue: infinity
+    resume_timeout: 300
+    queue_type: ram
   mod_offline: {{}}
   mod_register:
     access: register

@@ -40,6 +40,16 @@ impl Embedded {
                 .bind("127.0.0.1:0")
                 .tls_generated()
                 .fixed_accounts()
+                // Fault tests cut connections in the middle of 10 000 events:
+                // a session must stay resumable however far behind it is.
+                // Unacked stanzas kept for resumption (default 10 000; more
+                // end the session with a stream error).
+                .max_unacked(1_000_000)
+                // Stanzas waiting for a session (default 4096; more end the
+                // session). While a session waits to be resumed, everything
+                // routed to it waits here, so a small queue would end it.
+                // The channel grows as it fills: no cost up front.
+                .outbound_queue(1_000_000)
                 .start()
                 .await
         })

@@ -61,6 +61,7 @@ mod embedded;
 mod exit_hook;
 mod process;
 mod prosody;
+pub mod proxy;
 #[cfg(test)]
 mod tests;
 
@@ -72,6 +73,7 @@ use std::time::Duration;
 pub use ejabberd::Ejabberd;
 pub use embedded::Embedded;
 pub use prosody::{ACCOUNT_POOL_SIZE, Prosody};
+pub use proxy::CutProxy;
 
 /// How `apt-get` installs Prosody; part of the panic message when it is missing.
 pub const PROSODY_INSTALL_HINT: &str =

@@ -22,6 +22,36 @@ pub(crate) const STOP_GRACE: Duration = Duration::from_secs(2);
 pub(crate) const POLL: Duration = Duration::from_millis(10);
 
 /// The first executable file called `name` in `PATH`.
+/// A temporary directory for one server's files, named `PREFIX…`.
+///
+/// In `XBUS_TEST_TMPDIR` if set, else in `/dev/shm` where it exists: the
+/// servers sync their item stores (Prosody's SQLite, ejabberd's Mnesia) to
+/// disk on every publish, which on a disk-backed `/tmp` caps a run at a few
+/// hundred publishes a second. A test server's data needs no durability
+/// beyond the process (a `SIGKILL` of the server keeps what it wrote either
+/// way).
+pub(crate) fn server_dir(prefix: &str) -> Result<tempfile::TempDir, HarnessError> {
+    let root = std::env::var_os("XBUS_TEST_TMPDIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let shm = Path::new("/dev/shm");
+            tempfile::tempdir_in(shm).is_ok().then(|| shm.to_owned())
+        })
+        .unwrap_or_else(std::env::temp_dir);
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&root)
+        .map_err(|e| {
+            HarnessError::io(
+                format!(
+                    "creating the server's temporary directory in {}",
+                    root.display()
+                ),
+                e,
+            )
+        })
+}
+
 pub(crate) fn find_in_path(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH")?;

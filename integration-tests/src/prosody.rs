@@ -44,8 +44,18 @@
 //!   `<message type='headline'>` unless the node sets
 //!   `pubsub#notification_type` to `normal`.
 //! * **Stream management** (`modules/mod_smacks.lua`): the resumption queue
-//!   holds `smacks_max_queue_size` = 500 stanzas; more unacked stanzas make
-//!   a session unresumable (`resource-constraint`) but are not an error.
+//!   is a ring buffer of `smacks_max_queue_size` stanzas (default 500);
+//!   once more are unacked the oldest are dropped, and resuming fails with
+//!   `resource-constraint` (the connection itself goes on). The config sets
+//!   it to 100 000, above what a fault test sends through one session
+//!   (10 000 events plus their IQ results), and not higher because
+//!   `util.queue` allocates the whole buffer (16 bytes a slot, 1.6 MB here)
+//!   for every session that enables SM. `smacks_hibernation_time` stays at
+//!   600 s (the `max` in `<enabled/>`), `smacks_max_unacked_stanzas` at 0
+//!   (ask for an ack as soon as one stanza is unacked) and
+//!   `smacks_max_old_sessions` at 10 (expired sessions whose `h` is kept
+//!   for `<failed h=.../>`); all are written out in the config. 0.12 has
+//!   no `smacks_max_hibernated_sessions`.
 
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -118,10 +128,7 @@ impl Prosody {
             "Prosody's SQLite driver (lua-dbi-sqlite3) is not installed; install it with: {PROSODY_INSTALL_HINT}"
         );
         let certs = certs::shared()?;
-        let dir = tempfile::Builder::new()
-            .prefix("xbus-prosody-")
-            .tempdir()
-            .map_err(|e| HarnessError::io("creating the server's temporary directory", e))?;
+        let dir = process::server_dir("xbus-prosody-")?;
         let root = dir.path().to_owned();
         exit_hook::remove_dir_at_exit(&root);
         for sub in ["data", "certs"] {

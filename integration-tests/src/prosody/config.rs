@@ -6,6 +6,11 @@ use std::path::Path;
 
 use super::{ACCOUNT_POOL_SIZE, DOMAIN, LOG_LEVEL_ENV, PUBSUB};
 
+/// `smacks_max_queue_size`: well above the 10 000 events (plus as many
+/// IQ results) a fault test sends through one session, so a cut never
+/// makes a session unresumable (the default is 500).
+pub(super) const SMACKS_MAX_QUEUE_SIZE: usize = 100_000;
+
 /// The whole config for a server in `root` with c2s on 127.0.0.1:`port`.
 pub(super) fn text(root: &Path, port: u16) -> String {
     let path = |name: &str| lua_string(&root.join(name).to_string_lossy());
@@ -60,6 +65,25 @@ modules_enabled = {{
     "roster"; "saslauth"; "tls"; "disco"; "ping"; "smacks"; "offline"; "register"; "posix";
 }}
 
+-- Stream management (XEP-0198, modules/mod_smacks.lua), for fault tests that
+-- cut connections in the middle of thousands of stanzas.
+-- Unacked stanzas kept for resumption (default 500). It is a ring buffer:
+-- once more are unacked, the oldest are dropped and a resumption fails with
+-- `resource-constraint`. util.queue allocates the whole buffer when a
+-- session enables SM (16 bytes a slot: 1.6 MB per session here), so it is
+-- not made larger than the tests need.
+smacks_max_queue_size = {smacks_queue}
+-- Seconds a session that lost its connection waits to be resumed (the
+-- default; it is the `max` in <enabled/>).
+smacks_hibernation_time = 600
+-- Ask for an ack as soon as one stanza is unacked (the default), so the
+-- queue holds only what the client has not confirmed yet.
+smacks_max_unacked_stanzas = 0
+-- Expired sessions per user whose final `h` is remembered, so a late
+-- resumption still gets <failed h=.../> (the default).
+smacks_max_old_sessions = 10
+-- (smacks_max_hibernated_sessions does not exist in 0.12: no limit.)
+
 VirtualHost "{DOMAIN}"
 
 Component "{PUBSUB}" "pubsub"
@@ -76,6 +100,7 @@ Component "{PUBSUB}" "pubsub"
         log = path("prosody.log"),
         sqlite = path("data/prosody.sqlite"),
         port = port,
+        smacks_queue = SMACKS_MAX_QUEUE_SIZE,
     )
 }
 
