@@ -87,16 +87,28 @@
 //! # }
 //! ```
 //!
-//! ## Acknowledgements and back-pressure
+//! ## Acknowledgements, recovery and back-pressure
+//!
+//! The guarantees and their limits are in `docs/RELIABILITY.md`; in short:
 //!
 //! - [`Bus::publish`] resolves when the pubsub service's result IQ arrives:
-//!   the server has stored the item. No answer within the publish timeout
-//!   is [`PublishError::TimedOut`], and the outcome is then unknown.
+//!   the server has stored the item. Unconfirmed publishes wait in a bounded
+//!   outbox ([`outbox_capacity`](BusConfigBuilder::outbox_capacity)) and are
+//!   re-sent after a session reset. No answer within the publish timeout is
+//!   [`PublishError::TimedOut`], and the outcome is then unknown.
+//! - A confirmed event reaches every live subscription exactly once across
+//!   reconnects: XEP-0198 resumption where the server offers it; otherwise
+//!   the bus re-subscribes, fetches what the topic stored meanwhile and
+//!   drops duplicates by item id. [`Bus::subscribe_with`] with
+//!   [`Replay::Last`] starts with stored events.
 //! - Every subscription and inbox buffers up to
 //!   [`subscription_capacity`](BusConfigBuilder::subscription_capacity)
-//!   deliveries (1024 by default). When one is full, the connection task
-//!   waits for its consumer, which holds back all incoming traffic of that
-//!   bus, so read subscriptions promptly or drop them.
+//!   deliveries (1024 by default), then applies its [`BufferPolicy`]:
+//!   back-pressure (the connection task waits for the consumer, holding back
+//!   all incoming traffic of that bus) or drop-oldest (counted in
+//!   [`Subscription::dropped`]).
+//! - [`Bus::status`] streams [`ConnectionEvent`]s: reconnect attempts,
+//!   resumptions, session resets.
 //! - [`Bus::close`] waits (bounded) for the publishes already started.
 //!
 //! ## `#[derive(Event)]`
