@@ -68,7 +68,6 @@ struct Inner {
     closing: AtomicBool,
     /// One permit per publish that may be unconfirmed at once.
     outbox: Arc<Semaphore>,
-    status: StatusSender,
 }
 
 /// Counts one publish call as under way while it lives.
@@ -153,6 +152,7 @@ impl Bus {
         let (dropped, dropped_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             bound: RwLock::new(bound.clone()),
+            status,
         });
         let pubsub = Jid::from(config.pubsub_service());
         let task = Task::new(
@@ -162,7 +162,6 @@ impl Bus {
             shared.clone(),
             &config,
             stream_management,
-            status.clone(),
             health,
         );
         tokio::spawn(task.run().instrument(info_span!("xbus", jid = %bound)));
@@ -177,7 +176,6 @@ impl Bus {
                 publish_idle: Notify::new(),
                 closing: AtomicBool::new(false),
                 outbox: Arc::new(Semaphore::new(config.outbox_capacity)),
-                status,
                 config,
             }),
         })
@@ -199,7 +197,7 @@ impl Bus {
     /// [`ConnectionEvent::SessionReset`]. The same events are logged
     /// (target `xbus`).
     pub fn status(&self) -> StatusStream {
-        self.inner.status.subscribe()
+        self.inner.shared.status.subscribe()
     }
 
     /// The configuration this bus was started with.

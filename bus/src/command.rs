@@ -15,6 +15,7 @@ use crate::queue::Producer;
 use crate::request::ServeError;
 use crate::serve::ErasedHandler;
 use crate::stats::BusStats;
+use crate::status::StatusSender;
 
 /// The answer to an IQ: the result payload, or the stanza error.
 pub(crate) type IqOutcome = Result<Option<Element>, ServerError>;
@@ -165,4 +166,6 @@ pub(crate) enum CallFailure {
 pub(crate) struct Shared {
     /// The full JID the server bound for the current session.
     pub bound: RwLock<FullJid>,
+    /// Where connection events go.
+    pub status: StatusSender,
 }

@@ -376,12 +376,10 @@ async fn fault_3_calls_across_cuts_never_hang_and_recover() {
                 next_cut = Instant::now() + Duration::from_millis(100 + rng.below(400));
             }
             let began = Instant::now();
-            let outcome = tokio::time::timeout(
-                timeout + slack,
-                caller.request(&service, Echo { n }).timeout(timeout),
-            )
-            .await
-            .unwrap_or_else(|_| panic!("[{kind}] call {n} hung past its timeout"));
+            let call = caller.request(&service, Echo { n }).timeout(timeout);
+            let Ok(outcome) = tokio::time::timeout(timeout + slack, call).await else {
+                panic!("[{kind}] call {n} hung past its timeout");
+            };
             slowest = slowest.max(began.elapsed());
             let name = match outcome {
                 Ok(answer) => {

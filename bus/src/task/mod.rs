@@ -97,11 +97,11 @@ impl Task {
         shared: Arc<Shared>,
         config: &BusConfig,
         stream_management: bool,
-        status: StatusSender,
         health: Health,
     ) -> Task {
         let own = shared.bound.read().expect("lock poisoned").to_bare();
         let (answers_tx, answers) = mpsc::unbounded_channel();
+        let status = shared.status.clone();
         Task {
             stream,
             commands,
