@@ -32,6 +32,7 @@ pub(super) enum PendingIq {
         to: Jid,
         topic: String,
         subs: Vec<u64>,
+        sent: Instant,
     },
     /// The roster, fetched after each login.
     Roster { to: Jid },

@@ -198,7 +198,10 @@ impl Task {
                 _ = tokio::time::sleep_until(parked_until.unwrap_or_else(Instant::now)), if parked_until.is_some() => {
                     self.expire_parked().await;
                 }
-                _ = sweep.tick() => self.sweep(),
+                _ = sweep.tick() => {
+                    self.sweep();
+                    self.expire_history_fetches().await;
+                }
             }
         }
         let unconfirmed = self.callers_pending();

@@ -4,8 +4,10 @@
 //! item id.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 use tracing::{debug, warn};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::message::{Message, MessageType};
@@ -24,7 +26,11 @@ use crate::stats::Counters;
 /// Live items a subscription holds while it catches up, at most. One
 /// server round trip's worth; beyond it the oldest are dropped and
 /// counted as overflowed.
-const CATCH_UP_LIMIT: usize = 100_000;
+const CATCH_UP_LIMIT: usize = 10_000;
+
+/// How long a fetch of stored items may take; after it, the catching-up
+/// subscriptions go live without them (and a warning says so).
+pub(super) const HISTORY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The local side of one topic.
 #[derive(Default)]
@@ -179,12 +185,12 @@ impl Task {
             to: to.clone(),
             topic: topic.to_owned(),
             subs,
+            sent: Instant::now(),
         };
         self.send_iq(to, false, payload, pending).await;
     }
 
-    /// The stored items came: each catching-up subscription gets those it
-    /// lacks, then the live items that waited, and goes live.
+    /// The answer to a fetch of stored items.
     pub(super) async fn on_history(&mut self, topic: String, subs: Vec<u64>, answer: IqOutcome) {
         let items = match &answer {
             Ok(Some(result)) => pubsub::fetched_items(result, self.max_payload),
@@ -194,6 +200,29 @@ impl Task {
                 Vec::new()
             }
         };
+        self.catch_up(topic, subs, items).await;
+    }
+
+    /// Fetches of stored items that got no answer in time: their
+    /// subscriptions go live without them.
+    pub(super) async fn expire_history_fetches(&mut self) {
+        let late: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| matches!(p, PendingIq::History { sent, .. } if sent.elapsed() >= HISTORY_TIMEOUT))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in late {
+            if let Some(PendingIq::History { topic, subs, .. }) = self.pending.remove(&id) {
+                warn!(topic, after = ?HISTORY_TIMEOUT, "no answer to the fetch of stored items; events published while disconnected may be missing");
+                self.catch_up(topic, subs, Vec::new()).await;
+            }
+        }
+    }
+
+    /// Each of the subscriptions `subs` gets the stored `items` it lacks,
+    /// then the live items that waited, and goes live.
+    async fn catch_up(&mut self, topic: String, subs: Vec<u64>, items: Vec<Incoming>) {
         let malformed = items.iter().filter(|i| i.payload.is_err()).count() as u64;
         let Some(entry) = self.topics.get_mut(&topic) else {
             return;
