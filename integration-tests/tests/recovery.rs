@@ -11,6 +11,7 @@ use common::{config, init_tracing, matrix, next, raw_client, start, two_buses, w
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use xbus::{BufferPolicy, Bus, ConnectionEvent, Event, Replay, SubscribeOptions, Subscription};
+use xbus_integration_tests::CutProxy;
 
 #[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[event(topic = "recovery.seq")]
@@ -235,6 +236,102 @@ async fn a_session_reset_is_reported_and_its_gap_filled_from_the_topic() {
         within("close", subscriber.close()).await.unwrap();
         let rest: Vec<_> = within("status to the end", status.collect::<Vec<_>>()).await;
         assert_eq!(rest.last(), Some(&ConnectionEvent::Closed), "{rest:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn publishes_wait_in_the_bounded_outbox_while_disconnected() {
+    matrix(async |kind| {
+        init_tracing();
+        let server = start(kind);
+        let proxy = CutProxy::start(server.addr()).expect("start the proxy");
+        let via_proxy = |outbox: usize, timeout: Duration| {
+            let account = server.account().unwrap();
+            config(&server, &account)
+                .server(proxy.addr().to_string())
+                .outbox_capacity(outbox)
+                .publish_timeout(timeout)
+                .build()
+                .unwrap()
+        };
+        let publisher = within(
+            "connect",
+            Bus::connect(via_proxy(4, Duration::from_secs(20))),
+        )
+        .await
+        .unwrap();
+        let hasty = within(
+            "connect",
+            Bus::connect(via_proxy(1, Duration::from_secs(1))),
+        )
+        .await
+        .unwrap();
+        let subscriber = common::bus(&server).await;
+        let mut seq = within("subscribe", subscriber.subscribe::<Seq>())
+            .await
+            .unwrap();
+        within("publish", publisher.publish(&Seq(0))).await.unwrap();
+        within("publish", hasty.publish(&Seq(100))).await.unwrap();
+
+        // The server becomes unreachable for the publishers.
+        proxy.set_refusing(true);
+        proxy.cut();
+        let mut status = publisher.status();
+        within("reconnecting", async {
+            while !matches!(
+                next("status", &mut status).await,
+                ConnectionEvent::Reconnecting { .. }
+            ) {}
+        })
+        .await;
+        let pending: Vec<_> = (1..=6)
+            .map(|n| {
+                let publisher = publisher.clone();
+                tokio::spawn(async move { publisher.publish(&Seq(n)).await })
+            })
+            .collect();
+        // The outbox holds four; two more wait for room.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(pending.iter().all(|p| !p.is_finished()));
+        let stats = within("stats", publisher.stats()).await.unwrap();
+        assert_eq!(stats.unconfirmed_publishes, 4);
+        // A short deadline: a publish that cannot be confirmed in time says
+        // that its outcome is unknown; one that waited for room in the
+        // outbox meanwhile gets no more time than its own deadline.
+        let (first, second) = tokio::join!(hasty.publish(&Seq(101)), async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            hasty.publish(&Seq(102)).await
+        });
+        let Err(error @ xbus::PublishError::TimedOut { .. }) = first else {
+            panic!("{first:?}");
+        };
+        assert!(error.to_string().contains("outcome is unknown"), "{error}");
+        assert!(
+            matches!(
+                second,
+                Err(xbus::PublishError::TimedOut { .. } | xbus::PublishError::OutboxFull { .. })
+            ),
+            "{second:?}"
+        );
+
+        // Back: all six are sent and confirmed, and delivered once each.
+        proxy.set_refusing(false);
+        for publish in pending {
+            tokio::time::timeout(Duration::from_secs(30), publish)
+                .await
+                .expect("confirmed after the reconnect")
+                .unwrap()
+                .unwrap();
+        }
+        let mut got = Vec::new();
+        while got.iter().filter(|n| **n < 100).count() < 7 {
+            got.push(next("event", &mut seq).await.unwrap().event.0);
+        }
+        // 101 and 102 may or may not be stored later: their outcome is unknown.
+        let mut ours: Vec<u32> = got.into_iter().filter(|n| *n < 100).collect();
+        ours.sort_unstable();
+        assert_eq!(ours, [0, 1, 2, 3, 4, 5, 6], "each exactly once");
     })
     .await;
 }
