@@ -192,10 +192,10 @@ impl Bus {
     }
 
     /// The connection's changes as a stream, starting with the current
-    /// state: [`ConnectionEvent::Reconnecting`] with the attempt number
-    /// while the connection is down, then [`ConnectionEvent::Resumed`] or
-    /// [`ConnectionEvent::SessionReset`]. The same events are logged
-    /// (target `xbus`).
+    /// state: `Reconnecting` with the attempt number while the connection
+    /// is down, then `Resumed` or `SessionReset` (see
+    /// [`ConnectionEvent`](crate::ConnectionEvent)). The same events are
+    /// logged (target `xbus`).
     pub fn status(&self) -> StatusStream {
         self.inner.shared.status.subscribe()
     }
