@@ -28,6 +28,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo doc (broken links are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 echo "== slixmpp venv for the interop test (target/slixmpp-venv)"
 scripts/slixmpp-venv.sh
 echo "== cargo test (servers: ${XBUS_TEST_SERVERS:-default})"
