@@ -2,6 +2,8 @@
 //! as plain elements (the pubsub parsers of xmpp-parsers reject items that
 //! a tolerant bus must still report).
 
+use xmpp_parsers::jid::Jid;
+use xmpp_parsers::message::{Message, MessageType};
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::stanza_error::StanzaError;
 
@@ -153,6 +155,65 @@ fn items_in(
         }
     }
     out
+}
+
+/// What a received `<message/>` means to the bus.
+#[derive(Debug)]
+pub(crate) enum Received {
+    /// The items of a notification from the pubsub service.
+    Notification(Vec<Incoming>),
+    /// An xbus event sent to this bus directly.
+    Direct(Incoming),
+    /// Nothing for the bus: why, and whether that deserves a warning.
+    Ignored { reason: &'static str, warn: bool },
+}
+
+/// Reads a `<message/>`: notifications count only from `pubsub`, the
+/// configured service; payloads over `max_payload` are errors.
+pub(crate) fn read_message(message: &Message, pubsub: &Jid, max_payload: usize) -> Received {
+    let ignored = |reason, warn| Received::Ignored { reason, warn };
+    if message.type_ == MessageType::Error {
+        return ignored("error message (an event sent by this bus bounced?)", true);
+    }
+    let mut headers = Headers::new();
+    for payload in &message.payloads {
+        headers.extend_from_element(payload);
+    }
+    if let Some(event) = message
+        .payloads
+        .iter()
+        .find(|p| p.is("event", NS_PUBSUB_EVENT))
+    {
+        if message.from.as_ref() != Some(pubsub) {
+            return ignored("pubsub event from an unexpected sender", true);
+        }
+        return Received::Notification(notification_items(event, &headers, max_payload));
+    }
+    let Some(element) = message.payloads.iter().find_map(find_payload_in) else {
+        return ignored("message without an xbus payload", false);
+    };
+    let payload = RawPayload::from_element(element, max_payload);
+    let topic = match (&payload, element.attr("topic")) {
+        (Ok(raw), _) => raw.topic.clone(),
+        (Err(_), Some(topic)) if crate::event::validate_topic(topic).is_ok() => topic.to_owned(),
+        (Err(_), _) => return ignored("direct event without a usable topic", true),
+    };
+    Received::Direct(Incoming {
+        topic,
+        item_id: message.id.as_ref().map(|id| id.0.clone()),
+        from: message.from.as_ref().map(Jid::to_string),
+        headers,
+        payload: payload.map_err(|e| (e, String::from(element))),
+    })
+}
+
+/// `elem` if it is an xbus payload, else the payload it contains.
+pub(crate) fn find_payload_in(elem: &Element) -> Option<&Element> {
+    if elem.is(crate::codec::PAYLOAD, crate::codec::NS) {
+        Some(elem)
+    } else {
+        find_payload(elem)
+    }
 }
 
 /// Turns an RFC 6120 stanza error into a [`ServerError`].

@@ -150,7 +150,7 @@ impl RawDelivery {
     }
 }
 
-fn into_raw(incoming: Incoming) -> Result<RawDelivery, DeliveryError> {
+pub(crate) fn into_raw(incoming: Incoming) -> Result<RawDelivery, DeliveryError> {
     match incoming.payload {
         Ok(payload) => Ok(RawDelivery {
             payload,

@@ -9,17 +9,13 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{debug, warn};
-use xmpp_parsers::jid::Jid;
-use xmpp_parsers::message::{Message, MessageType};
-use xmpp_parsers::minidom::Element;
+use xmpp_parsers::message::Message;
 
 use super::{PendingIq, Task};
-use crate::codec::{RawPayload, find_payload};
 use crate::command::IqOutcome;
 use crate::dedup::Window;
-use crate::error::{DecodeError, SubscribeError};
-use crate::headers::Headers;
-use crate::pubsub::{self, Incoming, NS_PUBSUB_EVENT};
+use crate::error::SubscribeError;
+use crate::pubsub::{self, Incoming, Received};
 use crate::queue::{Gone, Producer, Pushed};
 use crate::stats::Counters;
 
@@ -334,57 +330,22 @@ impl Task {
     }
 
     pub(super) async fn on_message(&mut self, message: Message) {
-        let from = message.from.clone();
-        if message.type_ == MessageType::Error {
-            warn!(from = ?from, "error message received (an event sent by this bus bounced?)");
-            self.counters.ignored_stanzas += 1;
-            return;
-        }
-        let mut headers = Headers::new();
-        for payload in &message.payloads {
-            headers.extend_from_element(payload);
-        }
-        let from_pubsub = from.as_ref().is_some_and(|f| *f == self.pubsub);
-        if let Some(event) = message
-            .payloads
-            .iter()
-            .find(|p| p.is("event", NS_PUBSUB_EVENT))
-        {
-            if !from_pubsub {
-                warn!(from = ?from, "pubsub event from an unexpected sender ignored");
+        match pubsub::read_message(&message, &self.pubsub, self.max_payload) {
+            Received::Notification(items) => {
+                for item in items {
+                    self.deliver_to_topic(item).await;
+                }
+            }
+            Received::Direct(incoming) => self.deliver_to_inbox(incoming).await,
+            Received::Ignored { reason, warn } => {
                 self.counters.ignored_stanzas += 1;
-                return;
+                if warn {
+                    warn!(from = ?message.from, reason, "message ignored");
+                } else {
+                    debug!(from = ?message.from, reason, "message ignored");
+                }
             }
-            for item in pubsub::notification_items(event, &headers, self.max_payload) {
-                self.deliver_to_topic(item).await;
-            }
-            return;
         }
-        let Some(element) = message.payloads.iter().find_map(find_payload_in) else {
-            debug!(from = ?from, "message without an xbus payload ignored");
-            self.counters.ignored_stanzas += 1;
-            return;
-        };
-        let payload = RawPayload::from_element(element, self.max_payload);
-        let topic = match (&payload, element.attr("topic")) {
-            (Ok(raw), _) => raw.topic.clone(),
-            (Err(_), Some(topic)) if crate::event::validate_topic(topic).is_ok() => {
-                topic.to_owned()
-            }
-            (Err(error), _) => {
-                warn!(from = ?from, %error, "direct event without a usable topic dropped");
-                self.counters.ignored_stanzas += 1;
-                return;
-            }
-        };
-        let incoming = Incoming {
-            topic,
-            item_id: message.id.as_ref().map(|id| id.0.clone()),
-            from: from.as_ref().map(Jid::to_string),
-            headers,
-            payload: payload.map_err(|e: DecodeError| (e, String::from(element))),
-        };
-        self.deliver_to_inbox(incoming).await;
     }
 
     async fn deliver_to_topic(&mut self, item: Incoming) {
@@ -436,13 +397,5 @@ impl Task {
             }
         }
         list.retain(|(id, _)| !gone.contains(id));
-    }
-}
-
-fn find_payload_in(elem: &Element) -> Option<&Element> {
-    if elem.is(crate::codec::PAYLOAD, crate::codec::NS) {
-        Some(elem)
-    } else {
-        find_payload(elem)
     }
 }
