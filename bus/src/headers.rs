@@ -52,7 +52,13 @@ impl Headers {
     /// characters other than tab, newline and carriage return, and a
     /// non-empty name.
     pub fn validate(&self) -> Result<(), InvalidHeader> {
-        let xml_char = |c: char| !c.is_control() || matches!(c, '\t' | '\n' | '\r');
+        // XML 1.0 `Char`, without the control characters it discourages:
+        // U+FFFE and U+FFFF are no characters in XML, and minidom refuses
+        // to write them.
+        let xml_char = |c: char| {
+            matches!(c, '\t' | '\n' | '\r')
+                || !(c.is_control() || matches!(c, '\u{FFFE}' | '\u{FFFF}'))
+        };
         for (name, value) in &self.0 {
             if name.is_empty() || !name.chars().all(xml_char) || !value.chars().all(xml_char) {
                 return Err(InvalidHeader { name: name.clone() });
