@@ -191,3 +191,6 @@ pub mod __private {
     pub use crate::event::{Encoding, Event};
     pub use crate::request::Request;
 }
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
