@@ -35,7 +35,8 @@ pub(crate) fn server_dir(prefix: &str) -> Result<tempfile::TempDir, HarnessError
         .map(PathBuf::from)
         .or_else(|| {
             let shm = Path::new("/dev/shm");
-            tempfile::tempdir_in(shm).is_ok().then(|| shm.to_owned())
+            (free_bytes(shm) >= SHM_NEEDED && tempfile::tempdir_in(shm).is_ok())
+                .then(|| shm.to_owned())
         })
         .unwrap_or_else(std::env::temp_dir);
     tempfile::Builder::new()
@@ -50,6 +51,29 @@ pub(crate) fn server_dir(prefix: &str) -> Result<tempfile::TempDir, HarnessError
                 e,
             )
         })
+}
+
+/// Free space `/dev/shm` must have to be used (containers often give it
+/// only 64 MiB).
+const SHM_NEEDED: u64 = 1 << 30;
+
+/// Bytes available to unprivileged users on the file system of `path`; 0
+/// if unknown.
+fn free_bytes(path: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return 0;
+    };
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: a valid NUL-terminated path and a buffer of the right type.
+    if unsafe { libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return 0;
+    }
+    // SAFETY: statvfs returned 0, so it filled the buffer.
+    let stat = unsafe { stat.assume_init() };
+    // The field types differ between targets (u32 on some 32-bit ones).
+    #[allow(clippy::useless_conversion)]
+    u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize))
 }
 
 pub(crate) fn find_in_path(name: &str) -> Option<PathBuf> {
