@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Server, ServerKind, XmppServer, config, init_tracing, matrix, start, within};
+use common::{
+    Account, Server, ServerKind, XmppServer, config, init_tracing, matrix, start, within,
+};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use xbus::{Bus, Context, Event, PublishError, Request, RequestError, Subscription};
@@ -35,12 +37,13 @@ struct Numbered {
 /// run so that a subscriber's gap can always be filled.
 async fn fault_bus(server: &dyn XmppServer, addr: Option<String>) -> Bus {
     let account = server.account().expect("register account");
-    let mut builder = config(server, &account)
-        .max_items(
-            std::env::var("FAULT_MAX_ITEMS")
-                .map(|v| v.parse().unwrap())
-                .unwrap_or(EVENTS),
-        )
+    fault_bus_as(server, &account, addr).await
+}
+
+/// [`fault_bus`] for an account registered before.
+async fn fault_bus_as(server: &dyn XmppServer, account: &Account, addr: Option<String>) -> Bus {
+    let mut builder = config(server, account)
+        .max_items(EVENTS)
         .publish_timeout(Duration::from_secs(60))
         .request_timeout(Duration::from_secs(2));
     if let Some(addr) = addr {
@@ -167,8 +170,14 @@ async fn fault_1_server_killed_mid_run_loses_no_confirmed_event() {
             return;
         }
         let mut server: Server = start(kind);
-        let publisher = fault_bus(&server, None).await;
-        let subscriber = fault_bus(&server, None).await;
+        // The accounts must survive the crash: ejabberd's Mnesia logs
+        // asynchronously, and a SIGKILL soon after a registration lost the
+        // account once (the subscriber then failed to log in again). A clean
+        // restart writes everything out.
+        let accounts = [server.account().unwrap(), server.account().unwrap()];
+        server.restart().expect("restart the server cleanly");
+        let publisher = fault_bus_as(&server, &accounts[0], None).await;
+        let subscriber = fault_bus_as(&server, &accounts[1], None).await;
         let subscription = within("subscribe", subscriber.subscribe::<Numbered>())
             .await
             .unwrap();

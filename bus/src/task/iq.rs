@@ -125,7 +125,12 @@ impl Task {
             return;
         }
         match pending {
-            PendingIq::Caller { reply, .. } => {
+            PendingIq::Caller {
+                to, reply, resend, ..
+            } => {
+                if let (Ok(_), Some((set, payload))) = (&answer, resend) {
+                    self.confirmed(to, set, payload);
+                }
                 let _ = reply.send(answer.map_err(|e| crate::pubsub::server_error(&e)));
             }
             PendingIq::Call { to, call } => self.on_call_answer(to, call, answer).await,

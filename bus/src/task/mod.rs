@@ -16,7 +16,7 @@ mod pubsub;
 mod rpc;
 mod session;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +45,7 @@ use self::directory::Directory;
 use self::iq::{PendingIq, answer};
 use self::pubsub::Topic;
 use self::rpc::OutgoingCall;
+use self::session::Confirmed;
 
 /// Where a close stands once nothing is pending any more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +88,11 @@ pub(crate) struct Task {
     counters: Counters,
     status: StatusSender,
     health: Health,
+    /// Publishes confirmed lately, for a repeat after a session reset.
+    recent: VecDeque<Confirmed>,
+    /// When the connection was last lost.
+    lost_at: Option<Instant>,
+    outbox_capacity: usize,
 }
 
 impl Task {
@@ -129,6 +135,9 @@ impl Task {
             counters: Counters::default(),
             status,
             health,
+            recent: VecDeque::new(),
+            lost_at: None,
+            outbox_capacity: config.outbox_capacity,
         }
     }
 

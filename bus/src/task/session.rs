@@ -1,5 +1,7 @@
 //! The session's life: what a resumption and a reset mean for the task.
 
+use std::time::Duration;
+
 use tokio::time::Instant;
 use tokio_xmpp::stanzastream::StreamEvent;
 use tracing::{debug, info};
@@ -11,7 +13,65 @@ use super::iq::{PendingIq, iq};
 use crate::command::CallFailure;
 use crate::status::ConnectionEvent;
 
+/// Publishes confirmed this long before the connection was lost are sent
+/// again after a session reset (see [`Task::republish_recent`]).
+const REPUBLISH_WINDOW: Duration = Duration::from_secs(2);
+
+/// A publish the server confirmed lately.
+pub(super) struct Confirmed {
+    at: Instant,
+    to: Jid,
+    set: bool,
+    payload: Element,
+}
+
 impl Task {
+    /// Remembers a confirmed publish for [`republish_recent`](Self::republish_recent),
+    /// keeping at most the outbox's capacity and nothing older than the window.
+    pub(super) fn confirmed(&mut self, to: Jid, set: bool, payload: Element) {
+        let now = Instant::now();
+        while self.recent.front().is_some_and(|c| {
+            now.duration_since(c.at) > REPUBLISH_WINDOW || self.recent.len() >= self.outbox_capacity
+        }) {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(Confirmed {
+            at: now,
+            to,
+            set,
+            payload,
+        });
+    }
+
+    /// After a session reset: sends the publishes confirmed shortly before
+    /// the connection was lost once more. A server may confirm an item
+    /// before it is durable: ejabberd's Mnesia logs asynchronously, and in
+    /// fault test 1 an item confirmed just before a `SIGKILL` was gone after
+    /// the restart, with its notification. The same item id makes the
+    /// repeat an overwrite, and subscriptions drop the second notification.
+    async fn republish_recent(&mut self) {
+        let Some(lost_at) = self.lost_at.take() else {
+            self.recent.clear();
+            return;
+        };
+        let since = lost_at.checked_sub(REPUBLISH_WINDOW).unwrap_or(lost_at);
+        let again: Vec<Confirmed> = self.recent.drain(..).filter(|c| c.at >= since).collect();
+        if !again.is_empty() {
+            info!(
+                publishes = again.len(),
+                "re-sending the publishes confirmed just before the connection was lost"
+            );
+        }
+        for c in again {
+            let to = c.to.clone();
+            let pending = PendingIq::Fire {
+                to: to.clone(),
+                what: "republish",
+            };
+            self.send_iq(to, c.set, c.payload, pending).await;
+        }
+    }
+
     pub(super) async fn on_stream_event(&mut self, event: StreamEvent) {
         match event {
             StreamEvent::Reset {
@@ -45,10 +105,17 @@ impl Task {
                 self.fetch_roster().await;
                 self.resubscribe_all().await;
                 self.resend_after_reset().await;
+                self.republish_recent().await;
             }
-            StreamEvent::Suspended => debug!("XMPP connection lost"),
+            StreamEvent::Suspended => {
+                debug!("XMPP connection lost");
+                // The first loss since the session was last in use: later
+                // ones are failed attempts to get it back.
+                self.lost_at.get_or_insert_with(Instant::now);
+            }
             StreamEvent::Resumed => {
                 self.health.established();
+                self.lost_at = None;
                 self.status.report(ConnectionEvent::Resumed);
                 self.probe_resumed_session().await;
             }
