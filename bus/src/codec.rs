@@ -10,8 +10,8 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use xmpp_parsers::minidom::Element;
 use xmpp_parsers::minidom::rxml::NcName;
+use xmpp_parsers::minidom::{Element, Node};
 
 use crate::error::{DecodeError, EncodeError};
 use crate::event::{Encoding, Event};
@@ -155,9 +155,17 @@ pub(crate) fn read_body(
     elem: &Element,
     max_payload: usize,
 ) -> Result<(Vec<u8>, Headers), DecodeError> {
-    // The payload text is the text before the first child element.
-    let text: String = elem.texts().collect();
-    let text: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    // The payload text is the text before the first child element
+    // (PROTOCOL.md §2); text after `<headers/>` is not part of it.
+    let text: String = elem
+        .nodes()
+        .map_while(|node| match node {
+            Node::Text(text) => Some(text.as_str()),
+            Node::Element(_) => None,
+        })
+        .flat_map(str::chars)
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
     let estimated = text.len() / 4 * 3;
     if estimated > max_payload.saturating_add(2) {
         return Err(DecodeError::TooLarge {
@@ -225,6 +233,18 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde::{Deserialize, Serialize};
+
+    #[test]
+    fn the_payload_is_the_text_before_the_first_child() {
+        // Found by fuzzing: text after <headers/> used to be decoded too.
+        let xml = "<payload xmlns='urn:xbus:0' topic='t' encoding='json' version='1'>e30=\
+            <headers xmlns='http://jabber.org/protocol/shim'><header name='k'>v</header></headers>\
+            e30=</payload>";
+        let elem: Element = xml.parse().unwrap();
+        let (data, headers) = read_body(&elem, 1024).unwrap();
+        assert_eq!(data, b"{}");
+        assert_eq!(headers.get("k"), Some("v"));
+    }
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     struct Order {

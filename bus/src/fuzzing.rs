@@ -36,7 +36,7 @@ use std::fmt::Debug;
 use serde::{Deserialize, Serialize};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::message::Message;
-use xmpp_parsers::minidom::Element;
+use xmpp_parsers::minidom::{Element, Node};
 
 use crate::codec::{NS, PAYLOAD, RawPayload, find_payload};
 use crate::error::DecodeError;
@@ -112,7 +112,12 @@ fn parse(data: &[u8]) -> Option<Element> {
 /// The base64 text `read_body` looks at: every text node, without ASCII
 /// whitespace.
 fn base64_len(elem: &Element) -> usize {
-    elem.texts()
+    // The payload text is the text before the first child (PROTOCOL.md §2).
+    elem.nodes()
+        .map_while(|node| match node {
+            Node::Text(text) => Some(text.as_str()),
+            Node::Element(_) => None,
+        })
         .flat_map(str::chars)
         .filter(|c| !c.is_ascii_whitespace())
         .map(char::len_utf8)
