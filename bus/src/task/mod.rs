@@ -39,7 +39,7 @@ use crate::queue::Producer;
 use crate::reconnect::{Health, RESUME_PROBE};
 use crate::serve::ErasedHandler;
 use crate::stats::{BusStats, Counters};
-use crate::status::{ConnectionEvent, StatusSender};
+use crate::status::ConnectionEvent;
 
 use self::directory::Directory;
 use self::iq::{PendingIq, answer};
@@ -86,7 +86,6 @@ pub(crate) struct Task {
     /// the size of each subscription's duplicate window.
     max_items: usize,
     counters: Counters,
-    status: StatusSender,
     health: Health,
     /// Publishes confirmed lately, for a repeat after a session reset.
     recent: VecDeque<Confirmed>,
@@ -107,7 +106,6 @@ impl Task {
     ) -> Task {
         let own = shared.bound.read().expect("lock poisoned").to_bare();
         let (answers_tx, answers) = mpsc::unbounded_channel();
-        let status = shared.status.clone();
         Task {
             stream,
             commands,
@@ -133,7 +131,6 @@ impl Task {
                 .unwrap_or(usize::MAX)
                 .max(1),
             counters: Counters::default(),
-            status,
             health,
             recent: VecDeque::new(),
             lost_at: None,
@@ -294,7 +291,7 @@ impl Task {
         {
             debug!("stream did not close within 5 s; dropped");
         }
-        self.status.report(ConnectionEvent::Closed);
+        self.shared.status.report(ConnectionEvent::Closed);
         info!("bus closed");
     }
 

@@ -80,7 +80,7 @@ impl Task {
             } => {
                 self.health.established();
                 self.counters.session_resets += 1;
-                self.status.report(ConnectionEvent::SessionReset);
+                self.shared.status.report(ConnectionEvent::SessionReset);
                 info!(jid = %bound_jid, "new session bound; restoring presence, subscriptions and unconfirmed publishes");
                 if let Ok(full) = bound_jid.try_into_full() {
                     *self.shared.bound.write().expect("lock poisoned") = full;
@@ -116,7 +116,7 @@ impl Task {
             StreamEvent::Resumed => {
                 self.health.established();
                 self.lost_at = None;
-                self.status.report(ConnectionEvent::Resumed);
+                self.shared.status.report(ConnectionEvent::Resumed);
                 self.probe_resumed_session().await;
             }
         }
