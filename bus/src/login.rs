@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, BufStream};
+use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -120,8 +120,11 @@ impl Login {
                 source,
             })?;
         let io: BoxIo = match &self.tls {
-            None => Box::new(BufStream::new(tcp)),
-            Some(config) => Box::new(BufStream::new(self.starttls(tcp, config.clone()).await?)),
+            // Reads are buffered; writes are not: tokio-xmpp buffers each
+            // stanza itself, so a write buffer would only copy it again
+            // (and cost 8 KiB per idle bus).
+            None => Box::new(BufReader::new(tcp)),
+            Some(config) => Box::new(BufReader::new(self.starttls(tcp, config.clone()).await?)),
         };
         self.authenticate(io).await
     }
@@ -145,14 +148,14 @@ impl Login {
             reason,
         };
         let pending = initiate_stream(
-            BufStream::new(tcp),
+            BufReader::new(tcp),
             ns::JABBER_CLIENT,
             self.header(),
             self.timeouts,
         )
         .await
         .map_err(|e| protocol(e.to_string()))?;
-        let (features, mut stream): (_, XmppStream<BufStream<TcpStream>>) = pending
+        let (features, mut stream): (_, XmppStream<BufReader<TcpStream>>) = pending
             .recv_features()
             .await
             .map_err(|e| protocol(e.to_string()))?;

@@ -141,7 +141,7 @@ impl Task {
                 };
                 // The permit is released after the answer is queued, so the
                 // answers waiting to be sent are bounded by the limit too.
-                let _ = answers.send(answer(header, response));
+                let _ = answers.send(Box::new(answer(header, response)));
                 drop(permit);
             }
             .instrument(span),
