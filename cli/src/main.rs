@@ -2,10 +2,54 @@
 //!
 //! Publish, subscribe, call, watch the instances of a service, run the
 //! embedded server, and benchmark xbus against the alternatives.
+//!
+//! | command | what it does |
+//! |---|---|
+//! | `xbus server` | runs the embedded XMPP server until SIGINT/SIGTERM |
+//! | `xbus pub TOPIC JSON` | publishes one event, prints its item id |
+//! | `xbus sub TOPIC` | prints each event on a topic as one line of JSON |
+//! | `xbus req TARGET METHOD JSON` | calls a service, prints its answer as JSON |
+//! | `xbus services SERVICE` | the live table of a service's instances |
+//! | `xbus bench` | xbus beside raw tokio-xmpp, NATS and HTTP |
+//!
+//! The bus commands take `--jid`, `--password`, `--server`, `--pubsub` and
+//! `--tls`, or the variables `XBUS_JID`, `XBUS_PASSWORD`, `XBUS_SERVER`,
+//! `XBUS_PUBSUB` and `XBUS_TLS` (`required`, `plaintext` or a CA file), as
+//! `BusConfig::from_env` reads them. On failure a command prints one line
+//! starting with `xbus: ` on stderr and exits with 1 (2 for a usage error).
+//! Logs go to stderr, filtered by `RUST_LOG` (default `warn`).
+//!
+//! ## Example session
+//!
+//! ```text
+//! $ xbus server --bind 127.0.0.1:5222 &
+//! listening on 127.0.0.1:5222 (domain localhost, pubsub pubsub.localhost, open accounts, plaintext)
+//! $ export XBUS_SERVER=127.0.0.1:5222 XBUS_TLS=plaintext XBUS_PASSWORD=s3cret
+//! $ XBUS_JID=shop@localhost xbus sub orders.created --count 1 &
+//! subscribed to orders.created
+//! $ XBUS_JID=orders@localhost xbus pub orders.created '{"id":7,"total_cents":1299}'
+//! 2c2982a7e35fe0898f97d32d3ca5ac01
+//! {"topic":"orders.created","item_id":"2c2982a7e35fe0898f97d32d3ca5ac01","publisher":"orders@localhost","encoding":"msgpack","version":1,"headers":{},"event":{"id":7,"total_cents":1299}}
+//! $ XBUS_JID=shop@localhost xbus services inventory@localhost --once
+//! INSTANCE                   STATUS
+//! inventory@localhost/inv-1  ready
+//! inventory@localhost/inv-2  draining
+//! $ XBUS_JID=shop@localhost xbus req inventory@localhost inventory.check '{"sku":"A1"}'
+//! {"available":3,"sku":"A1"}
+//! $ XBUS_JID=shop@localhost xbus req inventory@localhost inventory.check '{"sku":"Z9"}'
+//! xbus: inventory.check at inventory@localhost/inv-1 failed: unknown_sku: no SKU Z9
+//! $ XBUS_JID=shop@localhost xbus pub orders.created '{oops'
+//! xbus: invalid JSON: key must be a string at line 1 column 2
+//! ```
 
 mod bench;
+mod cmd;
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
 
 /// The xbus command line.
 #[derive(Debug, Parser)]
@@ -17,23 +61,68 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Publishes one event (JSON) to a topic and prints its item id.
+    Pub(cmd::publish::PubArgs),
+    /// Prints each event on a topic as one line of JSON.
+    Sub(cmd::subscribe::SubArgs),
+    /// Calls a method of a service and prints the answer as JSON.
+    Req(cmd::request::ReqArgs),
+    /// Shows the online instances of a service, live.
+    Services(cmd::services::ServicesArgs),
+    /// Runs the embedded XMPP server.
+    Server(cmd::server::ServerArgs),
     /// Measures xbus beside raw tokio-xmpp, NATS and HTTP.
     Bench(bench::BenchArgs),
 }
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    init_logs();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("xbus: cannot start the tokio runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Pub(args) => cmd::publish::run(args).await,
+            Command::Sub(args) => cmd::subscribe::run(args).await,
+            Command::Req(args) => cmd::request::run(args).await,
+            Command::Services(args) => cmd::services::run(args).await,
+            Command::Server(args) => cmd::server::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
     });
+    // Tasks still running (a bus's connection task) must not hold the exit up.
+    runtime.shutdown_background();
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("xbus: {error:#}");
-            std::process::ExitCode::FAILURE
+            eprintln!("xbus: {}", cmd::flatten(&error));
+            ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `warn`).
+fn init_logs() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    // `try_init`: a subcommand may set up its own subscriber on top.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

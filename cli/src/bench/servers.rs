@@ -38,7 +38,10 @@ pub struct XmppTarget {
 
 enum Backend {
     /// `xbus server` with open accounts: any name registers on first login.
-    Embedded { child: Child, next: AtomicU64 },
+    Embedded {
+        child: Child,
+        next: AtomicU64,
+    },
     Harness(Box<dyn XmppServer>),
 }
 

@@ -77,8 +77,11 @@ pub trait EventSystem: Send + Sync {
     /// An idle client, connected to `via` instead of [`EventSystem::addr`]
     /// (a byte-counting relay in front of it), subscribed to `topic` and
     /// otherwise doing nothing. Dropping the value disconnects it.
-    async fn idle_client(&self, via: SocketAddr, topic: &str)
-    -> anyhow::Result<Box<dyn Send + Sync>>;
+    async fn idle_client(
+        &self,
+        via: SocketAddr,
+        topic: &str,
+    ) -> anyhow::Result<Box<dyn Send + Sync>>;
 }
 
 /// Publishes events; `&self` so that the throughput scenario can keep many

@@ -1,0 +1,105 @@
+//! `xbus req TARGET METHOD JSON`: calls a service and prints its answer.
+
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use xbus::{Bus, InstanceEvent, RawRequest};
+
+use super::connect::ConnectArgs;
+use super::json::{self, EncodingArg};
+
+/// How long a call to a service (a bare JID) waits at most for the
+/// presence of its instances.
+const DISCOVERY: Duration = Duration::from_secs(2);
+
+/// After a first presence, how long to wait for more.
+const QUIET: Duration = Duration::from_millis(300);
+
+/// Options of `xbus req`.
+#[derive(Debug, clap::Args)]
+pub struct ReqArgs {
+    /// A service (bare JID: the bus picks an online instance) or one
+    /// instance (full JID).
+    pub target: String,
+    /// The method, e.g. `inventory.check`.
+    pub method: String,
+    /// The request as JSON; `-` reads it from stdin.
+    pub json: String,
+    /// How the request (and its answer) are serialized.
+    #[arg(long, value_enum, default_value_t)]
+    pub encoding: EncodingArg,
+    /// The request's schema version.
+    #[arg(long = "version", value_name = "N", default_value_t = 1)]
+    pub schema_version: u32,
+    /// An XEP-0131 header to send with the request (repeatable).
+    #[arg(long = "header", short = 'H', value_name = "NAME=VALUE", value_parser = json::parse_header)]
+    pub headers: Vec<(String, String)>,
+    /// How long to wait for the answer, in seconds.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = json::parse_secs)]
+    pub timeout: Duration,
+    /// Where to connect and as whom.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// Makes the call and prints the answer as one line of JSON.
+pub async fn run(args: ReqArgs) -> anyhow::Result<()> {
+    let value = json::parse_arg(&args.json)?;
+    let encoding = args.encoding.into();
+    let request = RawRequest {
+        method: args.method.clone(),
+        encoding,
+        version: args.schema_version,
+        data: json::encode(&value, encoding)?,
+        headers: json::headers(&args.headers),
+    };
+    // Each run is a bus's first call: give the service's presence time.
+    let discovery = args.timeout.min(DISCOVERY);
+    let bus = args
+        .connect
+        .connect(|config| config.discovery_timeout(discovery))
+        .await?;
+    let answer = async {
+        if !args.target.contains('/') {
+            find_one_taking_calls(&bus, &args.target).await;
+        }
+        bus.request_raw(&args.target, request, Some(args.timeout))
+            .await
+    }
+    .await;
+    // The answer is in (or lost); a failed close changes nothing for it.
+    let _ = bus.close().await;
+    // A handler's error reads `METHOD at INSTANCE failed: CODE: MESSAGE`.
+    let (_from, response) = answer?;
+    let value = json::decode(&response.data, response.encoding)?;
+    super::print_line(&value.to_string())?;
+    Ok(())
+}
+
+/// Learns the instances of `service` before the call. The bus ends the
+/// discovery of a service at its first instance's presence; when that one
+/// is draining, the call would find no instance taking calls although a
+/// ready one's presence is on its way. So while the known instances are
+/// all draining, wait a little for another. Failures are left for the call
+/// itself to report.
+async fn find_one_taking_calls(bus: &Bus, service: &str) {
+    let Ok(mut watch) = bus.watch(service).await else {
+        return;
+    };
+    let Ok(known) = bus.instances(service).await else {
+        return;
+    };
+    if known.is_empty() || known.iter().any(|i| i.status.takes_calls()) {
+        return;
+    }
+    let end = tokio::time::Instant::now() + DISCOVERY;
+    while let Ok(Ok(Some(event))) =
+        tokio::time::timeout_at(end, tokio::time::timeout(QUIET, watch.next())).await
+    {
+        if let InstanceEvent::Online(i) | InstanceEvent::StatusChanged(i) = event {
+            if i.status.takes_calls() {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! `xbus sub TOPIC`: prints each delivery on a topic as one line of JSON.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::time::Instant;
+use xbus::{RawDelivery, RawSubscription, Replay, SubscribeOptions};
+
+use super::connect::ConnectArgs;
+use super::json::{self, parse_secs};
+
+/// Options of `xbus sub`.
+#[derive(Debug, clap::Args)]
+pub struct SubArgs {
+    /// The topic (pubsub node), e.g. `orders.created`.
+    pub topic: String,
+    /// Exit after printing N events.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Start with the last N events the topic stored, oldest first.
+    #[arg(long, value_name = "N")]
+    pub replay: Option<u32>,
+    /// Stop after SECS seconds: exit 0, or 1 if `--count` events did not
+    /// all arrive by then.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub timeout: Option<Duration>,
+    /// Where to connect and as whom.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// One printed line: the delivery with its event decoded to JSON.
+#[derive(Serialize)]
+struct Line<'a> {
+    topic: &'a str,
+    item_id: Option<&'a str>,
+    publisher: Option<&'a str>,
+    encoding: &'a str,
+    version: u32,
+    headers: Value,
+    event: Value,
+}
+
+/// Subscribes and prints deliveries until `--count`, `--timeout` or Ctrl-C.
+pub async fn run(args: SubArgs) -> anyhow::Result<()> {
+    let bus = args.connect.connect(|config| config).await?;
+    let options = match args.replay {
+        Some(n) => SubscribeOptions::new().replay(Replay::Last(n)),
+        None => SubscribeOptions::new(),
+    };
+    let mut subscription = bus.subscribe_raw_with(&args.topic, options).await?;
+    eprintln!("subscribed to {}", args.topic);
+    let deadline = args.timeout.map(|timeout| Instant::now() + timeout);
+    let outcome = receive(&mut subscription, args.count, deadline).await;
+    drop(subscription);
+    let _ = bus.close().await;
+    outcome
+}
+
+/// Prints deliveries until `count` of them are printed, `deadline` passes,
+/// Ctrl-C or stdout is closed.
+async fn receive(
+    subscription: &mut RawSubscription,
+    count: Option<u64>,
+    deadline: Option<Instant>,
+) -> anyhow::Result<()> {
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    let mut printed = 0;
+    loop {
+        if count.is_some_and(|n| printed >= n) {
+            return Ok(());
+        }
+        let next = tokio::select! {
+            next = subscription.next() => next,
+            () = until(deadline) => return match count {
+                Some(n) => Err(anyhow!(
+                    "timed out: {printed} of {n} events within the timeout"
+                )),
+                None => Ok(()),
+            },
+            _ = &mut interrupted => return Ok(()),
+        };
+        let delivery = match next {
+            None => bail!("the subscription ended: the connection was closed"),
+            Some(Err(malformed)) => {
+                eprintln!("xbus: {}", super::flatten(&anyhow!(malformed)));
+                continue;
+            }
+            Some(Ok(delivery)) => delivery,
+        };
+        match line(&delivery) {
+            Ok(line) => {
+                if !super::print_line(&line)? {
+                    return Ok(());
+                }
+                printed += 1;
+            }
+            Err(error) => eprintln!(
+                "xbus: item {} on {}: {}",
+                delivery.item_id.as_deref().unwrap_or("(no id)"),
+                delivery.payload.topic,
+                super::flatten(&error)
+            ),
+        }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The JSON line of a delivery; an error if its payload does not decode.
+fn line(delivery: &RawDelivery) -> anyhow::Result<String> {
+    let payload = &delivery.payload;
+    let event = json::decode(&payload.data, payload.encoding)?;
+    let headers = payload.headers.iter().chain(delivery.server_headers.iter());
+    let line = Line {
+        topic: &payload.topic,
+        item_id: delivery.item_id.as_deref(),
+        publisher: delivery.publisher.as_deref(),
+        encoding: payload.encoding.as_str(),
+        version: payload.version,
+        headers: json::headers_json(headers),
+        event,
+    };
+    Ok(serde_json::to_string(&line)?)
+}

@@ -1,0 +1,351 @@
+//! The `xbus` binary against the embedded server and Prosody: every
+//! subcommand, and the errors a user meets.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use xbus::{BusConfig, Context, Request, RpcError};
+
+use common::{Running, User, json_lines, matrix, run, within, xbus};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pub_and_sub_round_trip_in_both_encodings() {
+    matrix(async |kind| {
+        let (publisher, subscriber) = (User::new(kind), User::new(kind));
+        let topic = format!("cli.round-trip.{kind}");
+        let mut sub = Running::spawn(subscriber.xbus(&["sub", &topic, "--count", "2"]));
+        assert_eq!(sub.stderr_line().await, format!("subscribed to {topic}"));
+
+        let first = run(publisher.xbus(&["pub", &topic, r#"{"id":7,"tags":["a"]}"#])).await;
+        let second = run(publisher.xbus(&[
+            "pub",
+            &topic,
+            r#"{"id":8}"#,
+            "--encoding",
+            "json",
+            "--version",
+            "2",
+            "--header",
+            "trace=abc",
+        ]))
+        .await;
+        let ids = [first.ok().trim(), second.ok().trim()];
+        for id in ids {
+            assert!(!id.is_empty() && !id.contains('\n'), "one item id: {id:?}");
+        }
+
+        let out = sub.finish().await;
+        let lines = json_lines(out.ok());
+        assert_eq!(lines.len(), 2, "{out:?}");
+        assert_eq!(lines[0]["topic"], json!(topic));
+        assert_eq!(lines[0]["item_id"], json!(ids[0]));
+        assert_eq!(lines[0]["encoding"], json!("msgpack"));
+        assert_eq!(lines[0]["version"], json!(1));
+        assert_eq!(lines[0]["event"], json!({"id": 7, "tags": ["a"]}));
+        let publisher_jid = lines[0]["publisher"].as_str().unwrap_or_default();
+        assert!(publisher_jid.starts_with(publisher.jid()), "{lines:?}");
+        assert_eq!(lines[1]["item_id"], json!(ids[1]));
+        assert_eq!(lines[1]["encoding"], json!("json"));
+        assert_eq!(lines[1]["version"], json!(2));
+        assert_eq!(lines[1]["headers"]["trace"], json!("abc"));
+        assert_eq!(lines[1]["event"], json!({"id": 8}));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_replays_the_last_stored_events() {
+    matrix(async |kind| {
+        let user = User::new(kind);
+        let topic = format!("cli.replay.{kind}");
+        for n in 1..=3 {
+            run(user.xbus(&["pub", &topic, &format!(r#"{{"n":{n}}}"#)]))
+                .await
+                .ok();
+        }
+        let out = run(user.xbus(&["sub", &topic, "--replay", "2", "--count", "2"])).await;
+        let events: Vec<_> = json_lines(out.ok())
+            .into_iter()
+            .map(|l| l["event"].clone())
+            .collect();
+        assert_eq!(events, [json!({"n": 2}), json!({"n": 3})]);
+
+        // Fewer events than --count within --timeout: an error.
+        let out = run(user.xbus(&["sub", &topic, "--count", "1", "--timeout", "0.5"])).await;
+        out.error(&["timed out", "0 of 1"]);
+    })
+    .await;
+}
+
+#[derive(Serialize, Deserialize)]
+struct Text {
+    text: String,
+}
+
+#[derive(Request, Serialize, Deserialize)]
+#[request(method = "text.upper", response = Text)]
+struct Upper {
+    text: String,
+}
+
+#[derive(Request, Serialize, Deserialize)]
+#[request(method = "text.shout", response = Text, encoding = "json")]
+struct Shout {
+    text: String,
+}
+
+#[derive(Request, Serialize, Deserialize)]
+#[request(method = "text.slow", response = ())]
+struct Slow {
+    ms: u64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn req_calls_a_responder_and_reports_its_errors() {
+    matrix(async |kind| {
+        let (responder, caller) = (User::new(kind), User::new(kind));
+        // A draining instance first: a call to the service must still find r1.
+        let drainer = responder.bus("r0").await;
+        within("drain", drainer.set_status("draining"))
+            .await
+            .expect("drain");
+        let bus = responder.bus("r1").await;
+        bus.serve(|req: Upper, _ctx: Context| async move {
+            match req.text.is_empty() {
+                true => Err(RpcError::new("empty_text", "nothing to upper-case")),
+                false => Ok(Text {
+                    text: req.text.to_uppercase(),
+                }),
+            }
+        })
+        .await
+        .expect("serve text.upper");
+        bus.serve(|req: Shout, _ctx: Context| async move {
+            Ok(Text {
+                text: format!("{}!", req.text.to_uppercase()),
+            })
+        })
+        .await
+        .expect("serve text.shout");
+        bus.serve(|req: Slow, _ctx: Context| async move {
+            tokio::time::sleep(Duration::from_millis(req.ms)).await;
+            Ok(())
+        })
+        .await
+        .expect("serve text.slow");
+        let service = responder.jid();
+        let instance = bus.jid().to_string();
+
+        let out = run(caller.xbus(&["req", service, "text.upper", r#"{"text":"hi"}"#])).await;
+        assert_eq!(json_lines(out.ok()), [json!({"text": "HI"})]);
+        let out = run(caller.xbus(&[
+            "req",
+            &instance,
+            "text.shout",
+            r#"{"text":"hi"}"#,
+            "--encoding",
+            "json",
+        ]))
+        .await;
+        assert_eq!(json_lines(out.ok()), [json!({"text": "HI!"})]);
+
+        let out = run(caller.xbus(&["req", &instance, "text.upper", r#"{"text":""}"#])).await;
+        out.error(&["empty_text", "nothing to upper-case"]);
+        let slow = r#"{"ms":5000}"#;
+        let out =
+            run(caller.xbus(&["req", &instance, "text.slow", slow, "--timeout", "0.5"])).await;
+        out.error(&["text.slow", "no answer within"]);
+        bus.close().await.expect("close the responder");
+        drainer.close().await.expect("close the draining instance");
+    })
+    .await;
+}
+
+/// The `INSTANCE STATUS` rows of a `services` table.
+fn rows(table: &str) -> Vec<(String, String)> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            Some((words.next()?.to_owned(), words.next()?.to_owned()))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_lists_the_instances_of_a_service() {
+    matrix(async |kind| {
+        let (service, watcher) = (User::new(kind), User::new(kind));
+        let first = service.bus("i1").await;
+        let second = service.bus("i2").await;
+        within("set a status", second.set_status("draining"))
+            .await
+            .expect("draining");
+        let jid = |resource: &str| format!("{}/{resource}", service.jid());
+
+        let out = run(watcher.xbus(&["services", service.jid(), "--once"])).await;
+        let table = out.ok();
+        assert!(table.starts_with("INSTANCE"), "{table}");
+        let expected = [(jid("i1"), "ready".into()), (jid("i2"), "draining".into())];
+        assert_eq!(rows(table), expected, "{table}");
+
+        // Live: a table at start, another one when an instance comes online.
+        let mut live = Running::spawn(watcher.xbus(&["services", service.jid()]));
+        let header = live.stdout_line().await;
+        assert!(
+            header.starts_with("INSTANCE") && header.ends_with("SINCE"),
+            "{header}"
+        );
+        let third = service.bus("i3").await;
+        loop {
+            let line = live.stdout_line().await;
+            if line.starts_with(&jid("i3")) {
+                assert!(line.contains("ready"), "{line}");
+                break;
+            }
+        }
+        drop(live);
+        for bus in [first, second, third] {
+            bus.close().await.expect("close an instance");
+        }
+    })
+    .await;
+}
+
+/// The address in `listening on ADDR ...`, as the benchmark reads it.
+fn listening(line: &str) -> SocketAddr {
+    line.strip_prefix("listening on ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("not `listening on ADDR`: {line:?}"))
+}
+
+/// Sends `signal` to the process `pid`.
+fn signal(pid: u32, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(pid).expect("pid");
+    // SAFETY: kill(2) with a pid this test started and still waits for.
+    assert_eq!(
+        unsafe { libc::kill(pid, signal) },
+        0,
+        "kill({pid}, {signal})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_serves_open_accounts_and_stops_on_sigterm() {
+    let mut server = Running::spawn(xbus(&["server", "--bind", "127.0.0.1:0"]));
+    let addr = listening(&server.stdout_line().await);
+    let config = |jid: &str| {
+        BusConfig::builder(jid, "any password")
+            .server(addr.to_string())
+            .allow_plaintext()
+            .build()
+            .expect("valid config")
+    };
+    let bus = within("connect", xbus::Bus::connect(config("newcomer@localhost")))
+        .await
+        .expect("an open account logs in");
+    let mut sub = within("subscribe", bus.subscribe_raw("cli.server"))
+        .await
+        .expect("subscribe");
+    let publisher = format!("--jid=other@localhost --password=pw --server={addr} --tls=plaintext");
+    let mut args = vec!["pub", "cli.server", r#"{"ok":true}"#];
+    args.extend(publisher.split(' '));
+    run(xbus(&args)).await.ok();
+    let delivery = within("a delivery", futures::StreamExt::next(&mut sub))
+        .await
+        .expect("stream open")
+        .expect("a valid delivery");
+    assert_eq!(delivery.payload.topic, "cli.server");
+    bus.close().await.expect("close");
+
+    signal(server.pid(), libc::SIGTERM);
+    let out = server.finish().await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_with_fixed_users_and_tls() {
+    let mut server = Running::spawn(xbus(&[
+        "server",
+        "--bind",
+        "127.0.0.1:0",
+        "--user",
+        "alice:secret",
+        "--tls",
+    ]));
+    let addr = listening(&server.stdout_line().await);
+    let ca = server.stdout_line().await;
+    let ca = ca.strip_prefix("CA certificate: ").expect("the CA line");
+    let config = BusConfig::builder("alice@localhost", "secret")
+        .server(addr.to_string())
+        .ca_file(ca)
+        .build()
+        .expect("valid config");
+    let bus = within("connect over STARTTLS", xbus::Bus::connect(config))
+        .await
+        .expect("alice logs in over STARTTLS");
+    bus.close().await.expect("close");
+
+    let server_flag = format!("--server={addr}");
+    let tls_flag = format!("--tls={ca}");
+    let login = |password: &'static str| {
+        let mut command = xbus(&["pub", "cli.tls", "{}", &server_flag, &tls_flag]);
+        command.env("XBUS_JID", "alice@localhost");
+        command.env("XBUS_PASSWORD", password);
+        command
+    };
+    run(login("secret")).await.ok();
+    run(login("wrong"))
+        .await
+        .error(&["login failed", "alice@localhost"]);
+
+    signal(server.pid(), libc::SIGINT);
+    let out = server.finish().await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_one_line_and_exit_1() {
+    let out = run(xbus(&[
+        "pub",
+        "t",
+        "{oops",
+        "--jid=a@localhost",
+        "--password=pw",
+    ]))
+    .await;
+    out.error(&["xbus: invalid JSON: "]);
+    let out = run(xbus(&["pub", "t", "{}", "--password=pw"])).await;
+    out.error(&["--jid", "XBUS_JID"]);
+    let out = run(xbus(&["pub", "t", "{}", "--jid=a@localhost"])).await;
+    out.error(&["--password", "XBUS_PASSWORD"]);
+    let unreachable = ["--jid=a@localhost", "--password=pw", "--server=127.0.0.1:1"];
+    let out = run(xbus(&[&["pub", "t", "{}"][..], &unreachable[..]].concat())).await;
+    out.error(&["xbus: cannot connect to 127.0.0.1:1: connection refused"]);
+    let out = run(xbus(&[
+        "pub",
+        "t",
+        "{}",
+        "--jid=a@localhost",
+        "--password=pw",
+        "--server=x",
+    ]))
+    .await;
+    out.error(&["--server/XBUS_SERVER"]);
+    // A usage error stays clap's.
+    assert_eq!(run(xbus(&["pub"])).await.code, Some(2));
+
+    matrix(async |kind| {
+        let user = User::new(kind);
+        let mut wrong = user.xbus(&["sub", "t"]);
+        wrong.env("XBUS_PASSWORD", "not the password");
+        run(wrong).await.error(&["xbus: login failed", user.jid()]);
+    })
+    .await;
+}
