@@ -235,16 +235,15 @@ impl Directory {
         }
     }
 
-    /// Records an available presence; true if the service had no instance.
-    pub async fn online(&mut self, jid: FullJid, status: Status) -> bool {
+    /// Records an available presence.
+    pub async fn online(&mut self, jid: FullJid, status: Status) {
         let service = self.service(&jid.to_bare());
-        let first = service.instances.is_empty();
         let instance = Instance {
             jid: jid.clone(),
             status: status.clone(),
         };
         let event = match service.instances.get_mut(jid.resource()) {
-            Some(member) if member.status == status => return false,
+            Some(member) if member.status == status => return,
             Some(member) => {
                 member.status = status;
                 InstanceEvent::StatusChanged(instance)
@@ -262,7 +261,6 @@ impl Directory {
         };
         debug!(?event, "presence");
         deliver(&mut service.watchers, event).await;
-        first
     }
 
     /// Records that an instance is gone.

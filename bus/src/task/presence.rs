@@ -109,8 +109,14 @@ impl Task {
                 };
                 match status {
                     Some(status) => {
-                        if self.directory.online(full, status).await {
-                            // Discovery is over: the parked work can go.
+                        let takes_calls = status.takes_calls();
+                        self.directory.online(full, status).await;
+                        // Discovery is over at the first instance that takes
+                        // calls. A draining one alone leaves it open until
+                        // its deadline: the presence of a ready one may be
+                        // on its way, and parked calls released now would
+                        // find nobody to take them.
+                        if takes_calls {
                             self.directory.discovered(&bare);
                             self.expire_parked().await;
                         }

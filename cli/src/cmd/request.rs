@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use futures::StreamExt as _;
-use xbus::{Bus, InstanceEvent, RawRequest};
+use xbus::RawRequest;
 
 use super::connect::ConnectArgs;
 use super::json::{self, EncodingArg};
@@ -11,9 +10,6 @@ use super::json::{self, EncodingArg};
 /// How long a call to a service (a bare JID) waits at most for the
 /// presence of its instances.
 const DISCOVERY: Duration = Duration::from_secs(2);
-
-/// After a first presence, how long to wait for more.
-const QUIET: Duration = Duration::from_millis(300);
 
 /// Options of `xbus req`.
 #[derive(Debug, clap::Args)]
@@ -59,14 +55,9 @@ pub async fn run(args: ReqArgs) -> anyhow::Result<()> {
         .connect
         .connect(|config| config.discovery_timeout(discovery))
         .await?;
-    let answer = async {
-        if !args.target.contains('/') {
-            find_one_taking_calls(&bus, &args.target).await;
-        }
-        bus.request_raw(&args.target, request, Some(args.timeout))
-            .await
-    }
-    .await;
+    let answer = bus
+        .request_raw(&args.target, request, Some(args.timeout))
+        .await;
     // The answer is in (or lost); a failed close changes nothing for it.
     let _ = bus.close().await;
     // A handler's error reads `METHOD at INSTANCE failed: CODE: MESSAGE`.
@@ -74,32 +65,4 @@ pub async fn run(args: ReqArgs) -> anyhow::Result<()> {
     let value = json::decode(&response.data, response.encoding)?;
     super::print_line(&value.to_string())?;
     Ok(())
-}
-
-/// Learns the instances of `service` before the call. The bus ends the
-/// discovery of a service at its first instance's presence; when that one
-/// is draining, the call would find no instance taking calls although a
-/// ready one's presence is on its way. So while the known instances are
-/// all draining, wait a little for another. Failures are left for the call
-/// itself to report.
-async fn find_one_taking_calls(bus: &Bus, service: &str) {
-    let Ok(mut watch) = bus.watch(service).await else {
-        return;
-    };
-    let Ok(known) = bus.instances(service).await else {
-        return;
-    };
-    if known.is_empty() || known.iter().any(|i| i.status.takes_calls()) {
-        return;
-    }
-    let end = tokio::time::Instant::now() + DISCOVERY;
-    while let Ok(Ok(Some(event))) =
-        tokio::time::timeout_at(end, tokio::time::timeout(QUIET, watch.next())).await
-    {
-        if let InstanceEvent::Online(i) | InstanceEvent::StatusChanged(i) = event {
-            if i.status.takes_calls() {
-                return;
-            }
-        }
-    }
 }
