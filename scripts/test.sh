@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs the XMPP servers the
-# integration tests start (when missing), then fmt, clippy and every test.
+# integration tests start and nats-server (when missing), then fmt, clippy
+# and every test.
 #
 # The integration tests run against every server in XBUS_TEST_SERVERS
 # (comma-separated; unset: the harness's default, embedded,prosody,ejabberd). Both
@@ -16,6 +17,8 @@ command -v prosody >/dev/null 2>&1 || need+=(prosody)
 # its daemon does not start without an init system, and the tests start
 # their own).
 command -v ejabberdctl >/dev/null 2>&1 || need+=(ejabberd)
+# nats-server: the peer `xbus bench` compares with; its driver's tests start one.
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing ${need[*]} (Debian packages)"
   SUDO=""

@@ -147,8 +147,8 @@ impl Group {
 pub enum GroupState {
     /// A running XMPP server.
     Xmpp(Arc<XmppTarget>),
-    /// A running nats-server.
-    Nats(nats::NatsServer),
+    /// A running nats-server, with the clients' settings.
+    Nats(Arc<nats::NatsSystem>),
     /// Nothing shared.
     None,
 }
@@ -162,7 +162,7 @@ pub async fn start_group(group: Group) -> anyhow::Result<GroupState> {
         }
         Group::Nats => {
             let server = tokio::task::spawn_blocking(nats::NatsServer::start).await??;
-            Ok(GroupState::Nats(server))
+            Ok(GroupState::Nats(Arc::new(nats::NatsSystem::new(server))))
         }
         Group::Http | Group::Mock => Ok(GroupState::None),
     }
@@ -228,12 +228,10 @@ pub async fn start_system(state: &GroupState, kind: Kind) -> anyhow::Result<Sut>
             sut.rpc = Some(system);
             sut.server_pid = target.pid;
         }
-        (Kind::Nats, GroupState::Nats(server)) => {
-            let system = Arc::new(nats::NatsSystem::new(server.addr()));
+        (Kind::Nats, GroupState::Nats(system)) => {
             sut.events = Some(system.clone());
-            sut.rpc = Some(system);
-            // Integrator: `Some(server.pid())` once NatsServer exposes it.
-            sut.server_pid = None;
+            sut.rpc = Some(system.clone());
+            sut.server_pid = Some(system.server().pid());
         }
         (Kind::Http, _) => sut.rpc = Some(Arc::new(http::HttpRpc::start().await?)),
         (Kind::Poll100ms, _) => {
