@@ -223,7 +223,7 @@ pub async fn start_system(state: &GroupState, kind: Kind) -> anyhow::Result<Sut>
             }));
         }
         (Kind::RawXmpp, GroupState::Xmpp(target)) => {
-            let system = Arc::new(raw_xmpp::RawSystem::new(target.clone()));
+            let system = Arc::new(raw_xmpp::RawXmppSystem::new(target.clone()));
             sut.events = Some(system.clone());
             sut.rpc = Some(system);
             sut.server_pid = target.pid;
