@@ -278,7 +278,7 @@ fn quick_and_explicit_settings() {
         (s.events, s.fanout_events, s.rpc_calls, s.idle_buses),
         (777, 500, 200, 50)
     );
-    assert_eq!((s.rate, s.latency_secs, s.idle_secs), (500, 2.0, 5.0));
+    assert_eq!((s.rate, s.latency_secs, s.idle_secs), (200, 2.0, 5.0));
     let s = parse(&[]);
     assert_eq!(
         (s.events, s.rpc_concurrent_calls, s.window, s.rpc_in_flight),
