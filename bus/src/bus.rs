@@ -24,7 +24,7 @@ use crate::headers::Headers;
 use crate::login::Login;
 use crate::presence::{Status, announce};
 use crate::pubsub;
-use crate::pubsub::Incoming;
+use crate::pubsub::{Incoming, Repeatable};
 use crate::queue::{self, Consumer, Producer};
 use crate::reconnect::reconnector;
 use crate::status::{StatusSender, StatusStream};
@@ -235,6 +235,9 @@ impl Bus {
             return Err(PublishError::Closed);
         };
         let topic = payload.topic.clone();
+        // Shared with the connection task, which keeps it (not a copy of
+        // the request element) to re-send the publish after a session reset.
+        let payload = Arc::new(payload);
         let span = info_span!("publish", topic);
         async {
             let timeout = self.inner.config.publish_timeout;
@@ -258,17 +261,14 @@ impl Bus {
                     IqError::TimedOut => timed_out(),
                     _ => PublishError::Closed,
                 })?;
-            let item_id = new_item_id();
-            let request = pubsub::publish(&topic, &item_id, payload.to_element());
-            match self
-                .iq(self.inner.pubsub.clone(), true, request, deadline)
-                .await
-            {
+            let item_id = pubsub::new_item_id();
+            let request = Repeatable::Publish { item_id, payload };
+            match self.iq(request, deadline).await {
                 Ok(result) => {
-                    let item_id = result
-                        .as_ref()
-                        .and_then(confirmed_item_id)
-                        .unwrap_or(item_id);
+                    let item_id = match result.as_ref().and_then(confirmed_item_id) {
+                        Some(confirmed) => confirmed.to_owned(),
+                        None => pubsub::item_id_text(item_id),
+                    };
                     debug!(item_id, "published");
                     Ok(PublishReceipt { topic, item_id })
                 }
@@ -472,21 +472,17 @@ impl Bus {
         self.inner.commands.send(command).await.map_err(|_| ())
     }
 
-    async fn iq(
-        &self,
-        to: Jid,
-        set: bool,
-        payload: Element,
-        deadline: Instant,
-    ) -> Result<Option<Element>, IqError> {
+    /// Sends `request` to the pubsub service; the task sends it again if
+    /// the session is reset before the answer comes.
+    async fn iq(&self, request: Repeatable, deadline: Instant) -> Result<Option<Element>, IqError> {
         let (reply, answer) = oneshot::channel::<IqOutcome>();
+        // Built here rather than in the task: the task is the bottleneck
+        // of a busy bus, the callers are many.
         let send = self.command(Command::Iq {
-            to,
-            set,
-            payload,
-            // Only publishes and node creation come here: both are safe to
-            // repeat after a session reset.
-            resend: true,
+            to: self.inner.pubsub.clone(),
+            set: true,
+            payload: request.to_element(),
+            resend: Some(request),
             reply,
         });
         match tokio::time::timeout_at(deadline, send).await {
@@ -507,18 +503,35 @@ impl Bus {
     /// publish or subscribe itself to report (some servers create nodes on
     /// publish, or let only admins create them).
     async fn ensure_node(&self, topic: &str, deadline: Instant) -> Result<(), IqError> {
-        let cell = self
-            .inner
-            .known_nodes
-            .lock()
-            .expect("lock poisoned")
-            .entry(topic.to_owned())
-            .or_default()
-            .clone();
-        // Concurrent first publishes to a topic share one create request.
+        let cell = {
+            let mut nodes = self.inner.known_nodes.lock().expect("lock poisoned");
+            // Every publish comes here: a known node costs a lookup, no
+            // allocation and no await.
+            match nodes.get(topic) {
+                Some(cell) if cell.initialized() => return Ok(()),
+                Some(cell) => cell.clone(),
+                None => nodes.entry(topic.to_owned()).or_default().clone(),
+            }
+        };
+        // Boxed: the creation's future is large, and inline it would make
+        // every publish's future as large.
+        Box::pin(self.create_node(&cell, topic, deadline)).await
+    }
+
+    /// Creates the node unless `cell` says it was; concurrent first
+    /// publishes to a topic share one create request.
+    async fn create_node(
+        &self,
+        cell: &OnceCell<()>,
+        topic: &str,
+        deadline: Instant,
+    ) -> Result<(), IqError> {
         cell.get_or_try_init(|| async {
-            let request = pubsub::create(topic, self.inner.config.max_items);
-            match self.iq(self.inner.pubsub.clone(), true, request, deadline).await {
+            let request = Repeatable::Create {
+                node: topic.to_owned(),
+                max_items: self.inner.config.max_items,
+            };
+            match self.iq(request, deadline).await {
                 Ok(_) => debug!(topic, "node created"),
                 Err(IqError::Server(error)) if error.condition == "conflict" => {}
                 Err(IqError::Server(error)) => {
@@ -534,13 +547,8 @@ impl Bus {
 }
 
 /// The item id the server confirmed, if it says (XEP-0060 §7.1.2).
-fn confirmed_item_id(result: &Element) -> Option<String> {
+fn confirmed_item_id(result: &Element) -> Option<&str> {
     let publish = result.get_child("publish", pubsub::NS_PUBSUB)?;
     let item = publish.get_child("item", pubsub::NS_PUBSUB)?;
-    item.attr("id").map(str::to_owned)
-}
-
-/// A random 128-bit item id, so that ids never repeat across publishers.
-fn new_item_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    item.attr("id")
 }

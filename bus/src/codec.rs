@@ -8,6 +8,8 @@
 //! The text before any child element is the base64 of the serialized event;
 //! optional XEP-0131 headers follow it. See `docs/PROTOCOL.md`.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use xmpp_parsers::minidom::rxml::NcName;
@@ -155,17 +157,7 @@ pub(crate) fn read_body(
     elem: &Element,
     max_payload: usize,
 ) -> Result<(Vec<u8>, Headers), DecodeError> {
-    // The payload text is the text before the first child element
-    // (PROTOCOL.md §2); text after `<headers/>` is not part of it.
-    let text: String = elem
-        .nodes()
-        .map_while(|node| match node {
-            Node::Text(text) => Some(text.as_str()),
-            Node::Element(_) => None,
-        })
-        .flat_map(str::chars)
-        .filter(|c| !c.is_ascii_whitespace())
-        .collect();
+    let text = body_text(elem);
     let estimated = text.len() / 4 * 3;
     if estimated > max_payload.saturating_add(2) {
         return Err(DecodeError::TooLarge {
@@ -174,7 +166,7 @@ pub(crate) fn read_body(
         });
     }
     let data = BASE64
-        .decode(text.as_bytes())
+        .decode(&text)
         .map_err(|e| DecodeError::Base64(e.to_string()))?;
     if data.len() > max_payload {
         return Err(DecodeError::TooLarge {
@@ -183,6 +175,27 @@ pub(crate) fn read_body(
         });
     }
     Ok((data, Headers::from_parent(elem)))
+}
+
+/// The base64 text of a body element without whitespace. It is the text
+/// before the first child element (PROTOCOL.md §2); text after
+/// `<headers/>` is not part of it.
+fn body_text(elem: &Element) -> Cow<'_, [u8]> {
+    let mut texts = elem.nodes().map_while(Node::as_text);
+    let first = texts.next().unwrap_or_default();
+    let second = texts.next();
+    // The common case, one unwrapped text node, is borrowed as it is: this
+    // runs for every event received, and copying it cost more than the
+    // base64 decoding.
+    if second.is_none() && !first.bytes().any(|b| b.is_ascii_whitespace()) {
+        return Cow::Borrowed(first.as_bytes());
+    }
+    // Dropping ASCII bytes from UTF-8 leaves the other characters whole.
+    let mut text = Vec::with_capacity(first.len());
+    for part in [first].into_iter().chain(second).chain(texts) {
+        text.extend(part.bytes().filter(|b| !b.is_ascii_whitespace()));
+    }
+    Cow::Owned(text)
 }
 
 /// Finds the xbus payload among `parent`'s children.
@@ -244,6 +257,18 @@ mod tests {
         let (data, headers) = read_body(&elem, 1024).unwrap();
         assert_eq!(data, b"{}");
         assert_eq!(headers.get("k"), Some("v"));
+    }
+
+    #[test]
+    fn the_payload_text_may_come_in_pieces() {
+        let mut elem = Element::builder(PAYLOAD, NS).build();
+        elem.append_text_node("e3");
+        elem.append_text_node(" 0=\n");
+        assert_eq!(&*body_text(&elem), b"e30=");
+        let elem = Element::builder(PAYLOAD, NS).append("e30=").build();
+        assert!(matches!(body_text(&elem), Cow::Borrowed(b"e30=")));
+        let empty = Element::builder(PAYLOAD, NS).build();
+        assert!(body_text(&empty).is_empty());
     }
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -10,7 +10,7 @@ use xmpp_parsers::stanza_error::StanzaError;
 
 use crate::error::{CloseError, SendError, ServerError, SubscribeError};
 use crate::presence::{Instance, InstanceEvent, Status};
-use crate::pubsub::Incoming;
+use crate::pubsub::{Incoming, Repeatable};
 use crate::queue::Producer;
 use crate::request::ServeError;
 use crate::serve::ErasedHandler;
@@ -29,10 +29,13 @@ pub(crate) enum Command {
     Iq {
         to: Jid,
         set: bool,
+        /// Built by the handle, so that the task only sends it.
         payload: Element,
-        /// Send it again if the session is reset before the answer comes
-        /// (publishes and node creation: doing them twice is harmless).
-        resend: bool,
+        /// The same request, to send again if the session is reset before
+        /// the answer comes (publishes and node creation: doing them twice
+        /// is harmless), always as a `set`; `None` for IQs that must not
+        /// be repeated.
+        resend: Option<Repeatable>,
         reply: oneshot::Sender<IqOutcome>,
     },
     /// Add a local subscription to a topic, subscribing on the server if

@@ -2,6 +2,8 @@
 //! as plain elements (the pubsub parsers of xmpp-parsers reject items that
 //! a tolerant bus must still report).
 
+use std::sync::Arc;
+
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::message::{Message, MessageType};
 use xmpp_parsers::minidom::Element;
@@ -62,6 +64,51 @@ pub(crate) fn publish(node: &str, item_id: &str, payload: Element) -> Element {
             .append(item)
             .build(),
     )
+}
+
+/// A random 128-bit item id, so that ids never repeat across publishers.
+pub(crate) fn new_item_id() -> u128 {
+    rand::random::<u128>()
+}
+
+/// How an item id goes on the wire: 32 lowercase hex digits (the
+/// duplicate windows keep ids of this form as numbers).
+pub(crate) fn item_id_text(item_id: u128) -> String {
+    format!("{item_id:032x}")
+}
+
+/// A request that is safe to send twice (a `set`), in a form that is cheap
+/// to keep and to share.
+///
+/// The connection task keeps one for every unconfirmed publish and every
+/// publish confirmed in the last 2 s, to send it again after a session
+/// reset (`docs/RELIABILITY.md`). It used to keep a deep copy of the
+/// request element, which cost the task a copy and a tree to free per
+/// publish; now it keeps the publisher's [`RawPayload`] behind an `Arc` and
+/// builds the element again only for a re-send.
+#[derive(Debug, Clone)]
+pub(crate) enum Repeatable {
+    /// A [`publish`] of one item; its node is the payload's topic.
+    Publish {
+        item_id: u128,
+        payload: Arc<RawPayload>,
+    },
+    /// A [`create`] (once per topic and bus).
+    Create { node: String, max_items: u32 },
+}
+
+impl Repeatable {
+    /// The request element, as sent the first time.
+    pub(crate) fn to_element(&self) -> Element {
+        match self {
+            Repeatable::Publish { item_id, payload } => publish(
+                &payload.topic,
+                &item_id_text(*item_id),
+                payload.to_element(),
+            ),
+            Repeatable::Create { node, max_items } => create(node, *max_items),
+        }
+    }
 }
 
 /// `<subscribe node jid/>`.
@@ -275,6 +322,42 @@ mod tests {
             .collect();
         assert_eq!(ids, ["a", "b"]);
         assert!(items.iter().all(|i| i.payload.is_ok()));
+    }
+
+    #[test]
+    fn a_repeated_publish_is_the_same_request() {
+        // After a session reset the task rebuilds the request: it must carry
+        // the same item id and payload, so that the server overwrites its
+        // item and the subscribers' windows drop the second notification.
+        let mut raw = RawPayload {
+            topic: "orders".into(),
+            encoding: crate::event::Encoding::Json,
+            version: 1,
+            data: b"{}".to_vec(),
+            headers: Headers::new(),
+        };
+        raw.headers.insert("trace", "t1");
+        let item_id = 0xabc_u128 << 116 | 7;
+        let request = Repeatable::Publish {
+            item_id,
+            payload: Arc::new(raw.clone()),
+        };
+        let first = request.to_element();
+        assert_eq!(first, request.clone().to_element());
+        assert_eq!(
+            first,
+            publish("orders", &item_id_text(item_id), raw.to_element())
+        );
+        let item = first
+            .get_child("publish", NS_PUBSUB)
+            .and_then(|p| p.get_child("item", NS_PUBSUB))
+            .unwrap();
+        assert_eq!(item.attr("id"), Some("abc00000000000000000000000000007"));
+        let create = Repeatable::Create {
+            node: "orders".into(),
+            max_items: 9,
+        };
+        assert_eq!(create.to_element(), super::create("orders", 9));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 use super::rpc::OutgoingCall;
 use super::{Drain, Task};
 use crate::command::IqOutcome;
+use crate::pubsub::Repeatable;
 
 /// What an IQ this task sent is waiting for.
 pub(super) enum PendingIq {
@@ -20,8 +21,8 @@ pub(super) enum PendingIq {
     Caller {
         to: Jid,
         reply: oneshot::Sender<IqOutcome>,
-        /// What to send again after a session reset: `(set, payload)`.
-        resend: Option<(bool, Element)>,
+        /// What to send again (as a `set`) after a session reset.
+        resend: Option<Repeatable>,
     },
     /// A call to an instance.
     Call { to: FullJid, call: OutgoingCall },
@@ -56,6 +57,21 @@ impl PendingIq {
             | PendingIq::Drain { to }
             | PendingIq::Probe { to, .. } => to.clone(),
             PendingIq::Call { to, .. } => Jid::from(to.clone()),
+        }
+    }
+
+    /// Whether `from` is whom the IQ went to. Compared in place: this runs
+    /// for every answer, and [`to`](Self::to) copies the JID.
+    pub(super) fn sent_to(&self, from: &Jid) -> bool {
+        match self {
+            PendingIq::Caller { to, .. }
+            | PendingIq::Subscribe { to, .. }
+            | PendingIq::History { to, .. }
+            | PendingIq::Roster { to }
+            | PendingIq::Fire { to, .. }
+            | PendingIq::Drain { to }
+            | PendingIq::Probe { to, .. } => from == to,
+            PendingIq::Call { to, .. } => from == to,
         }
     }
 
@@ -114,12 +130,12 @@ impl Task {
         };
         // An answer must come from whom the IQ went to; the server answers
         // for our own account without a `from`.
-        let expected = pending.to();
         let from_ok = match &header.from {
-            Some(from) => *from == expected,
-            None => expected == self.bound().to_bare(),
+            Some(from) => pending.sent_to(from),
+            None => pending.sent_to(&Jid::from(self.bound().to_bare())),
         };
         if !from_ok {
+            let expected = pending.to();
             warn!(id = header.id, from = ?header.from, %expected, "IQ answer from the wrong sender ignored");
             self.pending.insert(header.id, pending);
             return;
@@ -128,8 +144,8 @@ impl Task {
             PendingIq::Caller {
                 to, reply, resend, ..
             } => {
-                if let (Ok(_), Some((set, payload))) = (&answer, resend) {
-                    self.confirmed(to, set, payload);
+                if let (Ok(_), Some(request)) = (&answer, resend) {
+                    self.confirmed(to, request);
                 }
                 let _ = reply.send(answer.map_err(|e| crate::pubsub::server_error(&e)));
             }

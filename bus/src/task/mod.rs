@@ -336,10 +336,13 @@ impl Task {
                 resend,
                 reply,
             } => {
+                // `resend` is kept instead of a copy of `payload`: a deep
+                // copy of every publish was most of this task's cost per
+                // event.
                 let pending = PendingIq::Caller {
                     to: to.clone(),
                     reply,
-                    resend: resend.then(|| (set, payload.clone())),
+                    resend,
                 };
                 self.send_iq(to, set, payload, pending).await;
             }

@@ -362,14 +362,21 @@ impl Task {
             counters.malformed_events += 1;
         }
         let mut gone = Vec::new();
-        for sub in &mut entry.subs {
+        // The last subscription gets the item itself, the others a copy:
+        // a topic usually has one, and the copy cost a few allocations.
+        let mut item = Some(item);
+        let last = entry.subs.len().saturating_sub(1);
+        for (i, sub) in entry.subs.iter_mut().enumerate() {
+            let Some(this) = (if i == last { item.take() } else { item.clone() }) else {
+                break;
+            };
             if let Some(catch_up) = &mut sub.catch_up {
                 if catch_up.live.len() >= CATCH_UP_LIMIT {
                     catch_up.live.pop_front();
                     counters.overflowed += 1;
                 }
-                catch_up.live.push_back(item.clone());
-            } else if sub.deliver(item.clone(), counters).await.is_err() {
+                catch_up.live.push_back(this);
+            } else if sub.deliver(this, counters).await.is_err() {
                 gone.push(sub.id);
             }
         }

@@ -11,6 +11,7 @@ use xmpp_parsers::minidom::Element;
 use super::Task;
 use super::iq::{PendingIq, iq};
 use crate::command::CallFailure;
+use crate::pubsub::Repeatable;
 use crate::status::ConnectionEvent;
 
 /// Publishes confirmed this long before the connection was lost are sent
@@ -21,14 +22,14 @@ const REPUBLISH_WINDOW: Duration = Duration::from_secs(2);
 pub(super) struct Confirmed {
     at: Instant,
     to: Jid,
-    set: bool,
-    payload: Element,
+    /// Shares the publisher's payload: cheap to keep and to let go.
+    request: Repeatable,
 }
 
 impl Task {
     /// Remembers a confirmed publish for [`republish_recent`](Self::republish_recent),
     /// keeping at most the outbox's capacity and nothing older than the window.
-    pub(super) fn confirmed(&mut self, to: Jid, set: bool, payload: Element) {
+    pub(super) fn confirmed(&mut self, to: Jid, request: Repeatable) {
         let now = Instant::now();
         while self.recent.front().is_some_and(|c| {
             now.duration_since(c.at) > REPUBLISH_WINDOW || self.recent.len() >= self.outbox_capacity
@@ -38,8 +39,7 @@ impl Task {
         self.recent.push_back(Confirmed {
             at: now,
             to,
-            set,
-            payload,
+            request,
         });
     }
 
@@ -68,7 +68,8 @@ impl Task {
                 to: to.clone(),
                 what: "republish",
             };
-            self.send_iq(to, c.set, c.payload, pending).await;
+            self.send_iq(to, true, c.request.to_element(), pending)
+                .await;
         }
     }
 
@@ -139,23 +140,23 @@ impl Task {
     /// delivered one, the server stores the same item id twice, which
     /// overwrites it, and subscriptions drop the second notification.
     pub(super) async fn resend_after_reset(&mut self) {
-        let again: Vec<(String, Jid, bool, Element)> = self
+        let again: Vec<(String, Jid, Repeatable)> = self
             .pending
             .iter()
             .filter_map(|(id, pending)| match pending {
                 PendingIq::Caller {
                     to,
                     reply,
-                    resend: Some((set, payload)),
-                } if !reply.is_closed() => Some((id.clone(), to.clone(), *set, payload.clone())),
+                    resend: Some(request),
+                } if !reply.is_closed() => Some((id.clone(), to.clone(), request.clone())),
                 _ => None,
             })
             .collect();
         if !again.is_empty() {
             info!(iqs = again.len(), "re-sending unconfirmed publishes");
         }
-        for (id, to, set, payload) in again {
-            self.send(iq(id, to, set, payload)).await;
+        for (id, to, request) in again {
+            self.send(iq(id, to, true, request.to_element())).await;
         }
     }
 }
