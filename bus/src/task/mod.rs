@@ -47,6 +47,12 @@ use self::pubsub::Topic;
 use self::rpc::OutgoingCall;
 use self::session::Confirmed;
 
+/// At most this many ready commands, or handlers' answers, are handled
+/// in one go, so that their stanzas leave in one write: tokio-xmpp asks the
+/// server for an ack (`<r/>`, answered by `<a/>`) after every batch it
+/// writes, and one stanza per batch doubled the server's stanzas per call.
+const BATCH: usize = 64;
+
 /// Where a close stands once nothing is pending any more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Drain {
@@ -187,15 +193,22 @@ impl Task {
                 },
                 Some(answer) = self.answers.recv() => {
                     self.send(*answer).await;
+                    // The answers that are ready too go out with it (BATCH).
+                    for _ in 1..BATCH {
+                        let Ok(answer) = self.answers.try_recv() else {
+                            break;
+                        };
+                        self.send(*answer).await;
+                    }
                 }
                 Some(dropped) = self.dropped.recv() => self.on_dropped(dropped).await,
                 command = self.commands.recv(), if closing.is_none() => {
                     let reply = match command {
                         Some(Command::Close { reply }) => Some(reply),
-                        Some(command) => {
-                            self.on_command(command).await;
-                            continue;
-                        }
+                        Some(command) => match self.on_commands(command).await {
+                            Some(reply) => Some(reply),
+                            None => continue,
+                        },
                         None => None,
                     };
                     // Tell callers first, so that no new calls are routed here.
@@ -225,6 +238,21 @@ impl Task {
             };
             let _ = reply.send(result);
         }
+    }
+
+    /// Handles `first` and the commands that are ready after it (up to
+    /// [`BATCH`]), so that their stanzas leave together; returns the reply
+    /// of a [`Command::Close`] met on the way, which ends the batch.
+    async fn on_commands(&mut self, first: Command) -> Option<CloseReply> {
+        self.on_command(first).await;
+        for _ in 1..BATCH {
+            match self.commands.try_recv() {
+                Ok(Command::Close { reply }) => return Some(reply),
+                Ok(command) => self.on_command(command).await,
+                Err(_) => break,
+            }
+        }
+        None
     }
 
     /// Forgets IQs whose caller timed out and gave up, and notes resumed
