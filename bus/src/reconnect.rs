@@ -72,6 +72,8 @@ struct Policy {
     /// The resumed session does not answer: the next connection starts a
     /// fresh one.
     resumed_dead: bool,
+    /// The bus is gone: reconnect attempts stop.
+    closed: bool,
 }
 
 impl Policy {
@@ -128,6 +130,14 @@ impl Health {
     /// once more.
     pub(crate) fn resumed_dead(&self, dead: bool) {
         self.policy.lock().expect("lock poisoned").resumed_dead = dead;
+    }
+
+    /// The bus is closing or gone: no more reconnect attempts. tokio-xmpp's
+    /// worker waits for the connection an attempt hands over and does not
+    /// close the slot when the bus drops its stream meanwhile, so without
+    /// this a bus dropped while its server was down kept trying forever.
+    pub(crate) fn closed(&self) {
+        self.policy.lock().expect("lock poisoned").closed = true;
     }
 }
 
@@ -210,8 +220,11 @@ pub(crate) fn reconnector(
                 tokio::time::sleep(jittered(plan.delay)).await;
             }
             let mut delay = FIRST_DELAY;
+            let gone = |slot: &oneshot::Sender<Connection>| {
+                slot.is_closed() || policy.lock().expect("lock poisoned").closed
+            };
             for attempt in 1u32.. {
-                if slot.is_closed() {
+                if gone(&slot) {
                     return;
                 }
                 status.report(ConnectionEvent::Reconnecting { attempt });
@@ -229,7 +242,7 @@ pub(crate) fn reconnector(
                     Ok(Err(error)) => warn!(attempt, %error, "reconnect failed"),
                     Err(_) => warn!(attempt, "reconnect timed out"),
                 }
-                if slot.is_closed() {
+                if gone(&slot) {
                     return;
                 }
                 tokio::time::sleep(jittered(delay)).await;

@@ -335,3 +335,49 @@ async fn publishes_wait_in_the_bounded_outbox_while_disconnected() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_bus_dropped_while_its_server_is_unreachable_stops_reconnecting() {
+    matrix(async |kind| {
+        init_tracing();
+        let server = start(kind);
+        let proxy = CutProxy::start(server.addr()).expect("start the proxy");
+        let account = server.account().unwrap();
+        let bus = within(
+            "connect",
+            Bus::connect(
+                config(&server, &account)
+                    .server(proxy.addr().to_string())
+                    .close_timeout(Duration::from_millis(500))
+                    .build()
+                    .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+        proxy.set_refusing(true);
+        proxy.cut();
+        let mut status = bus.status();
+        within("reconnecting", async {
+            while !matches!(
+                next("status", &mut status).await,
+                ConnectionEvent::Reconnecting { attempt: 2.. }
+            ) {}
+        })
+        .await;
+        drop(status);
+        drop(bus);
+        // The task gives up within its close timeout; an attempt already
+        // under way may still land. After that, no new attempts.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let settled = proxy.accepted();
+        // Back-off between attempts stays under 4 s for the first ones.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(
+            proxy.accepted(),
+            settled,
+            "[{kind}] a dropped bus went on reconnecting"
+        );
+    })
+    .await;
+}

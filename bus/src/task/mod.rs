@@ -303,6 +303,7 @@ impl Task {
     }
 
     async fn finish(mut self) {
+        self.health.closed();
         self.directory.fail_parked("the bus is closing");
         for (_, pending) in self.pending.drain() {
             if let PendingIq::Call { call, .. } = pending {
