@@ -23,7 +23,7 @@ pub use self::targets::{TargetCheck, targets};
 /// Renders `report` as a markdown fragment readable in a terminal and on
 /// GitHub: a header line (date, machine, versions, settings), one table per
 /// scenario that has rows, grouped (events, push latency, RPC, idle, idle
-/// memory), the notes, and last the [`targets`] table.
+/// memory), the notes, and last the [`targets()`] table.
 pub fn markdown(report: &Report) -> String {
     let mut out = header(report);
     let groups: [(&str, &[Scenario]); 5] = [

@@ -24,7 +24,7 @@ pub struct ConnectArgs {
     /// Server to connect to, `host:port` [default: the JID's domain, port 5222].
     #[arg(long, env = "XBUS_SERVER", value_name = "HOST:PORT")]
     pub server: Option<String>,
-    /// Pubsub service holding the topics [default: `pubsub.<domain>`].
+    /// Pubsub service holding the topics (default: `pubsub.<domain>`).
     #[arg(long, env = "XBUS_PUBSUB", value_name = "JID")]
     pub pubsub: Option<String>,
     /// `required` (STARTTLS, system roots), `plaintext` (loopback only), or
