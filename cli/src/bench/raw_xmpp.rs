@@ -15,6 +15,7 @@
 //! See [`client`] for the connection itself.
 
 mod client;
+mod stanzas;
 #[cfg(test)]
 mod tests;
 

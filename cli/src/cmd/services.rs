@@ -13,8 +13,10 @@ use super::connect::ConnectArgs;
 
 /// How long the first look at a service waits for its presence.
 const DISCOVERY: Duration = Duration::from_secs(2);
-/// The table is complete once no presence came for this long...
-const QUIET: Duration = Duration::from_millis(300);
+/// The table is complete once no presence came for this long... (the
+/// presence of a service's instances comes in one burst, but on a loaded
+/// machine 300 ms between two of them was seen)
+const QUIET: Duration = Duration::from_millis(600);
 /// ...or after this long at most.
 const SETTLE: Duration = Duration::from_secs(2);
 
