@@ -2,7 +2,7 @@
 //! installed: a missing server fails with the install command).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::time::timeout;
 
@@ -121,94 +121,4 @@ async fn idle_client_connects_through_the_given_address() {
     drop(unused);
     let result = timeout(STEP, system.idle_client(closed, "bench.idle")).await;
     assert!(matches!(result, Ok(Err(_))), "a closed port must fail");
-}
-
-/// `cargo test -p xbus-cli --bin xbus bench::nats -- --ignored --nocapture`
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "measurement; run with --ignored --nocapture"]
-async fn measure() {
-    const EVENTS: u64 = 50_000;
-    let system = start();
-
-    // One publisher, one subscriber.
-    let mut subscriber = bounded("subscriber", system.subscriber("bench.events")).await;
-    let publisher = bounded("publisher", system.publisher()).await;
-    let started = Instant::now();
-    let receive = tokio::spawn(async move {
-        for seq in 0..EVENTS {
-            let event = bounded("next", subscriber.next()).await;
-            assert_eq!(event.seq, seq);
-        }
-        started.elapsed()
-    });
-    for seq in 0..EVENTS {
-        bounded(
-            "publish",
-            publisher.publish("bench.events", &BenchEvent::new(seq)),
-        )
-        .await;
-    }
-    bounded("flush", publisher.flush()).await;
-    let elapsed = timeout(STEP * 6, receive)
-        .await
-        .expect("all events")
-        .expect("task");
-    println!(
-        "nats 1→1: {EVENTS} events in {elapsed:?}: {:.0} events/s",
-        EVENTS as f64 / elapsed.as_secs_f64()
-    );
-
-    // One publisher, 16 subscribers: nothing dropped.
-    let mut tasks = Vec::new();
-    for _ in 0..16 {
-        let mut subscriber = bounded("subscriber", system.subscriber("bench.fan")).await;
-        tasks.push(tokio::spawn(async move {
-            for seq in 0..EVENTS {
-                let event = bounded("next", subscriber.next()).await;
-                assert_eq!(event.seq, seq);
-            }
-        }));
-    }
-    let started = Instant::now();
-    for seq in 0..EVENTS {
-        bounded(
-            "publish",
-            publisher.publish("bench.fan", &BenchEvent::new(seq)),
-        )
-        .await;
-    }
-    bounded("flush", publisher.flush()).await;
-    for task in tasks {
-        timeout(STEP * 12, task)
-            .await
-            .expect("all events")
-            .expect("task");
-    }
-    let elapsed = started.elapsed();
-    println!(
-        "nats 1→16: {EVENTS} events in {elapsed:?}: {:.0} deliveries/s, slow consumers {}, disconnects {}",
-        (EVENTS * 16) as f64 / elapsed.as_secs_f64(),
-        system.slow_consumers(),
-        system.disconnects()
-    );
-
-    // Sequential RPC.
-    let _responder = bounded("responder", system.responder()).await;
-    let caller = bounded("caller", system.caller()).await;
-    for seq in 0..100 {
-        bounded("warm-up call", caller.call(&BenchEvent::new(seq))).await;
-    }
-    let mut latencies = Vec::with_capacity(2000);
-    for seq in 0..2000 {
-        let start = Instant::now();
-        bounded("call", caller.call(&BenchEvent::new(seq))).await;
-        latencies.push(start.elapsed());
-    }
-    latencies.sort();
-    println!(
-        "nats rpc sequential: p50 {:?}, p99 {:?} over {} calls",
-        latencies[latencies.len() / 2],
-        latencies[latencies.len() * 99 / 100],
-        latencies.len()
-    );
 }
