@@ -34,19 +34,18 @@ async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("{what}: no progress within {STEP:?}"))
 }
 
-/// Starts `name`, or `None` (with a note) when it is not installed.
+/// Starts `name`; a server that is not installed fails the test with the
+/// command that installs it (never a skip). Always `Some`.
 fn start(name: &'static str) -> Option<Arc<XmppTarget>> {
     let (ok, notes) = servers::available(&[name.to_owned()]);
-    if ok.is_empty() {
-        eprintln!("skipped: {notes:?}");
-        return None;
-    }
+    assert!(!ok.is_empty(), "{notes:?}");
     Some(servers::start(name).expect("start the server"))
 }
 
 /// 200 events: the first alone (it creates the node), the rest with 64 in
-/// flight; the subscriber sees all of them, in order.
-async fn events_arrive_in_order(system: &dyn EventSystem, topic: &str) {
+/// flight; the subscriber sees each exactly once, the first first. (Publishes
+/// in flight together may reach the connection in any order.)
+async fn each_event_arrives_once(system: &dyn EventSystem, topic: &str) {
     let mut subscriber = bounded("subscriber", system.subscriber(topic))
         .await
         .unwrap();
@@ -71,8 +70,9 @@ async fn events_arrive_in_order(system: &dyn EventSystem, topic: &str) {
     for result in published {
         result.unwrap();
     }
-    let seqs: Vec<u64> = got.iter().map(|e| e.seq).collect();
-    assert_eq!(seqs, (0..200).collect::<Vec<_>>(), "{}", system.name());
+    assert_eq!(got[0], events[0], "{}", system.name());
+    let mut got = got;
+    got.sort_by_key(|e| e.seq);
     assert_eq!(got, events, "{}", system.name());
 }
 
@@ -109,8 +109,8 @@ async fn calls_echo(system: &dyn RpcSystem) {
 async fn both_drivers(target: Arc<XmppTarget>) {
     let xbus = XbusSystem::new(target.clone());
     let raw = RawXmppSystem::new(target);
-    events_arrive_in_order(&xbus, "bench.test.xbus").await;
-    events_arrive_in_order(&raw, "bench.test.raw").await;
+    each_event_arrives_once(&xbus, "bench.test.xbus").await;
+    each_event_arrives_once(&raw, "bench.test.raw").await;
     calls_echo(&xbus).await;
     calls_echo(&raw).await;
 }
