@@ -22,7 +22,6 @@ use crate::error::{
 use crate::event::{Event, validate_topic};
 use crate::headers::Headers;
 use crate::login::Login;
-use crate::presence::{Status, announce};
 use crate::pubsub;
 use crate::pubsub::{Incoming, Repeatable};
 use crate::queue::{self, Consumer, Producer};
@@ -145,9 +144,8 @@ impl Bus {
         })?;
         health.established();
         info!(jid = %bound, server, stream_management, "connected");
-        // Without initial presence the server delivers nothing addressed to
-        // the bare JID; it also announces this instance as ready.
-        stream.send(Box::new(announce(&Status::Ready).into())).await;
+        // Initial presence is sent by the task, after its roster request
+        // (see `Task::start_session`).
         let (commands, commands_rx) = mpsc::channel(config.command_capacity);
         let (dropped, dropped_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {

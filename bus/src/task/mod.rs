@@ -161,7 +161,7 @@ impl Task {
         let mut sweep = tokio::time::interval(Duration::from_secs(1));
         // Set once closing starts: the deadline, and whom to tell.
         let mut closing: Option<(Instant, Option<CloseReply>)> = None;
-        self.fetch_roster().await;
+        self.start_session().await;
         loop {
             if let Some((deadline, _)) = &closing {
                 if Instant::now() >= *deadline {

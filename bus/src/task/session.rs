@@ -73,6 +73,22 @@ impl Task {
         }
     }
 
+    /// Starts a fresh session: the roster request, then initial presence,
+    /// in that order (RFC 6121 §2.2 and §4.2). Initial presence makes the
+    /// server send the presence of every service this account is subscribed
+    /// to, and that presence is only tracked once the roster has named the
+    /// service: the server answers the roster request first, as it handles a
+    /// session's stanzas in order. The other way round, Prosody and the
+    /// embedded server sent the services' presence before the roster, the
+    /// bus dropped it as unsolicited, and then believed the roster's "known
+    /// service, nobody online": every call of a restarted caller failed with
+    /// `NoResponder` until an instance announced itself again.
+    pub(super) async fn start_session(&mut self) {
+        self.fetch_roster().await;
+        let announce = self.directory.announcement();
+        self.send(announce.into()).await;
+    }
+
     pub(super) async fn on_stream_event(&mut self, event: StreamEvent) {
         match event {
             StreamEvent::Reset {
@@ -87,8 +103,6 @@ impl Task {
                     *self.shared.bound.write().expect("lock poisoned") = full;
                 }
                 self.stream_management = features.stream_management.is_some();
-                let announce = self.directory.announcement();
-                self.send(announce.into()).await;
                 // Answers to IQs of the lost session will never come.
                 let lost: Vec<String> = self
                     .pending
@@ -103,7 +117,7 @@ impl Task {
                     }
                 }
                 self.directory.forget_instances().await;
-                self.fetch_roster().await;
+                self.start_session().await;
                 self.resubscribe_all().await;
                 self.resend_after_reset().await;
                 self.republish_recent().await;
