@@ -12,7 +12,7 @@ use tracing::{Instrument, debug, info_span};
 use xmpp_parsers::jid::{FullJid, Jid};
 
 use crate::bus::Bus;
-use crate::command::{Answer, CallFailure, Command, Dropped, Target};
+use crate::command::{Answer, CallFailure, Command, Dropped, Route, Target};
 use crate::event::validate_topic;
 use crate::headers::Headers;
 use crate::request::{Request, RequestError, ServeError};
@@ -133,13 +133,20 @@ impl Bus {
         static TOKENS: AtomicU64 = AtomicU64::new(1);
         let token = TOKENS.fetch_add(1, Ordering::Relaxed);
         let deadline = Instant::now() + timeout;
+        let route = Route::default();
+        let instance = || {
+            let sent_to = route.lock().expect("lock poisoned");
+            sent_to.as_ref().map(FullJid::to_string)
+        };
         let timed_out = || RequestError::TimedOut {
             method: method.clone(),
             to: target.to_string(),
             after: timeout,
+            instance: instance(),
         };
         let disconnected = || RequestError::Disconnected {
             method: method.clone(),
+            instance: instance(),
         };
         let (reply, answer) = oneshot::channel();
         let command = self.command(Command::Call {
@@ -148,6 +155,7 @@ impl Bus {
             token,
             request: element,
             reply,
+            route: route.clone(),
         });
         match tokio::time::timeout_at(deadline, command).await {
             Err(_) => return Err(timed_out()),

@@ -73,6 +73,8 @@ pub(crate) enum Command {
         token: u64,
         request: Element,
         reply: oneshot::Sender<CallOutcome>,
+        /// Where the task sent it, for errors that name the instance.
+        route: Route,
     },
     /// Send one `<message/>` with an xbus payload to one online instance of
     /// a service.
@@ -172,3 +174,7 @@ pub(crate) struct Shared {
     /// Where connection events go.
     pub status: StatusSender,
 }
+
+/// The instance a call was last sent to: set by the task, read by the
+/// caller when the call times out or the connection goes.
+pub(crate) type Route = std::sync::Arc<std::sync::Mutex<Option<xmpp_parsers::jid::FullJid>>>;

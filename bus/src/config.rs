@@ -7,6 +7,7 @@ use std::time::Duration;
 use xmpp_parsers::jid::{BareJid, Jid};
 
 use crate::error::ConfigError;
+use crate::liveness::Liveness;
 use crate::presence::SubscriptionPolicy;
 use crate::queue::BufferPolicy;
 
@@ -47,6 +48,7 @@ pub struct BusConfig {
     pub(crate) max_payload: usize,
     pub(crate) request_timeout: Duration,
     pub(crate) discovery_timeout: Duration,
+    pub(crate) liveness: Liveness,
     pub(crate) max_concurrent_handlers: usize,
     pub(crate) subscription_policy: SubscriptionPolicy,
     pub(crate) outbox_capacity: usize,
@@ -73,6 +75,7 @@ impl BusConfig {
             max_payload: 1024 * 1024,
             request_timeout: Duration::from_secs(10),
             discovery_timeout: Duration::from_secs(1),
+            liveness: Liveness::default(),
             max_concurrent_handlers: 256,
             subscription_policy: SubscriptionPolicy::default(),
             outbox_capacity: 1024,
@@ -156,6 +159,7 @@ pub struct BusConfigBuilder {
     max_payload: usize,
     request_timeout: Duration,
     discovery_timeout: Duration,
+    liveness: Liveness,
     max_concurrent_handlers: usize,
     subscription_policy: SubscriptionPolicy,
     outbox_capacity: usize,
@@ -263,6 +267,16 @@ impl BusConfigBuilder {
         self
     }
 
+    /// How this bus notices that an instance it uses died or froze before
+    /// its server says so: XEP-0199 pings to instances that owe an answer
+    /// or have been silent (see [`Liveness`] for the rules and the cost).
+    /// Default: [`Liveness::default`], out of the rotation within about
+    /// 2 s; [`Liveness::disabled`] leaves it to presence alone.
+    pub fn liveness(mut self, liveness: Liveness) -> Self {
+        self.liveness = liveness;
+        self
+    }
+
     /// How many handlers run at once on this bus. A call beyond the limit
     /// is refused at once with `resource-constraint`
     /// ([`RequestError::Overloaded`](crate::RequestError::Overloaded)), not
@@ -357,6 +371,7 @@ impl BusConfigBuilder {
             max_payload: self.max_payload,
             request_timeout: self.request_timeout,
             discovery_timeout: self.discovery_timeout,
+            liveness: self.liveness,
             max_concurrent_handlers: self.max_concurrent_handlers,
             subscription_policy: self.subscription_policy,
             outbox_capacity: self.outbox_capacity,

@@ -141,6 +141,7 @@ mod dedup;
 mod error;
 mod event;
 mod headers;
+mod liveness;
 mod login;
 mod presence;
 mod pubsub;
@@ -166,6 +167,7 @@ pub use error::{
 };
 pub use event::{Encoding, Event, MAX_TOPIC_LEN, TopicError, UnknownEncoding, validate_topic};
 pub use headers::{Headers, InvalidHeader};
+pub use liveness::Liveness;
 pub use presence::{Instance, InstanceEvent, Status, SubscriptionPolicy, Watch, WatchError};
 pub use queue::BufferPolicy;
 pub use request::{Request, RequestError, RpcError, ServeError};

@@ -96,6 +96,14 @@ pub enum InstanceEvent {
     StatusChanged(Instance),
     /// An instance went offline.
     Offline(FullJid),
+    /// An online instance stopped answering: a ping went unanswered (see
+    /// [`Liveness`](crate::Liveness)). It is out of the rotation; its
+    /// server may still list it as available for minutes (XEP-0198
+    /// resumption window). Followed by [`Responsive`](Self::Responsive) if
+    /// it answers again, or [`Offline`](Self::Offline).
+    Unresponsive(FullJid),
+    /// An unresponsive instance answers again and is back in the rotation.
+    Responsive(Instance),
 }
 
 /// Which presence subscription requests this bus approves: who may see

@@ -89,7 +89,7 @@ pub enum RequestError {
         max: usize,
     },
     /// No answer within the timeout. The handler may still have run.
-    #[error("{method} to {to}: no answer within {after:?}")]
+    #[error("{method} to {to}{}: no answer within {after:?}", sent_to(.instance))]
     TimedOut {
         /// The method called.
         method: String,
@@ -97,6 +97,9 @@ pub enum RequestError {
         to: String,
         /// The timeout.
         after: Duration,
+        /// The instance (full JID) the call went to, if it left: the one
+        /// that did not answer.
+        instance: Option<String>,
     },
     /// Nobody can answer: no instance of the service is online, or the
     /// server reported the recipient unavailable. Returned at once, not
@@ -181,11 +184,21 @@ pub enum RequestError {
         error: ServerError,
     },
     /// The connection was lost or closed before the answer came.
-    #[error("{method}: disconnected before the answer came")]
+    #[error("{method}{}: disconnected before the answer came", sent_to(.instance))]
     Disconnected {
         /// The method called.
         method: String,
+        /// The instance (full JID) the call went to, if it left.
+        instance: Option<String>,
     },
+}
+
+/// `" (sent to INSTANCE)"`, or nothing.
+fn sent_to(instance: &Option<String>) -> String {
+    instance
+        .as_ref()
+        .map(|jid| format!(" (sent to {jid})"))
+        .unwrap_or_default()
 }
 
 /// [`Bus::serve`](crate::Bus::serve) failed.

@@ -8,16 +8,18 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, info, warn};
 use xmpp_parsers::jid::{BareJid, FullJid, ResourcePart};
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::presence::Presence;
 use xmpp_parsers::roster::{Ask, Item, Subscription};
 
+use super::pulse::{Pulse, Verdict};
 use super::rpc::OutgoingCall;
 use crate::command::CallFailure;
 use crate::config::BusConfig;
 use crate::error::SendError;
+use crate::liveness::Liveness;
 use crate::presence::{Instance, InstanceEvent, Status, SubscriptionPolicy, announce};
 
 /// Our presence subscription to a service.
@@ -36,11 +38,35 @@ pub(super) enum Sub {
     Refused,
 }
 
+/// A service counts as in use (its instances are probed) this long after
+/// this bus last called it, sent to it or listed it.
+const IN_USE_FOR: Duration = Duration::from_secs(30);
+
 /// An online instance.
 struct Member {
     status: Status,
     /// Calls this bus has sent it that are not answered yet.
     in_flight: usize,
+    pulse: Pulse,
+}
+
+impl Member {
+    fn new(status: Status) -> Member {
+        Member {
+            status,
+            in_flight: 0,
+            pulse: Pulse::new(Instant::now()),
+        }
+    }
+}
+
+/// What one round of liveness checks asks the task to do.
+#[derive(Default)]
+pub(super) struct Checks {
+    /// Instances to ping.
+    pub probe: Vec<FullJid>,
+    /// Pings that went unanswered: their pending IQs can go.
+    pub expired: Vec<String>,
 }
 
 /// Work waiting for a service's first presence.
@@ -60,6 +86,8 @@ pub(super) struct Service {
     parked: Vec<Parked>,
     /// Where the round robin goes on.
     cursor: usize,
+    /// Until when the service counts as in use without a watcher.
+    in_use_until: Option<Instant>,
 }
 
 impl Service {
@@ -70,7 +98,13 @@ impl Service {
             watchers: Vec::new(),
             parked: Vec::new(),
             cursor: 0,
+            in_use_until: None,
         }
+    }
+
+    /// Whether its instances are probed at `now`.
+    fn in_use(&self, now: Instant) -> bool {
+        !self.watchers.is_empty() || self.in_use_until.is_some_and(|until| now < until)
     }
 }
 
@@ -80,7 +114,10 @@ pub(super) struct Directory {
     pub policy: SubscriptionPolicy,
     pub status: Status,
     pub discovery_timeout: Duration,
+    pub liveness: Liveness,
     services: HashMap<BareJid, Service>,
+    /// Some service may be in use: liveness checks run.
+    probing: bool,
 }
 
 impl Directory {
@@ -93,7 +130,9 @@ impl Directory {
             policy: config.subscription_policy.clone(),
             status: Status::Ready,
             discovery_timeout: config.discovery_timeout,
+            liveness: config.liveness,
             services,
+            probing: false,
         }
     }
 
@@ -166,14 +205,24 @@ impl Directory {
     }
 
     /// The online instances that take calls, least busy first, ties in
-    /// turn; `tried` are left out.
+    /// turn; `tried` are left out, and so are unresponsive ones unless
+    /// every other is (suspicion never empties the rotation).
     pub fn pick(&mut self, service: &BareJid, tried: &[FullJid]) -> Option<FullJid> {
+        self.touch(service);
         let entry = self.services.get_mut(service)?;
+        let eligible = |(r, m): &(&ResourcePart, &Member)| {
+            m.status.takes_calls() && !tried.iter().any(|t| t.resource().as_str() == r.as_str())
+        };
+        let any_responsive = entry
+            .instances
+            .iter()
+            .filter(eligible)
+            .any(|(_, m)| !m.pulse.is_unresponsive());
         let candidates: Vec<(&ResourcePart, usize)> = entry
             .instances
             .iter()
-            .filter(|(_, m)| m.status.takes_calls())
-            .filter(|(r, _)| !tried.iter().any(|t| t.resource().as_str() == r.as_str()))
+            .filter(eligible)
+            .filter(|(_, m)| !(any_responsive && m.pulse.is_unresponsive()))
             .map(|(r, m)| (r, m.in_flight))
             .collect();
         if candidates.is_empty() {
@@ -226,12 +275,102 @@ impl Directory {
     pub fn call_started(&mut self, jid: &FullJid) {
         if let Some(member) = self.member(jid) {
             member.in_flight += 1;
+            member.pulse.call_started(Instant::now());
         }
     }
 
     pub fn call_ended(&mut self, jid: &FullJid) {
         if let Some(member) = self.member(jid) {
             member.in_flight = member.in_flight.saturating_sub(1);
+            if member.in_flight == 0 {
+                member.pulse.calls_settled();
+            }
+        }
+    }
+
+    /// Marks `service` as in use: its instances are probed for a while.
+    pub fn touch(&mut self, service: &BareJid) {
+        if let Some(entry) = self.services.get_mut(service) {
+            entry.in_use_until = Some(Instant::now() + IN_USE_FOR);
+            self.probing = true;
+        }
+    }
+
+    /// Whether liveness checks have anything to look at.
+    pub fn probing(&self) -> bool {
+        self.probing && self.liveness.enabled
+    }
+
+    /// `jid` said something (an answer, a ping's answer, a request): proof
+    /// that it is alive. Watchers learn if it was unresponsive.
+    pub async fn heard(&mut self, jid: &FullJid) {
+        let Some(service) = self.services.get_mut(&jid.to_bare()) else {
+            return;
+        };
+        let Some(member) = service.instances.get_mut(jid.resource()) else {
+            return;
+        };
+        if member.pulse.heard(Instant::now(), member.in_flight > 0) {
+            let instance = Instance {
+                jid: jid.clone(),
+                status: member.status.clone(),
+            };
+            info!(%jid, "instance answers again; back in the rotation");
+            deliver(&mut service.watchers, InstanceEvent::Responsive(instance)).await;
+        }
+    }
+
+    /// The ping `id` to `jid` was answered (or refused by its client).
+    pub fn probe_answered(&mut self, jid: &FullJid, id: &str) {
+        if let Some(member) = self.member(jid) {
+            member.pulse.probe_answered(id);
+        }
+    }
+
+    /// The ping `id` to `jid` just left.
+    pub fn probing_sent(&mut self, jid: &FullJid, id: String) {
+        if let Some(member) = self.member(jid) {
+            member.pulse.probing(id, Instant::now());
+        }
+    }
+
+    /// One round of liveness checks: which instances to ping, and which
+    /// just became unresponsive (their watchers are told here).
+    pub async fn check_liveness(&mut self) -> Checks {
+        let now = Instant::now();
+        let liveness = self.liveness;
+        let mut checks = Checks::default();
+        let mut any = false;
+        for (bare, service) in &mut self.services {
+            if !service.in_use(now) {
+                continue;
+            }
+            any = true;
+            let mut unresponsive = Vec::new();
+            for (resource, member) in &mut service.instances {
+                match member.pulse.tick(now, &liveness, &mut checks.expired) {
+                    Verdict::Wait => {}
+                    Verdict::Probe => checks.probe.push(bare.with_resource(resource)),
+                    Verdict::Unresponsive => unresponsive.push(bare.with_resource(resource)),
+                }
+            }
+            for jid in unresponsive {
+                warn!(%jid, after = ?liveness.timeout, "instance does not answer a ping; out of the rotation");
+                deliver(&mut service.watchers, InstanceEvent::Unresponsive(jid)).await;
+            }
+        }
+        self.probing = any;
+        checks
+    }
+
+    /// Our own connection is back: pings that could not be answered while
+    /// it was down count for nothing.
+    pub fn restart_pulses(&mut self) {
+        let now = Instant::now();
+        for service in self.services.values_mut() {
+            for member in service.instances.values_mut() {
+                member.pulse.restart(now);
+            }
         }
     }
 
@@ -243,19 +382,22 @@ impl Directory {
             status: status.clone(),
         };
         let event = match service.instances.get_mut(jid.resource()) {
-            Some(member) if member.status == status => return,
             Some(member) => {
+                // Presence is proof of life too.
+                let back = member.pulse.heard(Instant::now(), member.in_flight > 0);
+                if member.status == status && !back {
+                    return;
+                }
                 member.status = status;
-                InstanceEvent::StatusChanged(instance)
+                match back {
+                    true => InstanceEvent::Responsive(instance),
+                    false => InstanceEvent::StatusChanged(instance),
+                }
             }
             None => {
-                service.instances.insert(
-                    jid.resource().to_owned(),
-                    Member {
-                        status,
-                        in_flight: 0,
-                    },
-                );
+                service
+                    .instances
+                    .insert(jid.resource().to_owned(), Member::new(status));
                 InstanceEvent::Online(instance)
             }
         };
@@ -356,12 +498,28 @@ impl Directory {
         }
     }
 
+    /// The instances of `service` that are online but unresponsive.
+    pub fn unresponsive(&self, service: &BareJid) -> Vec<FullJid> {
+        self.services
+            .get(service)
+            .map(|s| {
+                s.instances
+                    .iter()
+                    .filter(|(_, m)| m.pulse.is_unresponsive())
+                    .map(|(r, _)| service.with_resource(r))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The online instances of `service` that are not unresponsive.
     pub fn list(&self, service: &BareJid) -> Vec<Instance> {
         self.services
             .get(service)
             .map(|s| {
                 s.instances
                     .iter()
+                    .filter(|(_, m)| !m.pulse.is_unresponsive())
                     .map(|(r, m)| Instance {
                         jid: service.with_resource(r),
                         status: m.status.clone(),
@@ -417,114 +575,4 @@ async fn deliver<T: Clone>(receivers: &mut Vec<(u64, mpsc::Sender<T>)>, item: T)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::str::FromStr;
-
-    fn jid(s: &str) -> FullJid {
-        FullJid::from_str(s).unwrap()
-    }
-
-    async fn directory() -> (Directory, BareJid) {
-        let config = BusConfig::builder("me@example.org", "pw")
-            .discovery_timeout(Duration::from_secs(60))
-            .build()
-            .unwrap();
-        let mut directory = Directory::new(BareJid::from_str("me@example.org").unwrap(), &config);
-        let service = BareJid::from_str("inv@example.org").unwrap();
-        assert!(directory.start_discovery(&service));
-        for name in ["a", "b", "c"] {
-            directory
-                .online(jid(&format!("inv@example.org/{name}")), Status::Ready)
-                .await;
-        }
-        directory.discovered(&service);
-        (directory, service)
-    }
-
-    fn picks(directory: &mut Directory, service: &BareJid, n: usize) -> Vec<String> {
-        (0..n)
-            .map(|_| {
-                let picked = directory.pick(service, &[]).unwrap();
-                picked.resource().to_string()
-            })
-            .collect()
-    }
-
-    #[tokio::test]
-    async fn picks_in_turn_and_skips_draining_and_tried_instances() {
-        let (mut directory, service) = directory().await;
-        assert_eq!(
-            picks(&mut directory, &service, 6),
-            ["a", "b", "c", "a", "b", "c"]
-        );
-        directory
-            .online(jid("inv@example.org/b"), Status::Draining)
-            .await;
-        let turns = picks(&mut directory, &service, 4);
-        assert!(
-            turns == ["a", "c", "a", "c"] || turns == ["c", "a", "c", "a"],
-            "{turns:?}"
-        );
-        let tried = [jid("inv@example.org/a")];
-        assert_eq!(
-            directory.pick(&service, &tried),
-            Some(jid("inv@example.org/c"))
-        );
-        let tried = [jid("inv@example.org/a"), jid("inv@example.org/c")];
-        assert_eq!(directory.pick(&service, &tried), None);
-        assert!(directory.why_none(&service, true).contains("just left"));
-    }
-
-    #[tokio::test]
-    async fn prefers_the_instance_with_the_fewest_calls_in_flight() {
-        let (mut directory, service) = directory().await;
-        directory.call_started(&jid("inv@example.org/a"));
-        directory.call_started(&jid("inv@example.org/a"));
-        directory.call_started(&jid("inv@example.org/b"));
-        assert_eq!(picks(&mut directory, &service, 1), ["c"]);
-        directory.call_started(&jid("inv@example.org/c"));
-        // b and c have one each, a two: b and c take turns.
-        let next = picks(&mut directory, &service, 1);
-        assert!(next == ["b"] || next == ["c"], "{next:?}");
-        directory.call_ended(&jid("inv@example.org/a"));
-        directory.call_ended(&jid("inv@example.org/a"));
-        assert_eq!(picks(&mut directory, &service, 1), ["a"]);
-    }
-
-    #[tokio::test]
-    async fn knows_when_to_wait_for_presence() {
-        let (mut directory, service) = directory().await;
-        let own = directory.own.clone();
-        assert!(
-            !directory.must_discover(&own),
-            "own instances need no subscription"
-        );
-        assert!(!directory.must_discover(&service), "discovered");
-        let other = BareJid::from_str("billing@example.org").unwrap();
-        assert!(
-            !directory.tracks(&other),
-            "unsolicited presence is not tracked"
-        );
-        assert!(directory.must_discover(&other));
-        assert!(directory.start_discovery(&other));
-        assert!(
-            !directory.start_discovery(&other),
-            "one subscription request"
-        );
-        assert!(
-            directory.must_discover(&other),
-            "waiting for the first presence"
-        );
-        directory.subscribed(&other);
-        assert!(
-            directory.must_discover(&other),
-            "approval without presence does not end the discovery"
-        );
-        directory.refused(&other);
-        assert!(!directory.must_discover(&other));
-        assert!(directory.why_none(&other, false).contains("refused"));
-        directory.gone(&jid("inv@example.org/a")).await;
-        assert_eq!(directory.list(&service).len(), 2);
-    }
-}
+mod tests;

@@ -44,6 +44,8 @@ pub(super) enum PendingIq {
     Drain { to: Jid },
     /// The ping sent right after a resumption: is the session alive?
     Probe { to: Jid, sent: Instant },
+    /// A liveness ping to an instance in use (see [`crate::liveness`]).
+    Liveness { to: FullJid },
 }
 
 impl PendingIq {
@@ -56,7 +58,7 @@ impl PendingIq {
             | PendingIq::Fire { to, .. }
             | PendingIq::Drain { to }
             | PendingIq::Probe { to, .. } => to.clone(),
-            PendingIq::Call { to, .. } => Jid::from(to.clone()),
+            PendingIq::Call { to, .. } | PendingIq::Liveness { to } => Jid::from(to.clone()),
         }
     }
 
@@ -71,7 +73,7 @@ impl PendingIq {
             | PendingIq::Fire { to, .. }
             | PendingIq::Drain { to }
             | PendingIq::Probe { to, .. } => from == to,
-            PendingIq::Call { to, .. } => from == to,
+            PendingIq::Call { to, .. } | PendingIq::Liveness { to } => from == to,
         }
     }
 
@@ -120,10 +122,14 @@ impl Task {
             IqPayload::Result(payload) => Ok(payload),
             IqPayload::Error(error) => Err(error),
             IqPayload::Get(request) | IqPayload::Set(request) => {
+                self.heard_from(header.from.as_ref()).await;
                 self.on_iq_request(header, request).await;
                 return;
             }
         };
+        if !matches!(&answer, Err(e) if crate::rpc::is_unavailable(e)) {
+            self.heard_from(header.from.as_ref()).await;
+        }
         let Some(pending) = self.pending.remove(&header.id) else {
             debug!(id = header.id, "answer to an unknown or expired IQ dropped");
             return;
@@ -161,6 +167,7 @@ impl Task {
             PendingIq::Roster { .. } => self.on_roster(answer).await,
             PendingIq::Drain { .. } => self.drain = Drain::Done,
             PendingIq::Probe { .. } => self.health.resumed_dead(false),
+            PendingIq::Liveness { to } => self.on_liveness_answer(to, &header.id, answer).await,
             PendingIq::Fire { what, .. } => {
                 if let Err(error) = answer {
                     debug!(what, error = %crate::pubsub::server_error(&error), "server refused");

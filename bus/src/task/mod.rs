@@ -11,8 +11,10 @@
 
 mod directory;
 mod iq;
+mod liveness;
 mod presence;
 mod pubsub;
+mod pulse;
 mod rpc;
 mod session;
 
@@ -52,6 +54,10 @@ use self::session::Confirmed;
 /// server for an ack (`<r/>`, answered by `<a/>`) after every batch it
 /// writes, and one stanza per batch doubled the server's stanzas per call.
 const BATCH: usize = 64;
+
+/// How often liveness is checked while a service is in use (see
+/// [`crate::liveness`]); idle buses do not wake up for it.
+const PULSE: Duration = Duration::from_millis(100);
 
 /// Where a close stands once nothing is pending any more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +165,8 @@ impl Task {
     /// the stream fails for good.
     pub(crate) async fn run(mut self) {
         let mut sweep = tokio::time::interval(Duration::from_secs(1));
+        let mut pulse = tokio::time::interval(PULSE);
+        pulse.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Set once closing starts: the deadline, and whom to tell.
         let mut closing: Option<(Instant, Option<CloseReply>)> = None;
         self.start_session().await;
@@ -219,6 +227,7 @@ impl Task {
                 _ = tokio::time::sleep_until(parked_until.unwrap_or_else(Instant::now)), if parked_until.is_some() => {
                     self.expire_parked().await;
                 }
+                _ = pulse.tick(), if self.directory.probing() => self.check_liveness().await,
                 _ = sweep.tick() => {
                     self.sweep();
                     self.expire_history_fetches().await;
@@ -405,8 +414,9 @@ impl Task {
                 token,
                 request,
                 reply,
+                route,
             } => {
-                let call = OutgoingCall::new(target, method, token, request, reply);
+                let call = OutgoingCall::new(target, method, token, request, reply, route);
                 self.start_call(call).await;
             }
             Command::SendToAny {

@@ -137,6 +137,7 @@ impl Task {
                     self.send_to_any(service, payload, reply).await;
                 }
                 Parked::Instances(reply) => {
+                    self.directory.touch(&service);
                     let _ = reply.send(self.directory.list(&service));
                 }
             }
@@ -189,6 +190,9 @@ impl Task {
         for instance in self.directory.list(&service) {
             let _ = tx.send(InstanceEvent::Online(instance)).await;
         }
+        for jid in self.directory.unresponsive(&service) {
+            let _ = tx.send(InstanceEvent::Unresponsive(jid)).await;
+        }
         self.directory.service(&service).watchers.push((id, tx));
         if self.directory.must_discover(&service) {
             self.discover(&service).await;
@@ -204,6 +208,7 @@ impl Task {
             self.discover(&service).await;
             self.directory.park(&service, Parked::Instances(reply));
         } else {
+            self.directory.touch(&service);
             let _ = reply.send(self.directory.list(&service));
         }
     }

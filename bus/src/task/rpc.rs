@@ -11,7 +11,7 @@ use xmpp_parsers::minidom::Element;
 use xmpp_parsers::stanza_error::StanzaError;
 
 use super::{PendingIq, Task, answer};
-use crate::command::{Answer, CallFailure, CallOutcome, Target};
+use crate::command::{Answer, CallFailure, CallOutcome, Route, Target};
 use crate::request::ServeError;
 use crate::rpc;
 use crate::serve::{self, Call, ErasedHandler};
@@ -26,6 +26,8 @@ pub(crate) struct OutgoingCall {
     pub token: u64,
     /// Instances tried so far (a call to a service is retried once).
     pub tried: Vec<FullJid>,
+    /// Tells the caller where the call went.
+    pub route: Route,
 }
 
 impl OutgoingCall {
@@ -35,6 +37,7 @@ impl OutgoingCall {
         token: u64,
         request: Element,
         reply: oneshot::Sender<CallOutcome>,
+        route: Route,
     ) -> OutgoingCall {
         OutgoingCall {
             target,
@@ -43,6 +46,7 @@ impl OutgoingCall {
             reply,
             token,
             tried: Vec::new(),
+            route,
         }
     }
 
@@ -196,6 +200,7 @@ impl Task {
             )
         };
         call.tried.push(to.clone());
+        *call.route.lock().expect("lock poisoned") = Some(to.clone());
         debug!(method = call.method, %to, "call sent");
         let id = OutgoingCall::iq_id(call.token, call.tried.len());
         self.send_iq_as(

@@ -131,6 +131,7 @@ impl Task {
             StreamEvent::Resumed => {
                 self.health.established();
                 self.lost_at = None;
+                self.directory.restart_pulses();
                 self.shared.status.report(ConnectionEvent::Resumed);
                 self.probe_resumed_session().await;
             }

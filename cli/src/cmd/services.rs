@@ -42,6 +42,9 @@ struct Row {
     since: Option<String>,
 }
 
+/// The status shown for an instance that stopped answering pings.
+const UNRESPONSIVE: &str = "unresponsive";
+
 /// The instances by full JID.
 #[derive(Debug, Default)]
 struct Table(BTreeMap<String, Row>);
@@ -50,7 +53,9 @@ impl Table {
     /// Applies one change; true if the table changed.
     fn apply(&mut self, event: InstanceEvent, since: Option<String>) -> bool {
         match event {
-            InstanceEvent::Online(instance) | InstanceEvent::StatusChanged(instance) => {
+            InstanceEvent::Online(instance)
+            | InstanceEvent::StatusChanged(instance)
+            | InstanceEvent::Responsive(instance) => {
                 let status = instance.status.to_string();
                 let jid = instance.jid.to_string();
                 if self.0.get(&jid).is_some_and(|row| row.status == status) {
@@ -60,6 +65,14 @@ impl Table {
                 true
             }
             InstanceEvent::Offline(jid) => self.0.remove(jid.as_str()).is_some(),
+            InstanceEvent::Unresponsive(jid) => match self.0.get_mut(jid.as_str()) {
+                Some(row) if row.status != UNRESPONSIVE => {
+                    row.status = UNRESPONSIVE.to_owned();
+                    row.since = since;
+                    true
+                }
+                _ => false,
+            },
             _ => false,
         }
     }
