@@ -194,6 +194,7 @@ impl Task {
             let _ = tx.send(InstanceEvent::Unresponsive(jid)).await;
         }
         self.directory.service(&service).watchers.push((id, tx));
+        self.directory.touch(&service);
         if self.directory.must_discover(&service) {
             self.discover(&service).await;
         }
