@@ -1,9 +1,11 @@
 //! Real-server test harness for xbus.
 //!
 //! This crate starts real XMPP servers on loopback for tests, registers fresh
-//! accounts on them and cleans everything up again. It deals only in host,
-//! port and JID strings: it does not depend on `xbus`, so the bus is tested
-//! against the harness the same way any other client would be.
+//! accounts on them and cleans everything up again. The servers deal only
+//! in host, port and JID strings: they do not use `xbus`, so the bus is
+//! tested against the harness the same way any other client would be. Only
+//! [`instance`] (a bus in a process of its own, for process-fault tests)
+//! uses `xbus`.
 //!
 //! # Servers
 //!
@@ -59,6 +61,7 @@ mod ejabberd_config;
 mod ejabberd_register;
 mod embedded;
 mod exit_hook;
+pub mod instance;
 mod process;
 mod prosody;
 pub mod proxy;
@@ -72,6 +75,7 @@ use std::time::Duration;
 
 pub use ejabberd::Ejabberd;
 pub use embedded::Embedded;
+pub use instance::{InstanceProcess, InstanceSettings};
 pub use prosody::{ACCOUNT_POOL_SIZE, Prosody};
 pub use proxy::CutProxy;
 

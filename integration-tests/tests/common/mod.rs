@@ -228,3 +228,37 @@ pub async fn instances(server: &dyn XmppServer, count: usize) -> (Account, Vec<B
     }
     (account, buses)
 }
+
+// Not every test uses every one of them.
+#[allow(unused_imports)]
+pub use xbus_integration_tests::instance::{Echo, Echoed, Job};
+#[allow(unused_imports)]
+pub use xbus_integration_tests::{InstanceProcess, InstanceSettings};
+
+/// The `xbus_instance` helper binary (a bus in a process of its own).
+pub const INSTANCE_BIN: &str = env!("CARGO_BIN_EXE_xbus_instance");
+
+/// Starts `xbus_instance ARGS` as `account` with the resource `resource`
+/// on `server` (plaintext on loopback, like [`config`]). Killed on drop.
+pub fn spawn_instance(
+    server: &dyn XmppServer,
+    account: &Account,
+    resource: &str,
+    args: &[&str],
+) -> InstanceProcess {
+    let settings = InstanceSettings::new(server, account, resource);
+    InstanceProcess::spawn(INSTANCE_BIN, &settings, args)
+        .unwrap_or_else(|e| panic!("{}spawn {INSTANCE_BIN}: {e}", tag()))
+}
+
+/// An `xbus_instance serve` process for `account`/`resource`, once it
+/// printed `ready`; returns it and its full JID.
+pub async fn serving_process(
+    server: &dyn XmppServer,
+    account: &Account,
+    resource: &str,
+) -> (InstanceProcess, String) {
+    let mut process = spawn_instance(server, account, resource, &["serve"]);
+    let jid = process.ready(STEP).await;
+    (process, jid)
+}
