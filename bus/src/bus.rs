@@ -418,11 +418,20 @@ impl Bus {
         })
     }
 
-    /// Closes the connection for every clone of this bus: waits (up to the
-    /// close timeout) until the publishes already started are confirmed,
-    /// sends unavailable presence and ends the stream. Publishes started
-    /// after `close()` fail with [`PublishError::Closed`]; subscriptions end
-    /// after the items already received.
+    /// Closes the connection for every clone of this bus: waits until the
+    /// publishes already started are confirmed, sends unavailable presence
+    /// (callers stop picking this instance; a call that still arrives is
+    /// refused with `service-unavailable`, and a caller that named the
+    /// service retries it elsewhere), waits for the handlers already running
+    /// to answer, and ends the stream. All but the stream's end (a round
+    /// trip, bounded by 5 s) happens within the close timeout (5 s by
+    /// default). Publishes started after `close()` fail with
+    /// [`PublishError::Closed`]; subscriptions end after the items already
+    /// received.
+    ///
+    /// Returns [`CloseError::Unconfirmed`] if publishes were still
+    /// unconfirmed at the timeout, and [`CloseError::HandlersAbandoned`] if
+    /// handlers were still running: their callers get no answer.
     pub async fn close(&self) -> Result<(), CloseError> {
         let inner = &self.inner;
         if inner.closing.swap(true, Ordering::SeqCst) {
@@ -447,7 +456,7 @@ impl Bus {
             );
         }
         let (reply, answer) = oneshot::channel();
-        self.command(Command::Close { reply })
+        self.command(Command::Close { reply, deadline })
             .await
             .map_err(|_| CloseError::AlreadyClosed)?;
         answer.await.map_err(|_| CloseError::AlreadyClosed)?

@@ -102,6 +102,9 @@ pub(crate) enum Command {
     /// (bounded), end the stream.
     Close {
         reply: oneshot::Sender<Result<(), CloseError>>,
+        /// The end of the close timeout, which the handle's own wait for
+        /// publishes has used up in part.
+        deadline: tokio::time::Instant,
     },
 }
 

@@ -266,6 +266,17 @@ pub enum CloseError {
         /// The close timeout.
         after: Duration,
     },
+    /// Handlers were still running when the close timeout ran out: their
+    /// callers get no answer and time out. Raise
+    /// [`close_timeout`](crate::BusConfigBuilder::close_timeout) above the
+    /// longest call, or set the status to `draining` earlier.
+    #[error("{running} handlers were still running after {after:?}; their callers get no answer")]
+    HandlersAbandoned {
+        /// How many.
+        running: usize,
+        /// The close timeout.
+        after: Duration,
+    },
     /// The bus was already closed.
     #[error("the bus is already closed")]
     AlreadyClosed,

@@ -211,18 +211,18 @@ impl Task {
                 }
                 Some(dropped) = self.dropped.recv() => self.on_dropped(dropped).await,
                 command = self.commands.recv(), if closing.is_none() => {
-                    let reply = match command {
-                        Some(Command::Close { reply }) => Some(reply),
+                    let (reply, deadline) = match command {
+                        Some(Command::Close { reply, deadline }) => (Some(reply), deadline),
                         Some(command) => match self.on_commands(command).await {
-                            Some(reply) => Some(reply),
+                            Some((reply, deadline)) => (Some(reply), deadline),
                             None => continue,
                         },
-                        None => None,
+                        None => (None, Instant::now() + self.close_timeout),
                     };
                     // Tell callers first, so that no new calls are routed here.
                     self.send(Presence::new(PresenceType::Unavailable).into()).await;
                     self.offline_announced = true;
-                    closing = Some((Instant::now() + self.close_timeout, reply));
+                    closing = Some((deadline, reply));
                 },
                 _ = tokio::time::sleep_until(parked_until.unwrap_or_else(Instant::now)), if parked_until.is_some() => {
                     self.expire_parked().await;
@@ -235,15 +235,20 @@ impl Task {
             }
         }
         let unconfirmed = self.callers_pending();
-        let close_timeout = self.close_timeout;
+        let running = self.handlers_running();
+        let after = self.close_timeout;
+        if running > 0 {
+            warn!(
+                running,
+                "close: handlers still running at the close timeout are abandoned"
+            );
+        }
         self.finish().await;
         if let Some((_, Some(reply))) = closing {
-            let result = match unconfirmed {
-                0 => Ok(()),
-                pending => Err(CloseError::Unconfirmed {
-                    pending,
-                    after: close_timeout,
-                }),
+            let result = match (running, unconfirmed) {
+                (0, 0) => Ok(()),
+                (0, pending) => Err(CloseError::Unconfirmed { pending, after }),
+                (running, _) => Err(CloseError::HandlersAbandoned { running, after }),
             };
             let _ = reply.send(result);
         }
@@ -251,12 +256,13 @@ impl Task {
 
     /// Handles `first` and the commands that are ready after it (up to
     /// [`BATCH`]), so that their stanzas leave together; returns the reply
-    /// of a [`Command::Close`] met on the way, which ends the batch.
-    async fn on_commands(&mut self, first: Command) -> Option<CloseReply> {
+    /// and deadline of a [`Command::Close`] met on the way, which ends the
+    /// batch.
+    async fn on_commands(&mut self, first: Command) -> Option<(CloseReply, Instant)> {
         self.on_command(first).await;
         for _ in 1..BATCH {
             match self.commands.try_recv() {
-                Ok(Command::Close { reply }) => return Some(reply),
+                Ok(Command::Close { reply, deadline }) => return Some((reply, deadline)),
                 Ok(command) => self.on_command(command).await,
                 Err(_) => break,
             }
