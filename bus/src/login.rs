@@ -24,9 +24,12 @@ use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::starttls;
 use tokio_xmpp::stanzastream::Connection;
 use tokio_xmpp::xmlstream::{
-    ReadError, StreamHeader, Timeouts, XmppStream, XmppStreamElement, initiate_stream,
+    ReadError, StreamHeader, Timeouts, XmppStream, XmppStreamElement, accept_stream,
+    initiate_stream,
 };
+use xmpp_parsers::bind::BindFeature;
 use xmpp_parsers::jid::Jid;
+use xmpp_parsers::stream_features::StreamFeatures;
 
 use crate::config::{BusConfig, Tls, parse_host_port};
 use crate::error::ConnectError;
@@ -127,6 +130,52 @@ impl Login {
             Some(config) => Box::new(BufReader::new(self.starttls(tcp, config.clone()).await?)),
         };
         self.authenticate(io).await
+    }
+
+    /// A connection whose far end has already hung up: an in-memory stream
+    /// that offers resource binding (and no stream management), then ends.
+    ///
+    /// tokio-xmpp's worker panics ("Backend was unable to handle reconnect
+    /// request.") when the reconnect callback drops the slot it was given.
+    /// A bus that is gone hands this over instead: binding fails at once,
+    /// and the worker, seeing its frontend gone, ends the stream.
+    pub(crate) async fn dead_end(&self) -> io::Result<Connection> {
+        let (near, far) = tokio::io::duplex(4096);
+        let responder = async move {
+            let accepted =
+                accept_stream(BufReader::new(far), ns::JABBER_CLIENT, self.timeouts).await?;
+            let pending = accepted
+                .send_header(StreamHeader {
+                    to: None,
+                    from: Some(Cow::Borrowed(self.jid.domain().as_str())),
+                    id: Some(Cow::Borrowed("xbus-closed")),
+                })
+                .await?;
+            let features = StreamFeatures {
+                bind: Some(BindFeature { required: true }),
+                ..StreamFeatures::default()
+            };
+            pending
+                .send_features::<XmppStreamElement>(&features)
+                .await
+                .map(drop)
+        };
+        let initiator = async {
+            let near: BoxIo = Box::new(BufReader::new(near));
+            initiate_stream(near, ns::JABBER_CLIENT, self.header(), self.timeouts)
+                .await?
+                .recv_features()
+                .await
+                .map_err(io::Error::other)
+        };
+        let (far, near) = tokio::join!(responder, initiator);
+        far?;
+        let (features, stream) = near?;
+        Ok(Connection {
+            stream,
+            features,
+            identity: self.jid.clone(),
+        })
     }
 
     fn header(&self) -> StreamHeader<'_> {

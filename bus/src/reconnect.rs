@@ -29,10 +29,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tokio_xmpp::stanzastream::Connection;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::login::Login;
 use crate::status::{ConnectionEvent, StatusSender};
@@ -72,8 +72,6 @@ struct Policy {
     /// The resumed session does not answer: the next connection starts a
     /// fresh one.
     resumed_dead: bool,
-    /// The bus is gone: reconnect attempts stop.
-    closed: bool,
 }
 
 impl Policy {
@@ -116,6 +114,8 @@ impl Policy {
 #[derive(Debug, Clone)]
 pub(crate) struct Health {
     policy: Arc<Mutex<Policy>>,
+    /// `true` once the bus is closing; dropped with the connection task.
+    closing: Arc<watch::Sender<bool>>,
 }
 
 impl Health {
@@ -137,7 +137,7 @@ impl Health {
     /// close the slot when the bus drops its stream meanwhile, so without
     /// this a bus dropped while its server was down kept trying forever.
     pub(crate) fn closed(&self) {
-        self.policy.lock().expect("lock poisoned").closed = true;
+        self.closing.send_replace(true);
     }
 }
 
@@ -178,6 +178,57 @@ fn hand_over(policy: &Mutex<Policy>, slot: oneshot::Sender<Connection>, connecti
     let _ = slot.send(connection);
 }
 
+/// Connects after `plan.delay`, retrying with capped, jittered back-off
+/// until an attempt succeeds.
+async fn reconnect_until_connected(login: &Login, plan: Plan, status: &StatusSender) -> Connection {
+    if !plan.delay.is_zero() {
+        tokio::time::sleep(jittered(plan.delay)).await;
+    }
+    let mut delay = FIRST_DELAY;
+    let mut attempt = 0u32;
+    loop {
+        attempt = attempt.saturating_add(1);
+        status.report(ConnectionEvent::Reconnecting { attempt });
+        match tokio::time::timeout(Duration::from_secs(10), login.connect()).await {
+            Ok(Ok(mut connection)) => {
+                if plan.fresh_session {
+                    // tokio-xmpp drops its XEP-0198 state when the server no
+                    // longer offers it, and binds anew.
+                    connection.features.stream_management = None;
+                }
+                info!(attempt, fresh_session = plan.fresh_session, "reconnected");
+                return connection;
+            }
+            Ok(Err(error)) => warn!(attempt, %error, "reconnect failed"),
+            Err(_) => warn!(attempt, "reconnect timed out"),
+        }
+        tokio::time::sleep(jittered(delay)).await;
+        delay = (delay * 2).min(MAX_DELAY);
+    }
+}
+
+/// Resolves once the bus is closing, or its connection task is gone.
+async fn bus_closing(closing: &mut watch::Receiver<bool>) {
+    let _ = closing.wait_for(|closing| *closing).await;
+}
+
+/// Ends the stream of a bus that is gone while it was reconnecting.
+///
+/// Dropping `slot` would make tokio-xmpp's worker panic ("Backend was unable
+/// to handle reconnect request."), on a thread the application does not
+/// own. A connection that hangs up at once makes the worker see that its
+/// frontend is gone and end the stream instead.
+async fn end_stream(login: &Login, slot: oneshot::Sender<Connection>) {
+    match login.dead_end().await {
+        Ok(connection) => {
+            debug!("the bus is gone: ending the stream instead of reconnecting");
+            let _ = slot.send(connection);
+        }
+        // Not expected (in-memory I/O); the worker panics on its own task.
+        Err(error) => warn!(%error, "could not end the stream of a closed bus"),
+    }
+}
+
 /// tokio-xmpp's reconnect callback.
 pub(crate) type Reconnect = Box<dyn FnMut(Option<String>, oneshot::Sender<Connection>) + Send>;
 
@@ -194,10 +245,12 @@ pub(crate) fn reconnector(
 ) -> (Reconnect, Health) {
     let mut first = Some(first);
     let policy = Arc::new(Mutex::new(Policy::default()));
+    let (closing, closing_rx) = watch::channel(false);
     let health = Health {
         policy: policy.clone(),
+        closing: Arc::new(closing),
     };
-    let reconnect: Reconnect = Box::new(move |_location, slot| {
+    let reconnect: Reconnect = Box::new(move |_location, mut slot| {
         if let Some(connection) = first.take() {
             hand_over(&policy, slot, connection);
             return;
@@ -209,6 +262,7 @@ pub(crate) fn reconnector(
         let login = login.clone();
         let policy = policy.clone();
         let status = status.clone();
+        let mut closing = closing_rx.clone();
         tokio::spawn(async move {
             if plan.fresh_session {
                 warn!(
@@ -216,37 +270,14 @@ pub(crate) fn reconnector(
                      starting a fresh session"
                 );
             }
-            if !plan.delay.is_zero() {
-                tokio::time::sleep(jittered(plan.delay)).await;
-            }
-            let mut delay = FIRST_DELAY;
-            let gone = |slot: &oneshot::Sender<Connection>| {
-                slot.is_closed() || policy.lock().expect("lock poisoned").closed
+            let connection = tokio::select! {
+                connection = reconnect_until_connected(&login, plan, &status) => Some(connection),
+                () = bus_closing(&mut closing) => None,
+                () = slot.closed() => return,
             };
-            for attempt in 1u32.. {
-                if gone(&slot) {
-                    return;
-                }
-                status.report(ConnectionEvent::Reconnecting { attempt });
-                match tokio::time::timeout(Duration::from_secs(10), login.connect()).await {
-                    Ok(Ok(mut connection)) => {
-                        if plan.fresh_session {
-                            // tokio-xmpp drops its XEP-0198 state when the
-                            // server no longer offers it, and binds anew.
-                            connection.features.stream_management = None;
-                        }
-                        info!(attempt, fresh_session = plan.fresh_session, "reconnected");
-                        hand_over(&policy, slot, connection);
-                        return;
-                    }
-                    Ok(Err(error)) => warn!(attempt, %error, "reconnect failed"),
-                    Err(_) => warn!(attempt, "reconnect timed out"),
-                }
-                if gone(&slot) {
-                    return;
-                }
-                tokio::time::sleep(jittered(delay)).await;
-                delay = (delay * 2).min(MAX_DELAY);
+            match connection {
+                Some(connection) => hand_over(&policy, slot, connection),
+                None => end_stream(&login, slot).await,
             }
         });
     });
