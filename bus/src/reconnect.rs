@@ -115,7 +115,7 @@ impl Policy {
 pub(crate) struct Health {
     policy: Arc<Mutex<Policy>>,
     /// `true` once the bus is closing; dropped with the connection task.
-    closing: Arc<watch::Sender<bool>>,
+    closing: watch::Sender<bool>,
 }
 
 impl Health {
@@ -136,6 +136,8 @@ impl Health {
     /// worker waits for the connection an attempt hands over and does not
     /// close the slot when the bus drops its stream meanwhile, so without
     /// this a bus dropped while its server was down kept trying forever.
+    /// An attempt under way, or its back-off, ends at once (see
+    /// [`end_stream`]).
     pub(crate) fn closed(&self) {
         self.closing.send_replace(true);
     }
@@ -248,7 +250,7 @@ pub(crate) fn reconnector(
     let (closing, closing_rx) = watch::channel(false);
     let health = Health {
         policy: policy.clone(),
-        closing: Arc::new(closing),
+        closing,
     };
     let reconnect: Reconnect = Box::new(move |_location, mut slot| {
         if let Some(connection) = first.take() {
