@@ -12,6 +12,7 @@
 //! xbus_instance serve                       # serves Echo and an inbox of Job
 //! xbus_instance call SERVICE [--count N] [--interval-ms N] [--sleep-ms N]
 //!                            [--timeout-ms N] [--wait]
+//! xbus_instance subscribe TOPIC             # a raw subscription to TOPIC
 //! ```
 //!
 //! Settings come from the same variables as `BusConfig::from_env`
@@ -29,6 +30,7 @@
 //! | serve | `draining` | `SIGTERM`/`SIGINT` received: status set to `draining` |
 //! | both | `closed` / `close-error ERROR` | after `close()` |
 //! | call | `ok RESOURCE` / `err ERROR` | one line per call, in order |
+//! | subscribe | `event ITEM-ID` | an event arrived on the topic |
 //! | call | `waiting` | the calls are done and `--wait` keeps the process (and its session) alive |
 //!
 //! A failure to connect prints `connect-error ERROR` and exits with code 1.

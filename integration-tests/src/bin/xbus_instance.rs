@@ -1,5 +1,6 @@
 //! One bus in a process of its own, for process-fault tests: `serve` (an
-//! instance of a service) or `call` (a caller). Usage, settings and output
+//! instance of a service), `call` (a caller) or `subscribe` (a topic's
+//! subscriber). Usage, settings and output
 //! lines: `xbus_integration_tests::instance`.
 
 use std::io::Write;
@@ -19,7 +20,8 @@ fn say(line: impl std::fmt::Display) {
 }
 
 const USAGE: &str = "usage: xbus_instance serve [--grace-ms N]\n       \
-    xbus_instance call SERVICE [--count N] [--interval-ms N] [--sleep-ms N] [--timeout-ms N] [--wait]";
+    xbus_instance call SERVICE [--count N] [--interval-ms N] [--sleep-ms N] [--timeout-ms N] [--wait]\n       \
+    xbus_instance subscribe TOPIC";
 
 /// Options after the mode.
 #[derive(Debug)]
@@ -111,8 +113,9 @@ async fn main() -> ExitCode {
     };
     let ok = match mode.as_str() {
         "serve" => serve(&bus, options, term, int).await,
-        "call" => match options.target.clone() {
-            Some(target) => call(&bus, &target, options, term, int).await,
+        "call" | "subscribe" => match options.target.clone() {
+            Some(target) if mode == "call" => call(&bus, &target, options, term, int).await,
+            Some(topic) => subscribe(&bus, &topic, term, int).await,
             None => {
                 eprintln!("{USAGE}");
                 return ExitCode::from(2);
@@ -235,4 +238,33 @@ async fn call(
         }
     }
     all_ok
+}
+
+/// Subscribes to `topic` and prints `event ITEM-ID` for each event, until
+/// SIGTERM or SIGINT.
+async fn subscribe(
+    bus: &Bus,
+    topic: &str,
+    mut term: tokio::signal::unix::Signal,
+    mut int: tokio::signal::unix::Signal,
+) -> bool {
+    let mut events = match bus.subscribe_raw(topic).await {
+        Ok(events) => events,
+        Err(e) => {
+            eprintln!("xbus_instance: subscribe: {e}");
+            return false;
+        }
+    };
+    say(format!("ready {}", bus.jid()));
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(delivery)) => say(format!("event {}", delivery.item_id.unwrap_or_default())),
+                Some(Err(bad)) => eprintln!("xbus_instance: bad event: {bad}"),
+                None => return false,
+            },
+            _ = term.recv() => return true,
+            _ = int.recv() => return true,
+        }
+    }
 }
