@@ -42,6 +42,9 @@ pub struct BusStats {
     /// Sessions lost and replaced by new ones (the reconnects that were
     /// not XEP-0198 resumptions).
     pub session_resets: u64,
+    /// Pubsub subscriptions of this account's dead sessions that this bus
+    /// removed (see `docs/RELIABILITY.md`, "Stale subscriptions").
+    pub stale_subscriptions_removed: u64,
 }
 
 /// The counters the connection task keeps.
@@ -53,4 +56,5 @@ pub(crate) struct Counters {
     pub overflowed: u64,
     pub refused_calls: u64,
     pub session_resets: u64,
+    pub stale_subscriptions_removed: u64,
 }

@@ -46,6 +46,14 @@ pub(super) enum PendingIq {
     Probe { to: Jid, sent: Instant },
     /// A liveness ping to an instance in use (see [`crate::liveness`]).
     Liveness { to: FullJid },
+    /// The listing of this account's pubsub subscriptions (see
+    /// [`stale`](super::stale)).
+    StaleList { to: Jid },
+    /// A ping to another session of this account that holds
+    /// subscriptions.
+    StaleCheck { to: FullJid, sent: Instant },
+    /// Removing a dead session's subscription to `node`.
+    StaleRemove { to: Jid, node: String },
 }
 
 impl PendingIq {
@@ -57,8 +65,12 @@ impl PendingIq {
             | PendingIq::Roster { to }
             | PendingIq::Fire { to, .. }
             | PendingIq::Drain { to }
-            | PendingIq::Probe { to, .. } => to.clone(),
-            PendingIq::Call { to, .. } | PendingIq::Liveness { to } => Jid::from(to.clone()),
+            | PendingIq::Probe { to, .. }
+            | PendingIq::StaleList { to }
+            | PendingIq::StaleRemove { to, .. } => to.clone(),
+            PendingIq::Call { to, .. }
+            | PendingIq::Liveness { to }
+            | PendingIq::StaleCheck { to, .. } => Jid::from(to.clone()),
         }
     }
 
@@ -72,8 +84,12 @@ impl PendingIq {
             | PendingIq::Roster { to }
             | PendingIq::Fire { to, .. }
             | PendingIq::Drain { to }
-            | PendingIq::Probe { to, .. } => from == to,
-            PendingIq::Call { to, .. } | PendingIq::Liveness { to } => from == to,
+            | PendingIq::Probe { to, .. }
+            | PendingIq::StaleList { to }
+            | PendingIq::StaleRemove { to, .. } => from == to,
+            PendingIq::Call { to, .. }
+            | PendingIq::Liveness { to }
+            | PendingIq::StaleCheck { to, .. } => from == to,
         }
     }
 
@@ -168,6 +184,9 @@ impl Task {
             PendingIq::Drain { .. } => self.drain = Drain::Done,
             PendingIq::Probe { .. } => self.health.resumed_dead(false),
             PendingIq::Liveness { to } => self.on_liveness_answer(to, &header.id, answer).await,
+            PendingIq::StaleList { .. } => self.on_own_subscriptions(answer).await,
+            PendingIq::StaleCheck { to, .. } => self.on_stale_check(to, answer),
+            PendingIq::StaleRemove { node, .. } => self.on_stale_removed(&node, answer),
             PendingIq::Fire { what, .. } => {
                 if let Err(error) = answer {
                     debug!(what, error = %crate::pubsub::server_error(&error), "server refused");

@@ -17,6 +17,7 @@ mod pubsub;
 mod pulse;
 mod rpc;
 mod session;
+mod stale;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -48,6 +49,7 @@ use self::iq::{PendingIq, answer};
 use self::pubsub::Topic;
 use self::rpc::OutgoingCall;
 use self::session::Confirmed;
+use self::stale::StaleRounds;
 
 /// At most this many ready commands, or handlers' answers, are handled
 /// in one go, so that their stanzas leave in one write: tokio-xmpp asks the
@@ -106,6 +108,8 @@ pub(crate) struct Task {
     /// When the connection was last lost.
     lost_at: Option<Instant>,
     outbox_capacity: usize,
+    /// When to look for leftover subscriptions of this account again.
+    stale: StaleRounds,
 }
 
 impl Task {
@@ -149,6 +153,7 @@ impl Task {
             recent: VecDeque::new(),
             lost_at: None,
             outbox_capacity: config.outbox_capacity,
+            stale: StaleRounds::default(),
         }
     }
 
@@ -231,6 +236,7 @@ impl Task {
                 _ = sweep.tick() => {
                     self.sweep();
                     self.expire_history_fetches().await;
+                    self.stale_tick().await;
                 }
             }
         }
@@ -273,6 +279,17 @@ impl Task {
     /// Forgets IQs whose caller timed out and gave up, and notes resumed
     /// sessions that do not answer.
     fn sweep(&mut self) {
+        let unanswered: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| matches!(p, PendingIq::StaleCheck { sent, .. } if sent.elapsed() >= stale::STALE_PING))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in unanswered {
+            if let Some(PendingIq::StaleCheck { to, .. }) = self.pending.remove(&id) {
+                self.stale_unanswered(&to);
+            }
+        }
         let before = self.pending.len();
         self.pending.retain(|_, pending| match pending {
             PendingIq::Probe { sent, .. } => sent.elapsed() < RESUME_PROBE,
@@ -463,6 +480,7 @@ impl Task {
                     overflowed: c.overflowed,
                     refused_calls: c.refused_calls,
                     session_resets: c.session_resets,
+                    stale_subscriptions_removed: c.stale_subscriptions_removed,
                 });
             }
             Command::Close { .. } => unreachable!("handled by run()"),

@@ -95,6 +95,11 @@ impl Task {
                 self.expire_parked().await;
             }
             PresenceType::None | PresenceType::Unavailable => {
+                if presence.type_ == PresenceType::None && bare == self.directory.own {
+                    if let Ok(full) = from.try_as_full() {
+                        self.stale.present(full);
+                    }
+                }
                 // Only services we asked about (or our own) are tracked, so
                 // unsolicited presence cannot grow the table.
                 if !self.directory.tracks(&bare) {

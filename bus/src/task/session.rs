@@ -83,10 +83,14 @@ impl Task {
     /// bus dropped it as unsolicited, and then believed the roster's "known
     /// service, nobody online": every call of a restarted caller failed with
     /// `NoResponder` until an instance announced itself again.
+    ///
+    /// Then it looks for subscriptions that dead sessions of this account
+    /// left behind (see [`stale`](super::stale)).
     pub(super) async fn start_session(&mut self) {
         self.fetch_roster().await;
         let announce = self.directory.announcement();
         self.send(announce.into()).await;
+        self.list_own_subscriptions().await;
     }
 
     pub(super) async fn on_stream_event(&mut self, event: StreamEvent) {
@@ -117,6 +121,7 @@ impl Task {
                     }
                 }
                 self.directory.forget_instances().await;
+                self.stale.reset();
                 self.start_session().await;
                 self.resubscribe_all().await;
                 self.resend_after_reset().await;
