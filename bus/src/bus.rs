@@ -28,7 +28,7 @@ use crate::queue::{self, Consumer, Producer};
 use crate::reconnect::reconnector;
 use crate::status::{StatusSender, StatusStream};
 use crate::subscription::{DropGuard, RawSubscription, SubscribeOptions, Subscription};
-use crate::task::Task;
+use crate::task::{Channels, Task};
 
 /// Confirmation that the pubsub service stored an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +101,12 @@ impl Bus {
     /// Connects and logs in, sends initial presence and starts the
     /// connection task.
     ///
+    /// It returns once the server has handled the initial presence (the
+    /// answer to an IQ sent after it has come back), so the bus is online
+    /// to everyone as soon as it is returned: a message sent to its bare
+    /// JID right away reaches it. Before that, ejabberd could take the bus
+    /// for offline and store such a message for its next login.
+    ///
     /// The first connection is tried once: a wrong password, an unknown
     /// host or an unreachable server returns a [`ConnectError`] within the
     /// connect timeout (5 s by default). Later connection losses are
@@ -153,16 +159,28 @@ impl Bus {
             status,
         });
         let pubsub = Jid::from(config.pubsub_service());
+        let (online, announced) = oneshot::channel();
+        let channels = Channels {
+            commands: commands_rx,
+            dropped: dropped_rx,
+            online,
+        };
         let task = Task::new(
             stream,
-            commands_rx,
-            dropped_rx,
+            channels,
             shared.clone(),
             &config,
             stream_management,
             health,
         );
         tokio::spawn(task.run().instrument(info_span!("xbus", jid = %bound)));
+        let remaining = config.connect_timeout.saturating_sub(started.elapsed());
+        if tokio::time::timeout(remaining, announced).await.is_err() {
+            warn!(
+                server,
+                "the server did not confirm the initial presence within the connect timeout; going on"
+            );
+        }
         Ok(Bus {
             inner: Arc::new(Inner {
                 commands,

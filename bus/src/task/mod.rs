@@ -110,18 +110,33 @@ pub(crate) struct Task {
     outbox_capacity: usize,
     /// When to look for leftover subscriptions of this account again.
     stale: StaleRounds,
+    /// Told once the server has handled the first initial presence
+    /// ([`Bus::connect`](crate::Bus::connect) waits for it).
+    online: Option<oneshot::Sender<()>>,
+}
+
+/// How the handles reach the task, and how it tells
+/// [`Bus::connect`](crate::Bus::connect) that the bus is online.
+pub(crate) struct Channels {
+    pub commands: mpsc::Receiver<Command>,
+    pub dropped: mpsc::UnboundedReceiver<Dropped>,
+    pub online: oneshot::Sender<()>,
 }
 
 impl Task {
     pub(crate) fn new(
         stream: StanzaStream,
-        commands: mpsc::Receiver<Command>,
-        dropped: mpsc::UnboundedReceiver<Dropped>,
+        channels: Channels,
         shared: Arc<Shared>,
         config: &BusConfig,
         stream_management: bool,
         health: Health,
     ) -> Task {
+        let Channels {
+            commands,
+            dropped,
+            online,
+        } = channels;
         let own = shared.bound.read().expect("lock poisoned").to_bare();
         let (answers_tx, answers) = mpsc::unbounded_channel();
         Task {
@@ -154,6 +169,7 @@ impl Task {
             lost_at: None,
             outbox_capacity: config.outbox_capacity,
             stale: StaleRounds::default(),
+            online: Some(online),
         }
     }
 
