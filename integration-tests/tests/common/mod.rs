@@ -125,7 +125,7 @@ pub fn start(kind: ServerKind) -> Server {
         .unwrap_or_else(|e| panic!("[{kind}] start the server: {e}"))
 }
 
-/// Starts a Prosody, for tests not on the matrix yet (`slixmpp.rs`).
+/// Starts a Prosody, for tests not on the matrix yet (`slixmpp_*.rs`).
 pub fn prosody() -> xbus_integration_tests::Prosody {
     xbus_integration_tests::Prosody::start().expect("start prosody")
 }
