@@ -102,7 +102,7 @@ impl Bus {
     /// connection task.
     ///
     /// It returns once the server has handled the initial presence (the
-    /// answer to an IQ sent after it has come back), so the bus is online
+    /// answer to a ping sent after it has come back), so the bus is online
     /// to everyone as soon as it is returned: a message sent to its bare
     /// JID right away reaches it. Before that, ejabberd could take the bus
     /// for offline and store such a message for its next login.

@@ -46,6 +46,9 @@ pub(super) enum PendingIq {
     Probe { to: Jid, sent: Instant },
     /// A liveness ping to an instance in use (see [`crate::liveness`]).
     Liveness { to: FullJid },
+    /// The ping to our server sent after initial presence: its answer
+    /// means the server has handled the presence.
+    Online { to: Jid },
     /// The listing of this account's pubsub subscriptions (see
     /// [`stale`](super::stale)).
     StaleList { to: Jid },
@@ -66,6 +69,7 @@ impl PendingIq {
             | PendingIq::Fire { to, .. }
             | PendingIq::Drain { to }
             | PendingIq::Probe { to, .. }
+            | PendingIq::Online { to }
             | PendingIq::StaleList { to }
             | PendingIq::StaleRemove { to, .. } => to.clone(),
             PendingIq::Call { to, .. }
@@ -85,6 +89,7 @@ impl PendingIq {
             | PendingIq::Fire { to, .. }
             | PendingIq::Drain { to }
             | PendingIq::Probe { to, .. }
+            | PendingIq::Online { to }
             | PendingIq::StaleList { to }
             | PendingIq::StaleRemove { to, .. } => from == to,
             PendingIq::Call { to, .. }
@@ -184,6 +189,11 @@ impl Task {
             PendingIq::Drain { .. } => self.drain = Drain::Done,
             PendingIq::Probe { .. } => self.health.resumed_dead(false),
             PendingIq::Liveness { to } => self.on_liveness_answer(to, &header.id, answer).await,
+            PendingIq::Online { .. } => {
+                if let Some(online) = self.online.take() {
+                    let _ = online.send(());
+                }
+            }
             PendingIq::StaleList { .. } => self.on_own_subscriptions(answer).await,
             PendingIq::StaleCheck { to, .. } => self.on_stale_check(to, answer),
             PendingIq::StaleRemove { node, .. } => self.on_stale_removed(&node, answer),

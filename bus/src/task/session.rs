@@ -84,12 +84,21 @@ impl Task {
     /// service, nobody online": every call of a restarted caller failed with
     /// `NoResponder` until an instance announced itself again.
     ///
-    /// Then it looks for subscriptions that dead sessions of this account
-    /// left behind (see [`stale`](super::stale)).
+    /// After the first initial presence, a ping to our server: its answer
+    /// tells [`Bus::connect`](crate::Bus::connect) that the server has
+    /// handled the presence (it handles a session's stanzas in order). Then
+    /// it looks for subscriptions that dead sessions of this account left
+    /// behind (see [`stale`](super::stale)).
     pub(super) async fn start_session(&mut self) {
         self.fetch_roster().await;
         let announce = self.directory.announcement();
         self.send(announce.into()).await;
+        if self.online.is_some() {
+            let to = Jid::from(self.bound().domain().to_owned());
+            let ping = Element::builder("ping", xmpp_parsers::ns::PING).build();
+            let pending = PendingIq::Online { to: to.clone() };
+            self.send_iq(to, false, ping, pending).await;
+        }
         self.list_own_subscriptions().await;
     }
 

@@ -114,9 +114,7 @@ impl StaleRounds {
 }
 
 impl Task {
-    /// Lists this account's pubsub subscriptions (XEP-0060 §5.6). Sent
-    /// right after initial presence, its answer also tells that the server
-    /// has handled the presence.
+    /// Lists this account's pubsub subscriptions (XEP-0060 §5.6).
     pub(super) async fn list_own_subscriptions(&mut self) {
         self.stale.next = None;
         let to = self.pubsub.clone();
@@ -142,10 +140,6 @@ impl Task {
         &mut self,
         answer: Result<Option<Element>, StanzaError>,
     ) {
-        // Sent after initial presence: the server has handled that too.
-        if let Some(online) = self.online.take() {
-            let _ = online.send(());
-        }
         let listing = match answer {
             Ok(Some(listing)) => listing,
             Ok(None) => return,
