@@ -140,6 +140,7 @@ mod config;
 mod dedup;
 mod error;
 mod event;
+mod group;
 mod headers;
 mod liveness;
 mod login;
