@@ -153,7 +153,7 @@ impl Task {
     }
 
     /// Pings the server to learn whether a resumed session works (see
-    /// [`RESUME_PROBE`]).
+    /// [`RESUME_PROBE`](super::RESUME_PROBE)).
     pub(super) async fn probe_resumed_session(&mut self) {
         let Ok(to) = self.bound().domain().as_str().parse::<Jid>() else {
             return;
