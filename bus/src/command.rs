@@ -47,6 +47,15 @@ pub(crate) enum Command {
         replay: usize,
         reply: oneshot::Sender<Result<u64, SubscribeError>>,
     },
+    /// Join a consumer group; the reply carries where jobs are settled.
+    Consume {
+        key: crate::group::GroupKey,
+        options: crate::consume::ConsumeOptions,
+        tx: mpsc::Sender<crate::consume::Handed>,
+        reply: oneshot::Sender<
+            Result<mpsc::UnboundedSender<crate::consume::Settle>, crate::error::ConsumeError>,
+        >,
+    },
     /// Add a local receiver of events sent directly to this bus.
     Inbox {
         topic: String,
@@ -123,6 +132,10 @@ pub(crate) enum Dropped {
     Watch {
         service: BareJid,
         id: u64,
+    },
+    /// A consumer left its group.
+    Group {
+        key: crate::group::GroupKey,
     },
     /// The caller of a call stopped waiting.
     Call {

@@ -211,6 +211,31 @@ pub enum SubscribeError {
     Closed,
 }
 
+/// [`Bus::consume`](crate::Bus::consume) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsumeError {
+    /// The topic (or the dead-letter topic) is not a valid node name.
+    #[error(transparent)]
+    Topic(TopicError),
+    /// The group name is not valid.
+    #[error("invalid group name {0:?}: use 1 to 64 ASCII letters, digits, '_' or '-'")]
+    InvalidGroup(String),
+    /// This bus already consumes the group.
+    #[error(
+        "this bus already consumes group {group:?} on {topic:?}; one consumer per group and bus"
+    )]
+    AlreadyConsuming {
+        /// The topic.
+        topic: String,
+        /// The group.
+        group: String,
+    },
+    /// The bus is closed.
+    #[error("the bus is closed")]
+    Closed,
+}
+
 /// [`Bus::send`](crate::Bus::send) failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

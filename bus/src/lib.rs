@@ -137,6 +137,7 @@ mod call;
 mod codec;
 mod command;
 mod config;
+mod consume;
 mod dedup;
 mod error;
 mod event;
@@ -162,9 +163,10 @@ pub use bus::{Bus, PublishReceipt};
 pub use call::RequestBuilder;
 pub use codec::RawPayload;
 pub use config::{BusConfig, BusConfigBuilder, Tls};
+pub use consume::{AckError, ConsumeOptions, Consumer, Job, StartAt, dead_letter_headers};
 pub use error::{
-    CloseError, ConfigError, ConnectError, DecodeError, DeliveryError, EncodeError, PublishError,
-    SendError, ServerError, SubscribeError,
+    CloseError, ConfigError, ConnectError, ConsumeError, DecodeError, DeliveryError, EncodeError,
+    PublishError, SendError, ServerError, SubscribeError,
 };
 pub use event::{Encoding, Event, MAX_TOPIC_LEN, TopicError, UnknownEncoding, validate_topic};
 pub use headers::{Headers, InvalidHeader};

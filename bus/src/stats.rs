@@ -45,6 +45,22 @@ pub struct BusStats {
     /// Pubsub subscriptions of this account's dead sessions that this bus
     /// removed (see `docs/RELIABILITY.md`, "Stale subscriptions").
     pub stale_subscriptions_removed: u64,
+    /// Consumer-group events this bus, as a group's leader, marked done
+    /// after an ack.
+    pub group_acked: u64,
+    /// Consumer-group deliveries after the first (naks, expired ack waits,
+    /// lost instances) this bus made as a leader.
+    pub group_redeliveries: u64,
+    /// Of those, the ones because the instance holding the event went
+    /// away: the events that may have been handled twice.
+    pub group_orphaned: u64,
+    /// Consumer-group events this bus, as a leader, published to a
+    /// dead-letter topic.
+    pub group_dead_lettered: u64,
+    /// Times this bus, taking a group's leadership, found that the topic
+    /// had dropped events the group had not handled (see
+    /// `docs/RELIABILITY.md`, "Consumer groups").
+    pub group_losses: u64,
 }
 
 /// The counters the connection task keeps.
@@ -57,4 +73,13 @@ pub(crate) struct Counters {
     pub refused_calls: u64,
     pub session_resets: u64,
     pub stale_subscriptions_removed: u64,
+    pub group: crate::group::ledger::Counts,
+    pub group_events_lost: u64,
+}
+
+impl Counters {
+    /// Keeps what a leadership that ended had counted.
+    pub fn add_group(&mut self, counts: crate::group::ledger::Counts) {
+        self.group.add(counts);
+    }
 }

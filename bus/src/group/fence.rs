@@ -61,6 +61,7 @@ impl Fence {
     }
 
     /// The claim followed, if any.
+    #[cfg(test)]
     pub fn newest(&self) -> Option<&Claim> {
         self.newest.as_ref()
     }

@@ -95,6 +95,16 @@ pub(crate) struct Counts {
     pub dead_lettered: u64,
 }
 
+impl Counts {
+    /// Adds `other` to these.
+    pub fn add(&mut self, other: Counts) {
+        self.acked += other.acked;
+        self.redelivered += other.redelivered;
+        self.orphaned += other.orphaned;
+        self.dead_lettered += other.dead_lettered;
+    }
+}
+
 /// The leader's ledger; `W` names an instance.
 #[derive(Debug)]
 pub(crate) struct Ledger<W> {
@@ -272,17 +282,6 @@ impl<W: Clone + Eq + Hash> Ledger<W> {
         dead
     }
 
-    /// The earliest moment something is due: a ready event or a deadline.
-    pub fn next_due(&self) -> Option<Instant> {
-        self.entries
-            .values()
-            .map(|e| match e.stage {
-                Stage::Waiting { ready_at } => ready_at,
-                Stage::Out { deadline, .. } => deadline,
-            })
-            .min()
-    }
-
     /// Events not done yet.
     pub fn pending(&self) -> usize {
         self.entries.len()
@@ -301,19 +300,17 @@ impl<W: Clone + Eq + Hash> Ledger<W> {
         self.done.contains(item)
     }
 
-    /// Forgets done ids that are not in `stored` (the topic no longer
-    /// holds them, so they cannot be offered again).
-    pub fn retain_done(&mut self, stored: &HashSet<String>) {
-        self.done.retain(|item| stored.contains(item));
-    }
-
-    /// The done ids, for the group state.
-    pub fn done(&self) -> impl Iterator<Item = &str> {
-        self.done.iter().map(String::as_str)
-    }
-
     pub fn counts(&self) -> Counts {
         self.counts
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// Forgets that `item` is done (it is too old to come again).
+    pub fn forget_done(&mut self, item: &str) {
+        self.done.remove(item);
     }
 
     fn is_out_with(&self, item: &str, worker: &W) -> bool {

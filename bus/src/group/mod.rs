@@ -7,12 +7,44 @@
 //! ([`wire`]), and the election with its epoch fence ([`fence`]). The
 //! consumer API and the connection task's side follow.
 
-// Not wired into the bus yet: only the unit tests use them.
-#[allow(dead_code)]
 pub(crate) mod fence;
-#[allow(dead_code)]
 pub(crate) mod ledger;
-#[allow(dead_code)]
 pub(crate) mod state;
-#[allow(dead_code)]
 pub(crate) mod wire;
+
+use crate::error::ConsumeError;
+
+/// A group on a topic: the unit of progress, leadership and membership.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct GroupKey {
+    pub topic: String,
+    pub group: String,
+}
+
+impl GroupKey {
+    pub fn new(topic: &str, group: &str) -> GroupKey {
+        GroupKey {
+            topic: topic.to_owned(),
+            group: group.to_owned(),
+        }
+    }
+
+    /// The pubsub node that keeps the group's progress.
+    pub fn state_node(&self) -> String {
+        format!("xbus.group.{}.{}", self.group, self.topic)
+    }
+}
+
+/// A group name: 1 to 64 ASCII letters, digits, `_` or `-`.
+pub(crate) fn validate_group(group: &str) -> Result<(), ConsumeError> {
+    let valid = !group.is_empty()
+        && group.len() <= wire::MAX_GROUP_LEN
+        && group
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(ConsumeError::InvalidGroup(group.to_owned()))
+    }
+}

@@ -13,6 +13,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 use super::rpc::OutgoingCall;
 use super::{Drain, Task};
 use crate::command::IqOutcome;
+use crate::group::GroupKey;
 use crate::pubsub::Repeatable;
 
 /// What an IQ this task sent is waiting for.
@@ -57,6 +58,17 @@ pub(super) enum PendingIq {
     StaleCheck { to: FullJid, sent: Instant },
     /// Removing a dead session's subscription to `node`.
     StaleRemove { to: Jid, node: String },
+    /// A consumer group's stored state, read while claiming leadership.
+    GroupState { to: Jid, key: GroupKey },
+    /// The group's topic's stored items, read while claiming.
+    GroupStored { to: Jid, key: GroupKey },
+    /// A job handed to another instance of the group.
+    GroupJob {
+        to: FullJid,
+        key: GroupKey,
+        item: String,
+        sent: Instant,
+    },
 }
 
 impl PendingIq {
@@ -71,10 +83,13 @@ impl PendingIq {
             | PendingIq::Probe { to, .. }
             | PendingIq::Online { to }
             | PendingIq::StaleList { to }
-            | PendingIq::StaleRemove { to, .. } => to.clone(),
+            | PendingIq::StaleRemove { to, .. }
+            | PendingIq::GroupState { to, .. }
+            | PendingIq::GroupStored { to, .. } => to.clone(),
             PendingIq::Call { to, .. }
             | PendingIq::Liveness { to }
-            | PendingIq::StaleCheck { to, .. } => Jid::from(to.clone()),
+            | PendingIq::StaleCheck { to, .. }
+            | PendingIq::GroupJob { to, .. } => Jid::from(to.clone()),
         }
     }
 
@@ -91,10 +106,13 @@ impl PendingIq {
             | PendingIq::Probe { to, .. }
             | PendingIq::Online { to }
             | PendingIq::StaleList { to }
-            | PendingIq::StaleRemove { to, .. } => from == to,
+            | PendingIq::StaleRemove { to, .. }
+            | PendingIq::GroupState { to, .. }
+            | PendingIq::GroupStored { to, .. } => from == to,
             PendingIq::Call { to, .. }
             | PendingIq::Liveness { to }
-            | PendingIq::StaleCheck { to, .. } => from == to,
+            | PendingIq::StaleCheck { to, .. }
+            | PendingIq::GroupJob { to, .. } => from == to,
         }
     }
 
@@ -193,6 +211,13 @@ impl Task {
                 if let Some(online) = self.online.take() {
                     let _ = online.send(());
                 }
+                // The presence of our other resources came before this.
+                self.elect_all().await;
+            }
+            PendingIq::GroupState { key, .. } => self.on_group_state(key, answer).await,
+            PendingIq::GroupStored { key, .. } => self.on_group_stored(key, answer).await,
+            PendingIq::GroupJob { to, key, item, .. } => {
+                self.on_job_answer(to, key, item, answer).await
             }
             PendingIq::StaleList { .. } => self.on_own_subscriptions(answer).await,
             PendingIq::StaleCheck { to, .. } => self.on_stale_check(to, answer),
@@ -212,8 +237,14 @@ impl Task {
             self.on_incoming_call(header, request).await;
             return;
         }
+        if request.is("job", crate::group::state::NS) {
+            self.on_job(header, request).await;
+            return;
+        }
         let response = if request.is("ping", xmpp_parsers::ns::PING) {
             IqPayload::Result(None)
+        } else if request.is("progress", crate::group::state::NS) {
+            self.on_progress(header.from.as_ref(), &request)
         } else if request.is("query", xmpp_parsers::ns::ROSTER) {
             self.on_roster_push(header.from.as_ref(), &request)
         } else {

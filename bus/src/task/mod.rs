@@ -10,6 +10,7 @@
 //! session ([`session`]).
 
 mod directory;
+mod group;
 mod iq;
 mod liveness;
 mod presence;
@@ -61,6 +62,9 @@ const BATCH: usize = 64;
 /// [`crate::liveness`]); idle buses do not wake up for it.
 const PULSE: Duration = Duration::from_millis(100);
 
+/// How long the answer to a job handed to another instance is awaited.
+const JOB_ANSWER_KEPT: Duration = Duration::from_secs(600);
+
 /// Where a close stands once nothing is pending any more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Drain {
@@ -110,6 +114,11 @@ pub(crate) struct Task {
     outbox_capacity: usize,
     /// When to look for leftover subscriptions of this account again.
     stale: StaleRounds,
+    /// Consumer groups: membership, leadership, jobs.
+    groups: group::Groups,
+    /// Where consumers settle their jobs.
+    settle_tx: mpsc::UnboundedSender<crate::consume::Settle>,
+    settle_rx: mpsc::UnboundedReceiver<crate::consume::Settle>,
     /// Told once the server has handled the first initial presence
     /// ([`Bus::connect`](crate::Bus::connect) waits for it).
     online: Option<oneshot::Sender<()>>,
@@ -139,6 +148,7 @@ impl Task {
         } = channels;
         let own = shared.bound.read().expect("lock poisoned").to_bare();
         let (answers_tx, answers) = mpsc::unbounded_channel();
+        let (settle_tx, settle_rx) = mpsc::unbounded_channel();
         Task {
             stream,
             commands,
@@ -170,6 +180,9 @@ impl Task {
             outbox_capacity: config.outbox_capacity,
             stale: StaleRounds::default(),
             online: Some(online),
+            groups: group::Groups::default(),
+            settle_tx,
+            settle_rx,
         }
     }
 
@@ -187,6 +200,8 @@ impl Task {
     pub(crate) async fn run(mut self) {
         let mut sweep = tokio::time::interval(Duration::from_secs(1));
         let mut pulse = tokio::time::interval(PULSE);
+        let mut group_tick = tokio::time::interval(group::GROUP_TICK);
+        group_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         pulse.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Set once closing starts: the deadline, and whom to tell.
         let mut closing: Option<(Instant, Option<CloseReply>)> = None;
@@ -231,6 +246,8 @@ impl Task {
                     }
                 }
                 Some(dropped) = self.dropped.recv() => self.on_dropped(dropped).await,
+                Some(settle) = self.settle_rx.recv() => self.on_settle(settle).await,
+                _ = group_tick.tick(), if self.groups.leading() => self.group_tick().await,
                 command = self.commands.recv(), if closing.is_none() => {
                     let (reply, deadline) = match command {
                         Some(Command::Close { reply, deadline }) => (Some(reply), deadline),
@@ -240,6 +257,8 @@ impl Task {
                         },
                         None => (None, Instant::now() + self.close_timeout),
                     };
+                    // Groups we lead keep their progress for the next leader.
+                    self.flush_groups().await;
                     // Tell callers first, so that no new calls are routed here.
                     self.send(Presence::new(PresenceType::Unavailable).into()).await;
                     self.offline_announced = true;
@@ -309,6 +328,9 @@ impl Task {
         let before = self.pending.len();
         self.pending.retain(|_, pending| match pending {
             PendingIq::Probe { sent, .. } => sent.elapsed() < RESUME_PROBE,
+            // The ledger took the job back long ago; a late ack is still
+            // welcome for a while, not for ever.
+            PendingIq::GroupJob { sent, .. } => sent.elapsed() < JOB_ANSWER_KEPT,
             _ => true,
         });
         if self.pending.len() < before {
@@ -429,6 +451,15 @@ impl Task {
                 replay,
                 reply,
             } => self.add_subscription(topic, tx, replay, reply).await,
+            Command::Consume {
+                key,
+                options,
+                tx,
+                reply,
+            } => {
+                let joined = self.join_group(key, options, tx).await;
+                let _ = reply.send(joined);
+            }
             Command::Inbox { topic, tx, reply } => {
                 let id = self.next_id();
                 self.inboxes.entry(topic).or_default().push((id, tx));
@@ -472,6 +503,8 @@ impl Task {
             Command::Instances { service, reply } => self.instances(service, reply).await,
             Command::Stats { reply } => {
                 let c = self.counters;
+                let mut group = c.group;
+                group.add(self.groups.counts());
                 let _ = reply.send(BusStats {
                     pending_iqs: self.pending.len(),
                     running_handlers: self.handlers_running(),
@@ -497,6 +530,11 @@ impl Task {
                     refused_calls: c.refused_calls,
                     session_resets: c.session_resets,
                     stale_subscriptions_removed: c.stale_subscriptions_removed,
+                    group_acked: group.acked,
+                    group_redeliveries: group.redelivered,
+                    group_orphaned: group.orphaned,
+                    group_dead_lettered: group.dead_lettered,
+                    group_losses: c.group_events_lost,
                 });
             }
             Command::Close { .. } => unreachable!("handled by run()"),
@@ -516,6 +554,7 @@ impl Task {
             Dropped::Subscription { topic, id } => self.remove_subscription(topic, id).await,
             Dropped::Watch { service, id } => self.directory.unwatch(&service, id),
             Dropped::Call { token } => self.cancel_call(token),
+            Dropped::Group { key } => self.leave_group(&key).await,
         }
     }
 

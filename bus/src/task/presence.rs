@@ -95,10 +95,16 @@ impl Task {
                 self.expire_parked().await;
             }
             PresenceType::None | PresenceType::Unavailable => {
-                if presence.type_ == PresenceType::None && bare == self.directory.own {
-                    if let Ok(full) = from.try_as_full() {
+                if bare == self.directory.own
+                    && let Ok(full) = from.try_as_full()
+                {
+                    let available = presence.type_ == PresenceType::None;
+                    if available {
                         self.stale.present(full);
                     }
+                    let full = full.clone();
+                    self.member_presence(&full, available.then_some(&presence))
+                        .await;
                 }
                 // Only services we asked about (or our own) are tracked, so
                 // unsolicited presence cannot grow the table.
@@ -182,7 +188,7 @@ impl Task {
 
     pub(super) async fn set_status(&mut self, status: Status) {
         self.directory.status = status;
-        let announce = self.directory.announcement();
+        let announce = self.announcement();
         self.send(announce.into()).await;
     }
 

@@ -36,6 +36,16 @@ pub(super) struct Topic {
     subs: Vec<LocalSub>,
     /// Subscribers waiting for the server's answer.
     waiting: Vec<(u64, oneshot::Sender<Result<u64, SubscribeError>>)>,
+    /// Consumer groups this bus leads on the topic: they need the server
+    /// subscription too.
+    pub(super) groups: usize,
+}
+
+impl Topic {
+    /// Whether nothing local needs the server subscription any more.
+    fn unused(&self) -> bool {
+        self.subs.is_empty() && self.waiting.is_empty() && self.groups == 0
+    }
 }
 
 /// One local subscription.
@@ -262,11 +272,27 @@ impl Task {
             return;
         };
         entry.subs.retain(|s| s.id != id);
-        if entry.subs.is_empty() && entry.waiting.is_empty() {
+        if entry.unused() {
             let was_active = entry.active;
             self.topics.remove(&topic);
             if was_active {
                 self.unsubscribe_on_server(&topic).await;
+            }
+        }
+    }
+
+    /// A group this bus leads starts (`+1`) or stops (`-1`) needing the
+    /// server subscription to `topic`.
+    pub(super) async fn group_interest(&mut self, topic: &str, delta: isize) {
+        let entry = self.topics.entry(topic.to_owned()).or_default();
+        entry.groups = entry.groups.saturating_add_signed(delta);
+        if delta > 0 && !entry.active && entry.waiting.is_empty() {
+            self.subscribe_on_server(topic.to_owned()).await;
+        } else if entry.unused() {
+            let was_active = entry.active;
+            self.topics.remove(topic);
+            if was_active {
+                self.unsubscribe_on_server(topic).await;
             }
         }
     }
@@ -301,10 +327,10 @@ impl Task {
                 for (id, reply) in entry.waiting.drain(..) {
                     let _ = reply.send(Ok(id));
                 }
-                if entry.subs.is_empty() {
+                if entry.unused() {
                     self.topics.remove(&topic);
                     self.unsubscribe_on_server(&topic).await;
-                } else {
+                } else if !entry.subs.is_empty() {
                     self.fetch_history(&topic).await;
                 }
             }
@@ -316,7 +342,7 @@ impl Task {
                 }
                 let ids: Vec<u64> = waiting.iter().map(|(id, _)| *id).collect();
                 entry.subs.retain(|s| !ids.contains(&s.id));
-                if entry.subs.is_empty() {
+                if entry.unused() {
                     self.topics.remove(&topic);
                 }
                 for (_, reply) in waiting {
@@ -349,6 +375,7 @@ impl Task {
     }
 
     async fn deliver_to_topic(&mut self, item: Incoming) {
+        self.offer_to_groups(&item);
         let Some(entry) = self.topics.get_mut(&item.topic) else {
             debug!(
                 topic = item.topic,

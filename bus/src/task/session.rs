@@ -84,21 +84,15 @@ impl Task {
     /// service, nobody online": every call of a restarted caller failed with
     /// `NoResponder` until an instance announced itself again.
     ///
-    /// After the first initial presence, a ping to our server: its answer
-    /// tells [`Bus::connect`](crate::Bus::connect) that the server has
-    /// handled the presence (it handles a session's stanzas in order). Then
-    /// it looks for subscriptions that dead sessions of this account left
-    /// behind (see [`stale`](super::stale)).
+    /// Then a ping to our server (see
+    /// [`ping_after_presence`](Self::ping_after_presence)), and a look for
+    /// subscriptions that dead sessions of this account left behind (see
+    /// [`stale`](super::stale)).
     pub(super) async fn start_session(&mut self) {
         self.fetch_roster().await;
-        let announce = self.directory.announcement();
+        let announce = self.announcement();
         self.send(announce.into()).await;
-        if self.online.is_some() {
-            let to = Jid::from(self.bound().domain().to_owned());
-            let ping = Element::builder("ping", xmpp_parsers::ns::PING).build();
-            let pending = PendingIq::Online { to: to.clone() };
-            self.send_iq(to, false, ping, pending).await;
-        }
+        self.ping_after_presence().await;
         self.list_own_subscriptions().await;
     }
 
@@ -131,6 +125,7 @@ impl Task {
                 }
                 self.directory.forget_instances().await;
                 self.stale.reset();
+                self.reset_groups();
                 self.start_session().await;
                 self.resubscribe_all().await;
                 self.resend_after_reset().await;
@@ -150,6 +145,18 @@ impl Task {
                 self.probe_resumed_session().await;
             }
         }
+    }
+
+    /// Pings our server right after our presence: the answer comes once
+    /// the server has handled the presence (it handles a session's stanzas
+    /// in order), and so after the presence of our other resources that it
+    /// sends in return. Then [`Bus::connect`](crate::Bus::connect) returns,
+    /// and consumer groups elect their leader.
+    pub(super) async fn ping_after_presence(&mut self) {
+        let to = Jid::from(self.bound().domain().to_owned());
+        let ping = Element::builder("ping", xmpp_parsers::ns::PING).build();
+        let pending = PendingIq::Online { to: to.clone() };
+        self.send_iq(to, false, ping, pending).await;
     }
 
     /// Pings the server to learn whether a resumed session works (see

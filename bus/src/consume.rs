@@ -1,0 +1,456 @@
+//! Durable consumer groups: [`Bus::consume`], its [`ConsumeOptions`], and
+//! the [`Job`]s it yields.
+
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::bus::Bus;
+use crate::command::{Command, Dropped};
+use crate::error::{ConsumeError, DeliveryError};
+use crate::event::{Event, validate_topic};
+use crate::headers::Headers;
+use crate::pubsub::Incoming;
+use crate::subscription::DropGuard;
+
+/// Where a new group starts on its topic. Only the first instance of a
+/// group ever uses it: once the group has progress on the server, every
+/// instance continues from there.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum StartAt {
+    /// Every event the topic still stores, then new ones.
+    #[default]
+    All,
+    /// Only events published after the group was created.
+    New,
+    /// The events stored after this item id, then new ones.
+    AfterItem(String),
+}
+
+/// How a group treats its events; see [`Bus::consume`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct ConsumeOptions {
+    pub(crate) start: StartAt,
+    pub(crate) ack_wait: Duration,
+    pub(crate) max_in_flight: usize,
+    pub(crate) backoff: Vec<Duration>,
+    pub(crate) max_deliver: u32,
+    pub(crate) dead_letter: Option<String>,
+}
+
+impl Default for ConsumeOptions {
+    fn default() -> Self {
+        ConsumeOptions {
+            start: StartAt::All,
+            ack_wait: Duration::from_secs(30),
+            max_in_flight: 16,
+            backoff: vec![
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+                Duration::from_secs(30),
+            ],
+            max_deliver: 5,
+            dead_letter: None,
+        }
+    }
+}
+
+impl ConsumeOptions {
+    /// The defaults: [`StartAt::All`], a 30 s ack wait, 16 jobs in flight
+    /// per instance, a backoff of 1 s, 5 s, then 30 s, 5 deliveries at
+    /// most, and the dead-letter topic `TOPIC.dead-letter`.
+    pub fn new() -> ConsumeOptions {
+        ConsumeOptions::default()
+    }
+
+    /// Where a new group starts. Default: [`StartAt::All`].
+    pub fn start(mut self, start: StartAt) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// How long an instance has to settle a job ([`Job::ack`],
+    /// [`Job::nak`], [`Job::term`]) before the job goes to another
+    /// instance; [`Job::in_progress`] restarts it. Default: 30 s.
+    pub fn ack_wait(mut self, wait: Duration) -> Self {
+        self.ack_wait = wait.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Most unsettled jobs one instance holds at a time (at least 1).
+    /// Default: 16.
+    pub fn max_in_flight(mut self, jobs: usize) -> Self {
+        self.max_in_flight = jobs.max(1);
+        self
+    }
+
+    /// The wait before delivery n + 1 after delivery n failed (a nak
+    /// without delay, an expired ack wait, a lost instance): entry n - 1,
+    /// the last entry for later ones. Default: 1 s, 5 s, 30 s.
+    pub fn backoff(mut self, schedule: impl IntoIterator<Item = Duration>) -> Self {
+        self.backoff = schedule.into_iter().collect();
+        self
+    }
+
+    /// Deliveries after which a failing event goes to the dead-letter
+    /// topic (at least 1). Default: 5.
+    pub fn max_deliver(mut self, deliveries: u32) -> Self {
+        self.max_deliver = deliveries.max(1);
+        self
+    }
+
+    /// The topic dead events are published to. Default:
+    /// `TOPIC.dead-letter`.
+    pub fn dead_letter(mut self, topic: impl Into<String>) -> Self {
+        self.dead_letter = Some(topic.into());
+        self
+    }
+
+    pub(crate) fn dead_letter_topic(&self, topic: &str) -> String {
+        self.dead_letter
+            .clone()
+            .unwrap_or_else(|| format!("{topic}.dead-letter"))
+    }
+}
+
+/// Headers a dead-lettered event carries besides its own. Its encoding,
+/// version and data are the original event's; to decode it as its type,
+/// set the payload's `topic` back to the [`TOPIC`](dead_letter_headers::TOPIC)
+/// header first.
+pub mod dead_letter_headers {
+    /// The item id the event had on its topic.
+    pub const ITEM: &str = "xbus-dead-item";
+    /// The group that gave up on it.
+    pub const GROUP: &str = "xbus-dead-group";
+    /// The topic it was published to (the payload's `topic` is the
+    /// dead-letter topic's).
+    pub const TOPIC: &str = "xbus-dead-topic";
+    /// How many deliveries were made.
+    pub const ATTEMPTS: &str = "xbus-dead-attempts";
+    /// Why the last delivery failed.
+    pub const ERROR: &str = "xbus-dead-error";
+}
+
+/// How a job is settled, as the connection task hears it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Ack,
+    Nak {
+        delay: Option<Duration>,
+        reason: String,
+    },
+    Term {
+        reason: String,
+    },
+    Progress,
+}
+
+/// A settlement on its way to the connection task.
+#[derive(Debug)]
+pub(crate) struct Settle {
+    pub group: crate::group::GroupKey,
+    pub item: String,
+    /// Which delivery this job is: the leader's epoch and the route back.
+    pub route: JobRoute,
+    pub verdict: Verdict,
+}
+
+/// Where a job's settlement goes.
+#[derive(Debug, Clone)]
+pub(crate) enum JobRoute {
+    /// From this bus's own leader (epoch).
+    Local { epoch: u64 },
+    /// From a leader elsewhere: the IQ to answer.
+    Remote {
+        leader: xmpp_parsers::jid::Jid,
+        id: String,
+    },
+}
+
+/// What the connection task hands a [`Consumer`].
+#[derive(Debug)]
+pub(crate) struct Handed {
+    pub incoming: Incoming,
+    pub item: String,
+    pub attempt: u32,
+    pub deadline: Instant,
+    pub route: JobRoute,
+}
+
+/// One event of a group, held by this instance until it is settled.
+///
+/// Settle it with [`ack`](Job::ack), [`nak`](Job::nak) or
+/// [`term`](Job::term). **A job dropped unsettled is a nak without delay**
+/// (its backoff applies): the event goes to an instance again, and counts
+/// as a delivery.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Job<E> {
+    /// The event.
+    pub event: E,
+    /// Its pubsub item id on the topic.
+    pub item_id: String,
+    /// Its XEP-0131 headers.
+    pub headers: Headers,
+    /// Who published it, as the pubsub service stamped it.
+    pub publisher: Option<String>,
+    /// Which delivery of the event this is: 1 for the first.
+    pub attempt: u32,
+    settle: Settler,
+}
+
+/// Why a settlement may not count.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AckError {
+    /// The ack wait had passed: the event may have gone to another
+    /// instance already. The settlement is still sent (a late ack still
+    /// finishes the event if nobody else has).
+    #[error("the ack wait of item {item} passed {late:?} ago; it may be handled elsewhere too")]
+    Late {
+        /// The item.
+        item: String,
+        /// How long ago the ack wait passed.
+        late: Duration,
+    },
+    /// The bus is closed: nothing was sent, and the event goes to another
+    /// instance after its ack wait.
+    #[error("the bus is closed; item {item} was not settled")]
+    Closed {
+        /// The item.
+        item: String,
+    },
+}
+
+/// Sends a job's settlement once.
+#[derive(Debug)]
+struct Settler {
+    group: crate::group::GroupKey,
+    item: String,
+    route: JobRoute,
+    deadline: Instant,
+    ack_wait: Duration,
+    tx: mpsc::UnboundedSender<Settle>,
+    settled: bool,
+}
+
+impl Settler {
+    fn send(&mut self, verdict: Verdict) -> Result<(), AckError> {
+        let done = !matches!(verdict, Verdict::Progress);
+        if self.settled {
+            return Ok(());
+        }
+        self.settled = done;
+        let settle = Settle {
+            group: self.group.clone(),
+            item: self.item.clone(),
+            route: self.route.clone(),
+            verdict,
+        };
+        if self.tx.send(settle).is_err() {
+            return Err(AckError::Closed {
+                item: self.item.clone(),
+            });
+        }
+        let now = Instant::now();
+        if done && now > self.deadline {
+            return Err(AckError::Late {
+                item: self.item.clone(),
+                late: now - self.deadline,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Settler {
+    fn drop(&mut self) {
+        if !self.settled {
+            let _ = self.send(Verdict::Nak {
+                delay: None,
+                reason: "the job was dropped unsettled".into(),
+            });
+        }
+    }
+}
+
+impl<E> Job<E> {
+    /// Done: the event is not delivered again.
+    pub fn ack(mut self) -> Result<(), AckError> {
+        self.settle.send(Verdict::Ack)
+    }
+
+    /// Failed this time: deliver it again after `delay`, or after the
+    /// backoff for this attempt if `None`. After the last allowed delivery
+    /// it goes to the dead-letter topic instead.
+    pub fn nak(mut self, delay: Option<Duration>) -> Result<(), AckError> {
+        self.settle.send(Verdict::Nak {
+            delay,
+            reason: "nak".into(),
+        })
+    }
+
+    /// Like [`nak`](Self::nak), with the reason the dead-letter topic
+    /// records if this was the last delivery.
+    pub fn nak_because(
+        mut self,
+        delay: Option<Duration>,
+        reason: impl Into<String>,
+    ) -> Result<(), AckError> {
+        self.settle.send(Verdict::Nak {
+            delay,
+            reason: reason.into(),
+        })
+    }
+
+    /// Still working: the ack wait starts again from now.
+    pub fn in_progress(&mut self) -> Result<(), AckError> {
+        self.settle.deadline = Instant::now() + self.settle.ack_wait;
+        self.settle.send(Verdict::Progress)
+    }
+
+    /// Can never succeed: the event goes to the dead-letter topic at once,
+    /// with `reason`.
+    pub fn term(mut self, reason: impl Into<String>) -> Result<(), AckError> {
+        self.settle.send(Verdict::Term {
+            reason: reason.into(),
+        })
+    }
+}
+
+/// A stream of [`Job`]s: this instance's share of a group's events.
+///
+/// Events that do not decode as `E` come as `Err(DeliveryError)` and are
+/// dead-lettered at once (they would fail on every instance). The stream
+/// ends when the bus is closed. Dropping it leaves the group: the jobs it
+/// held go to the other instances.
+#[derive(Debug)]
+pub struct Consumer<E> {
+    topic: String,
+    group: String,
+    rx: mpsc::Receiver<Handed>,
+    settle: mpsc::UnboundedSender<Settle>,
+    ack_wait: Duration,
+    key: crate::group::GroupKey,
+    _guard: DropGuard,
+    _event: PhantomData<fn() -> E>,
+}
+
+impl<E> Consumer<E> {
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The group's name.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+}
+
+impl<E: Event> Stream for Consumer<E> {
+    type Item = Result<Job<E>, DeliveryError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let Some(handed) = std::task::ready!(self.rx.poll_recv(cx)) else {
+            return Poll::Ready(None);
+        };
+        let mut settle = Settler {
+            group: self.key.clone(),
+            item: handed.item.clone(),
+            route: handed.route,
+            deadline: handed.deadline,
+            ack_wait: self.ack_wait,
+            tx: self.settle.clone(),
+            settled: false,
+        };
+        let Incoming {
+            topic,
+            from,
+            payload,
+            ..
+        } = handed.incoming;
+        let decoded = match payload {
+            Ok(raw) => match raw.decode::<E>() {
+                Ok(event) => Ok((event, raw.headers)),
+                Err(reason) => Err((reason, String::new())),
+            },
+            Err(bad) => Err(bad),
+        };
+        Poll::Ready(Some(match decoded {
+            Ok((event, headers)) => Ok(Job {
+                event,
+                item_id: handed.item,
+                headers,
+                publisher: from,
+                attempt: handed.attempt,
+                settle,
+            }),
+            Err((reason, raw_xml)) => {
+                let _ = settle.send(Verdict::Term {
+                    reason: format!("undecodable: {reason}"),
+                });
+                Err(DeliveryError::new(
+                    reason,
+                    topic,
+                    Some(handed.item),
+                    from,
+                    raw_xml,
+                ))
+            }
+        }))
+    }
+}
+
+impl Bus {
+    /// Joins the consumer group `group` on `E`'s topic: this instance gets
+    /// a share of the topic's events, each event handled by one instance
+    /// of the group until it is acked or dead-lettered.
+    ///
+    /// A group belongs to a service: its instances are the buses of one
+    /// account that consume it (the group is named per topic, so one
+    /// service may have several). Its progress is kept on the XMPP server,
+    /// so an instance that restarts, or a new one, continues where the
+    /// group stood. See `docs/RELIABILITY.md`, "Consumer groups".
+    pub async fn consume<E: Event>(
+        &self,
+        group: &str,
+        options: ConsumeOptions,
+    ) -> Result<Consumer<E>, ConsumeError> {
+        let topic = E::TOPIC;
+        validate_topic(topic).map_err(ConsumeError::Topic)?;
+        crate::group::validate_group(group)?;
+        let dead_letter = options.dead_letter_topic(topic);
+        validate_topic(&dead_letter).map_err(ConsumeError::Topic)?;
+        let key = crate::group::GroupKey::new(topic, group);
+        let (tx, rx) = mpsc::channel(options.max_in_flight.max(1));
+        let (reply, answer) = oneshot::channel();
+        let ack_wait = options.ack_wait;
+        self.command(Command::Consume {
+            key: key.clone(),
+            options,
+            tx,
+            reply,
+        })
+        .await
+        .map_err(|_| ConsumeError::Closed)?;
+        let settle = answer.await.map_err(|_| ConsumeError::Closed)??;
+        Ok(Consumer {
+            topic: topic.to_owned(),
+            group: group.to_owned(),
+            rx,
+            settle,
+            ack_wait,
+            _guard: self.guard(Dropped::Group { key: key.clone() }),
+            key,
+            _event: PhantomData,
+        })
+    }
+}

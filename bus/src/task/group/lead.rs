@@ -1,0 +1,482 @@
+//! The leader's side of a group: claiming, dispatching, settling,
+//! dead-lettering and saving progress.
+
+use std::collections::{HashMap, VecDeque};
+
+use tokio::time::Instant;
+use tracing::{info, warn};
+use xmpp_parsers::jid::{FullJid, Jid};
+use xmpp_parsers::minidom::Element;
+use xmpp_parsers::stanza_error::StanzaError;
+
+use crate::consume::{Handed, JobRoute, StartAt, Verdict};
+use crate::group::GroupKey;
+use crate::group::fence::Leadership;
+use crate::group::ledger::{Dead, Ledger, Rules};
+use crate::group::state::{self, GroupState, NS};
+use crate::group::wire::{self, JobOffer, Outcome};
+use crate::pubsub::{self, Incoming};
+use crate::task::Task;
+use crate::task::iq::PendingIq;
+
+use super::*;
+
+impl Task {
+    /// Starts leading: subscribe to the topic, then read the group's state
+    /// and the stored items (in that order on the server, so nothing
+    /// published in between is missed).
+    pub(super) async fn claim(&mut self, key: &GroupKey) {
+        info!(
+            group = key.group,
+            topic = key.topic,
+            "claiming the group's leadership"
+        );
+        let to = self.pubsub.clone();
+        // The topic may not exist yet: nobody published. Creating it is
+        // harmless (`conflict` if it does).
+        let max_items = u32::try_from(self.max_items).unwrap_or(u32::MAX);
+        let pending = PendingIq::Fire {
+            to: to.clone(),
+            what: "create the group's topic",
+        };
+        let create = pubsub::create(&key.topic, max_items);
+        self.send_iq(to.clone(), true, create, pending).await;
+        self.group_interest(&key.topic, 1).await;
+        let node = key.state_node();
+        let create = pubsub::create(&node, 1);
+        let pending = PendingIq::Fire {
+            to: to.clone(),
+            what: "create group state node",
+        };
+        self.send_iq(to.clone(), true, create, pending).await;
+        let pending = PendingIq::GroupState {
+            to: to.clone(),
+            key: key.clone(),
+        };
+        self.send_iq(to, false, pubsub::items(&node, 1), pending)
+            .await;
+    }
+
+    /// The group's stored state, while claiming.
+    pub(in crate::task) async fn on_group_state(
+        &mut self,
+        key: GroupKey,
+        answer: Result<Option<Element>, StanzaError>,
+    ) {
+        let Some(group) = self.groups.local.get_mut(&key) else {
+            return;
+        };
+        if group.leadership != Leadership::Claim {
+            return;
+        }
+        let stored = answer.ok().flatten().and_then(|result| {
+            let item = result
+                .get_child("items", pubsub::NS_PUBSUB)?
+                .children()
+                .find(|i| i.is("item", pubsub::NS_PUBSUB))?;
+            let element = item.get_child("group", NS)?;
+            match GroupState::from_element(element) {
+                Ok(state) => Some(state),
+                Err(error) => {
+                    warn!(group = key.group, %error, "the group's stored state is unreadable; starting over");
+                    None
+                }
+            }
+        });
+        let fresh = stored.is_none();
+        let state = stored.unwrap_or_default();
+        group.leadership = group.leadership.state_read(state.epoch);
+        let Leadership::Lead { epoch } = group.leadership else {
+            return;
+        };
+        let rules = Rules {
+            ack_wait: group.options.ack_wait,
+            backoff: group.options.backoff.clone(),
+            max_deliver: group.options.max_deliver,
+            max_in_flight: group.options.max_in_flight,
+        };
+        group.leading = Some(Leading {
+            epoch,
+            ledger: Ledger::new(rules, Vec::new()),
+            events: HashMap::new(),
+            seen: VecDeque::new(),
+            floor: None,
+            trail: VecDeque::new(),
+            trail_cap: self.max_items.saturating_mul(2).max(64),
+            early: Some(Vec::new()),
+            read: Some((state, fresh)),
+            dirty: true,
+            saved_at: None,
+        });
+        let to = self.pubsub.clone();
+        let pending = PendingIq::GroupStored {
+            to: to.clone(),
+            key: key.clone(),
+        };
+        let fetch = pubsub::items(&key.topic, self.max_items);
+        self.send_iq(to, false, fetch, pending).await;
+    }
+
+    /// The topic's stored items, while claiming: what is left to do.
+    pub(in crate::task) async fn on_group_stored(
+        &mut self,
+        key: GroupKey,
+        answer: Result<Option<Element>, StanzaError>,
+    ) {
+        let max_payload = self.max_payload;
+        let Some(leading) = self.groups.leading_mut(&key) else {
+            return;
+        };
+        let Some((mut state, fresh)) = leading.read.take() else {
+            return;
+        };
+        let stored = match &answer {
+            Ok(Some(result)) => pubsub::fetched_items(result, max_payload),
+            _ => Vec::new(),
+        };
+        let ids: Vec<String> = stored.iter().filter_map(|i| i.item_id.clone()).collect();
+        let start = self.groups.local.get(&key).map(|g| g.options.start.clone());
+        if fresh {
+            state.floor = match start {
+                Some(StartAt::New) => ids.last().cloned(),
+                Some(StartAt::AfterItem(id)) => Some(id),
+                _ => None,
+            };
+        }
+        let reconciled = state::reconcile(&state, &ids);
+        if let Some(lost) = &reconciled.lost {
+            warn!(
+                group = key.group,
+                topic = key.topic,
+                last_known = lost.last_known,
+                oldest_stored = ?lost.oldest_stored,
+                "events were lost to the group: the topic dropped them (max_items) before the group handled them"
+            );
+            self.counters.group_events_lost += 1;
+        }
+        let Some(leading) = self.groups.leading_mut(&key) else {
+            return;
+        };
+        let attempts: HashMap<&str, u32> = state
+            .attempts
+            .iter()
+            .map(|(i, n)| (i.as_str(), *n))
+            .collect();
+        leading.ledger = Ledger::new(
+            leading.ledger.rules().clone(),
+            reconciled.done.iter().cloned(),
+        );
+        leading.floor = state.floor.clone();
+        let now = Instant::now();
+        let early = leading.early.take().unwrap_or_default();
+        for item in stored.into_iter().chain(early) {
+            let Some(id) = item.item_id.clone() else {
+                continue;
+            };
+            leading.offer(
+                id.clone(),
+                item,
+                attempts.get(id.as_str()).copied().unwrap_or(0),
+                now,
+            );
+        }
+        info!(
+            group = key.group,
+            topic = key.topic,
+            epoch = leading.epoch,
+            pending = leading.ledger.pending(),
+            "leading the group"
+        );
+        self.save_group(&key, true).await;
+        self.dispatch(&key).await;
+    }
+
+    /// A live event on `topic`: each group we lead on it gets it.
+    pub(in crate::task) fn offer_to_groups(&mut self, item: &Incoming) {
+        let Some(id) = item.item_id.clone() else {
+            return;
+        };
+        let now = Instant::now();
+        for (key, group) in &mut self.groups.local {
+            if key.topic != item.topic {
+                continue;
+            }
+            if let Some(leading) = group.leading.as_mut() {
+                match leading.early.as_mut() {
+                    Some(early) => early.push(item.clone()),
+                    None => leading.offer(id.clone(), item.clone(), 0, now),
+                }
+            }
+        }
+    }
+
+    /// Every tick while leading: deadlines, dispatch, saving.
+    pub(in crate::task) async fn group_tick(&mut self) {
+        let now = Instant::now();
+        let keys: Vec<GroupKey> = self.groups.local.keys().cloned().collect();
+        for key in keys {
+            let dead = match self.groups.leading_mut(&key) {
+                Some(leading) if leading.early.is_none() => leading.ledger.expire(now),
+                _ => continue,
+            };
+            self.bury(&key, dead).await;
+            self.dispatch(&key).await;
+            self.save_group(&key, false).await;
+        }
+    }
+
+    /// Hands out what is ready.
+    pub(super) async fn dispatch(&mut self, key: &GroupKey) {
+        if self.lost_at.is_some() {
+            return;
+        }
+        let me = self.bound().to_string();
+        let workers: Vec<String> = self
+            .groups
+            .members
+            .get(key)
+            .map(|m| m.iter().cloned().collect())
+            .unwrap_or_default();
+        let Some(group) = self.groups.local.get_mut(key) else {
+            return;
+        };
+        let Some(leading) = group.leading.as_mut() else {
+            return;
+        };
+        if leading.early.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        let deliveries = leading.ledger.dispatch(&workers, now);
+        if !deliveries.is_empty() {
+            leading.dirty = true;
+        }
+        let epoch = leading.epoch;
+        let ack_wait = group.options.ack_wait;
+        let mut remote = Vec::new();
+        for d in deliveries {
+            let Some(incoming) = leading.events.get(&d.item).cloned() else {
+                continue;
+            };
+            if d.worker == me {
+                let handed = Handed {
+                    incoming,
+                    item: d.item.clone(),
+                    attempt: d.attempt,
+                    deadline: now + ack_wait,
+                    route: JobRoute::Local { epoch },
+                };
+                if group.tx.try_send(handed).is_err() {
+                    let reason = "this instance's job buffer is full".to_owned();
+                    leading
+                        .ledger
+                        .nak(&d.item, &me, Some(BUSY_RETRY), reason, now);
+                }
+            } else {
+                remote.push((d, incoming));
+            }
+        }
+        for (d, incoming) in remote {
+            let Ok(payload) = incoming.payload else {
+                continue;
+            };
+            let Ok(to) = d.worker.parse::<FullJid>() else {
+                continue;
+            };
+            let offer = JobOffer {
+                group: key.group.clone(),
+                item: d.item.clone(),
+                attempt: d.attempt,
+                epoch,
+                ack_wait,
+                publisher: incoming.from,
+                payload,
+            };
+            let pending = PendingIq::GroupJob {
+                to: to.clone(),
+                key: key.clone(),
+                item: d.item,
+                sent: now,
+            };
+            self.send_iq(Jid::from(to), true, offer.to_element(), pending)
+                .await;
+        }
+    }
+
+    /// An instance's answer to a job.
+    pub(in crate::task) async fn on_job_answer(
+        &mut self,
+        to: FullJid,
+        key: GroupKey,
+        item: String,
+        answer: Result<Option<Element>, StanzaError>,
+    ) {
+        let worker = to.to_string();
+        let verdict = match wire::outcome(&answer) {
+            Outcome::Ack => Verdict::Ack,
+            Outcome::Nak { delay, reason } => Verdict::Nak { delay, reason },
+            Outcome::Term { reason } => Verdict::Term { reason },
+            Outcome::StaleEpoch { epoch } => {
+                let Some(group) = self.groups.local.get_mut(&key) else {
+                    return;
+                };
+                group.leadership = group.leadership.refused(epoch);
+                if group.leadership == Leadership::Follow {
+                    info!(
+                        group = key.group,
+                        epoch, "an instance follows a newer leader; stepping down"
+                    );
+                    self.step_down(&key).await;
+                }
+                return;
+            }
+            Outcome::Failed { gone: true, .. } => {
+                let now = Instant::now();
+                let Some(leading) = self.groups.leading_mut(&key) else {
+                    return;
+                };
+                let dead = leading.ledger.worker_gone(&worker, now);
+                leading.dirty = true;
+                self.bury(&key, dead).await;
+                return;
+            }
+            Outcome::Failed {
+                gone: false,
+                reason,
+            } => Verdict::Nak {
+                delay: None,
+                reason,
+            },
+        };
+        self.settle_as_leader(&key, &item, &worker, verdict).await;
+    }
+
+    /// Applies a verdict on `item` by `worker` to the ledger.
+    pub(super) async fn settle_as_leader(
+        &mut self,
+        key: &GroupKey,
+        item: &str,
+        worker: &String,
+        verdict: Verdict,
+    ) {
+        let now = Instant::now();
+        let Some(leading) = self.groups.leading_mut(key) else {
+            return;
+        };
+        let dead = match verdict {
+            Verdict::Ack => {
+                if leading.ledger.ack(item, worker) {
+                    leading.events.remove(item);
+                }
+                None
+            }
+            Verdict::Nak { delay, reason } => leading.ledger.nak(item, worker, delay, reason, now),
+            Verdict::Term { reason } => leading.ledger.term(item, worker, reason),
+            Verdict::Progress => {
+                leading.ledger.in_progress(item, worker, now);
+                None
+            }
+        };
+        leading.dirty = true;
+        self.bury(key, dead.into_iter().collect()).await;
+        self.dispatch(key).await;
+    }
+
+    /// Publishes dead events to the dead-letter topic.
+    pub(super) async fn bury(&mut self, key: &GroupKey, dead: Vec<Dead>) {
+        if dead.is_empty() {
+            return;
+        }
+        let Some(group) = self.groups.local.get_mut(key) else {
+            return;
+        };
+        let topic = group.options.dead_letter_topic(&key.topic);
+        let Some(leading) = group.leading.as_mut() else {
+            return;
+        };
+        let mut publishes = Vec::new();
+        for d in dead {
+            warn!(group = key.group, item = d.item, attempts = d.attempts, error = d.last_error, %topic, "dead-lettering an event");
+            let Some(incoming) = leading.events.remove(&d.item) else {
+                continue;
+            };
+            let Ok(mut payload) = incoming.payload else {
+                continue;
+            };
+            use crate::consume::dead_letter_headers as h;
+            payload.headers.insert(h::ITEM, d.item.clone());
+            payload.headers.insert(h::GROUP, key.group.clone());
+            payload.headers.insert(h::TOPIC, key.topic.clone());
+            payload.headers.insert(h::ATTEMPTS, d.attempts.to_string());
+            payload.headers.insert(h::ERROR, d.last_error.clone());
+            payload.topic = topic.clone();
+            publishes.push(pubsub::publish(&topic, &d.item, payload.to_element()));
+        }
+        leading.dirty = true;
+        let to = self.pubsub.clone();
+        if self.groups.dead_letter_nodes.insert(topic.clone()) {
+            let create = pubsub::create(&topic, u32::try_from(self.max_items).unwrap_or(u32::MAX));
+            let pending = PendingIq::Fire {
+                to: to.clone(),
+                what: "create dead-letter node",
+            };
+            self.send_iq(to.clone(), true, create, pending).await;
+        }
+        for publish in publishes {
+            let pending = PendingIq::Fire {
+                to: to.clone(),
+                what: "dead-letter publish",
+            };
+            self.send_iq(to.clone(), true, publish, pending).await;
+        }
+    }
+
+    /// Writes the group's progress if it changed (at most every
+    /// [`SAVE_EVERY`], unless `now`).
+    pub(super) async fn save_group(&mut self, key: &GroupKey, now: bool) {
+        let Some(leading) = self.groups.leading_mut(key) else {
+            return;
+        };
+        if !leading.dirty || leading.early.is_some() {
+            return;
+        }
+        if !now && leading.saved_at.is_some_and(|at| at.elapsed() < SAVE_EVERY) {
+            return;
+        }
+        leading.dirty = false;
+        leading.saved_at = Some(Instant::now());
+        let state = leading.state();
+        let publish = pubsub::publish(&key.state_node(), "state", state.to_element());
+        let to = self.pubsub.clone();
+        let pending = PendingIq::Fire {
+            to: to.clone(),
+            what: "save group state",
+        };
+        self.send_iq(to, true, publish, pending).await;
+    }
+
+    /// Stops leading `key`: its progress is saved first.
+    pub(super) async fn step_down(&mut self, key: &GroupKey) {
+        let leading = self
+            .groups
+            .local
+            .get(key)
+            .is_some_and(|g| g.leading.as_ref().is_some_and(|l| l.early.is_none()));
+        if leading {
+            self.save_group(key, true).await;
+        }
+        let Some(group) = self.groups.local.get_mut(key) else {
+            return;
+        };
+        group.leadership = Leadership::Follow;
+        if let Some(leading) = group.leading.take() {
+            info!(
+                group = key.group,
+                topic = key.topic,
+                "no longer leading the group"
+            );
+            self.counters.add_group(leading.ledger.counts());
+            self.group_interest(&key.topic, -1).await;
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! The task's side of consumer groups: membership from presence, the
+//! leader's claim, dispatch and settlement, the follower's jobs, and the
+//! group's progress on the server. The rules are in [`crate::group`].
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::info;
+use xmpp_parsers::jid::FullJid;
+use xmpp_parsers::minidom::Element;
+use xmpp_parsers::presence::Presence;
+
+use super::Task;
+use crate::consume::{ConsumeOptions, Handed, Settle};
+use crate::error::ConsumeError;
+use crate::group::GroupKey;
+use crate::group::fence::{Fence, Leadership, elect};
+use crate::group::ledger::Ledger;
+use crate::group::state::{self, GroupState, NS};
+use crate::pubsub::Incoming;
+
+mod follow;
+mod lead;
+
+/// How often a leader looks at deadlines and dispatches.
+pub(super) const GROUP_TICK: Duration = Duration::from_millis(50);
+/// A leader writes its progress at most this often (and on stepping down).
+const SAVE_EVERY: Duration = Duration::from_millis(200);
+/// A job refused because the instance's buffer is full is tried again
+/// after this.
+const BUSY_RETRY: Duration = Duration::from_millis(100);
+
+/// Every group this bus knows of.
+#[derive(Default)]
+pub(super) struct Groups {
+    local: HashMap<GroupKey, LocalGroup>,
+    /// Members of each group, from our account's presence.
+    members: HashMap<GroupKey, BTreeSet<String>>,
+    /// Dead-letter topics whose node this bus created (or found).
+    dead_letter_nodes: HashSet<String>,
+}
+
+/// A group this bus consumes.
+struct LocalGroup {
+    options: ConsumeOptions,
+    tx: mpsc::Sender<Handed>,
+    fence: Fence,
+    leadership: Leadership,
+    leading: Option<Leading>,
+}
+
+/// What a leader keeps.
+struct Leading {
+    epoch: u64,
+    ledger: Ledger<String>,
+    /// The events of pending items.
+    events: HashMap<String, Incoming>,
+    /// Item ids in stored order from the first one not done, for the floor.
+    seen: VecDeque<String>,
+    /// The newest item that, with all before it, is done.
+    floor: Option<String>,
+    /// Done items below the floor, newest last: their ids stay known for
+    /// a while (a publisher may repeat an item after a reset), then go.
+    trail: VecDeque<String>,
+    /// How many done ids the trail keeps.
+    trail_cap: usize,
+    /// Until the stored items are read: live items that came meanwhile.
+    early: Option<Vec<Incoming>>,
+    /// The state as read, until the stored items are.
+    read: Option<(GroupState, bool)>,
+    dirty: bool,
+    saved_at: Option<Instant>,
+}
+
+impl Groups {
+    /// What this bus keeps for `key` while it leads the group.
+    fn leading_mut(&mut self, key: &GroupKey) -> Option<&mut Leading> {
+        self.local.get_mut(key).and_then(|g| g.leading.as_mut())
+    }
+
+    /// Whether a tick is needed.
+    pub fn leading(&self) -> bool {
+        self.local.values().any(|g| g.leading.is_some())
+    }
+
+    /// What the groups we lead now have counted.
+    pub fn counts(&self) -> crate::group::ledger::Counts {
+        let mut total = crate::group::ledger::Counts::default();
+        for leading in self.local.values().filter_map(|g| g.leading.as_ref()) {
+            total.add(leading.ledger.counts());
+        }
+        total
+    }
+
+    /// The `<group/>` elements our presence carries.
+    fn announced(&self) -> Vec<Element> {
+        self.local
+            .keys()
+            .map(|key| {
+                Element::builder("group", NS)
+                    .attr(crate::codec::name("name"), key.group.as_str())
+                    .attr(crate::codec::name("topic"), key.topic.as_str())
+                    .build()
+            })
+            .collect()
+    }
+}
+
+/// The groups an available presence announces.
+fn groups_in(presence: &Presence) -> Vec<GroupKey> {
+    presence
+        .payloads
+        .iter()
+        .filter(|p| p.is("group", NS))
+        .filter_map(|p| Some(GroupKey::new(p.attr("topic")?, p.attr("name")?)))
+        .take(64)
+        .collect()
+}
+
+impl Task {
+    /// Our presence: the instance status, and the groups we consume.
+    pub(super) fn announcement(&self) -> Presence {
+        let mut presence = self.directory.announcement();
+        presence.payloads.extend(self.groups.announced());
+        presence
+    }
+
+    /// [`Command::Consume`](crate::command::Command::Consume).
+    pub(super) async fn join_group(
+        &mut self,
+        key: GroupKey,
+        options: ConsumeOptions,
+        tx: mpsc::Sender<Handed>,
+    ) -> Result<mpsc::UnboundedSender<Settle>, ConsumeError> {
+        if self.groups.local.contains_key(&key) {
+            return Err(ConsumeError::AlreadyConsuming {
+                topic: key.topic,
+                group: key.group,
+            });
+        }
+        info!(
+            group = key.group,
+            topic = key.topic,
+            "joining consumer group"
+        );
+        let group = LocalGroup {
+            options,
+            tx,
+            fence: Fence::default(),
+            leadership: Leadership::Follow,
+            leading: None,
+        };
+        self.groups.local.insert(key.clone(), group);
+        let me = self.bound().to_string();
+        self.groups
+            .members
+            .entry(key.clone())
+            .or_default()
+            .insert(me);
+        let presence = self.announcement();
+        self.send(presence.into()).await;
+        // Elect once the server has handled the presence: by then the
+        // presence of the other members has come too.
+        self.ping_after_presence().await;
+        Ok(self.settle_tx.clone())
+    }
+
+    /// A consumer was dropped: leave the group.
+    pub(super) async fn leave_group(&mut self, key: &GroupKey) {
+        self.step_down(key).await;
+        self.groups.local.remove(key);
+        let me = self.bound().to_string();
+        if let Some(members) = self.groups.members.get_mut(key) {
+            members.remove(&me);
+        }
+        let presence = self.announcement();
+        self.send(presence.into()).await;
+    }
+
+    /// Presence from another resource of our account: its groups.
+    pub(super) async fn member_presence(&mut self, from: &FullJid, available: Option<&Presence>) {
+        let jid = from.to_string();
+        let joined: HashSet<GroupKey> = available
+            .map(groups_in)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let mut changed = Vec::new();
+        for (key, members) in self.groups.members.iter_mut() {
+            if !joined.contains(key) && members.remove(&jid) {
+                changed.push(key.clone());
+            }
+        }
+        for key in joined {
+            if self
+                .groups
+                .members
+                .entry(key.clone())
+                .or_default()
+                .insert(jid.clone())
+            {
+                changed.push(key);
+            }
+        }
+        // Bounded: only groups someone announced, and those we consume.
+        self.groups
+            .members
+            .retain(|key, members| !members.is_empty() || self.groups.local.contains_key(key));
+        let now = Instant::now();
+        for key in changed {
+            let gone = !self
+                .groups
+                .members
+                .get(&key)
+                .is_some_and(|m| m.contains(&jid));
+            if gone && let Some(leading) = self.groups.leading_mut(&key) {
+                let dead = leading.ledger.worker_gone(&jid, now);
+                leading.dirty = true;
+                self.bury(&key, dead).await;
+            }
+            self.elect(&key).await;
+        }
+    }
+
+    /// Decides who leads `key` after its members changed, and acts on it.
+    async fn elect(&mut self, key: &GroupKey) {
+        let me = self.bound().to_string();
+        let Some(group) = self.groups.local.get_mut(key) else {
+            return;
+        };
+        let members = self.groups.members.get(key);
+        let elected = members.and_then(|m| elect(m.iter().map(String::as_str)));
+        let before = group.leadership.clone();
+        let after = before.members_changed(&me, elected);
+        group.leadership = after.clone();
+        match (before, after) {
+            (Leadership::Follow, Leadership::Claim) => self.claim(key).await,
+            (Leadership::Lead { .. } | Leadership::Claim, Leadership::Follow) => {
+                self.step_down(key).await
+            }
+            _ => {}
+        }
+    }
+
+    /// Saves every group we lead now (before closing).
+    pub(super) async fn flush_groups(&mut self) {
+        let keys: Vec<GroupKey> = self.groups.local.keys().cloned().collect();
+        for key in keys {
+            self.save_group(&key, true).await;
+        }
+    }
+
+    /// After a session reset: leadership and membership start over.
+    pub(super) fn reset_groups(&mut self) {
+        let me = self.bound().to_string();
+        for (key, group) in &mut self.groups.local {
+            if let Some(leading) = group.leading.take() {
+                self.counters.add_group(leading.ledger.counts());
+                if let Some(topic) = self.topics.get_mut(&key.topic) {
+                    topic.groups = topic.groups.saturating_sub(1);
+                }
+            }
+            group.leadership = Leadership::Follow;
+            group.fence = Fence::default();
+        }
+        self.groups.members.clear();
+        for key in self.groups.local.keys() {
+            self.groups
+                .members
+                .entry(key.clone())
+                .or_default()
+                .insert(me.clone());
+        }
+    }
+
+    /// Re-elects every group (after our own presence was sent again).
+    pub(super) async fn elect_all(&mut self) {
+        let keys: Vec<GroupKey> = self.groups.local.keys().cloned().collect();
+        for key in keys {
+            self.elect(&key).await;
+        }
+    }
+}
+
+impl Leading {
+    fn offer(&mut self, id: String, item: Incoming, attempts: u32, now: Instant) {
+        if self.ledger.offer(&id, attempts, now) {
+            self.events.insert(id.clone(), item);
+            self.seen.push_back(id);
+            self.dirty = true;
+        }
+    }
+
+    /// Moves the floor over the done items at the front.
+    fn advance_floor(&mut self) {
+        while self.seen.front().is_some_and(|i| self.ledger.is_done(i)) {
+            let Some(id) = self.seen.pop_front() else {
+                break;
+            };
+            self.floor = Some(id.clone());
+            self.trail.push_back(id);
+            if self.trail.len() > self.trail_cap
+                && let Some(old) = self.trail.pop_front()
+            {
+                self.ledger.forget_done(&old);
+            }
+        }
+    }
+
+    fn state(&mut self) -> GroupState {
+        self.advance_floor();
+        let (floor, mut done_above) = state::floor_of(&self.seen, |i| self.ledger.is_done(i));
+        done_above.truncate(state::MAX_ENTRIES);
+        let mut attempts: Vec<(String, u32)> = self
+            .ledger
+            .attempts()
+            .map(|(i, n)| (i.to_owned(), n))
+            .collect();
+        attempts.truncate(state::MAX_ENTRIES);
+        GroupState {
+            epoch: self.epoch,
+            floor: floor.or_else(|| self.floor.clone()),
+            done_above,
+            attempts,
+        }
+    }
+}
