@@ -282,6 +282,11 @@ impl<W: Clone + Eq + Hash> Ledger<W> {
         dead
     }
 
+    /// The instances holding events now.
+    pub fn holders(&self) -> Vec<W> {
+        self.out_per_worker.keys().cloned().collect()
+    }
+
     /// Events not done yet.
     pub fn pending(&self) -> usize {
         self.entries.len()

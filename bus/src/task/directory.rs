@@ -67,6 +67,8 @@ pub(super) struct Checks {
     pub probe: Vec<FullJid>,
     /// Pings that went unanswered: their pending IQs can go.
     pub expired: Vec<String>,
+    /// Instances that just became unresponsive.
+    pub unresponsive: Vec<FullJid>,
 }
 
 /// Work waiting for a service's first presence.
@@ -356,6 +358,7 @@ impl Directory {
             }
             for jid in unresponsive {
                 warn!(%jid, after = ?liveness.timeout, "instance does not answer a ping; out of the rotation");
+                checks.unresponsive.push(jid.clone());
                 deliver(&mut service.watchers, InstanceEvent::Unresponsive(jid)).await;
             }
         }

@@ -21,6 +21,13 @@ impl Task {
         for id in checks.expired {
             self.pending.remove(&id);
         }
+        let own = checks
+            .unresponsive
+            .iter()
+            .any(|jid| jid.to_bare() == self.directory.own);
+        if own {
+            self.members_changed().await;
+        }
         for jid in checks.probe {
             let id = format!("xb{}", self.next_id());
             self.directory.probing_sent(&jid, id.clone());
@@ -45,8 +52,11 @@ impl Task {
             Err(error) if crate::rpc::is_unavailable(&error) => {
                 debug!(%to, ?error.defined_condition, "pinged instance has no session");
                 self.directory.gone(&to).await;
+                if to.to_bare() == self.directory.own {
+                    self.members_changed().await;
+                }
             }
-            _ => self.directory.heard(&to).await,
+            _ => self.heard_member(&to).await,
         }
     }
 
@@ -54,7 +64,23 @@ impl Task {
     /// the instance alive, even a late answer nobody waits for.
     pub(super) async fn heard_from(&mut self, from: Option<&Jid>) {
         if let Some(Ok(full)) = from.map(Jid::try_as_full) {
-            self.directory.heard(full).await;
+            let full = full.clone();
+            self.heard_member(&full).await;
+        }
+    }
+
+    /// `jid` is alive; if it is a member of our groups that was
+    /// unresponsive, the groups count it again.
+    async fn heard_member(&mut self, jid: &FullJid) {
+        let own = jid.to_bare() == self.directory.own;
+        let was = own
+            && self
+                .directory
+                .unresponsive(&self.directory.own)
+                .contains(jid);
+        self.directory.heard(jid).await;
+        if was {
+            self.members_changed().await;
         }
     }
 }

@@ -205,16 +205,30 @@ impl Task {
         pulse.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Set once closing starts: the deadline, and whom to tell.
         let mut closing: Option<(Instant, Option<CloseReply>)> = None;
+        // While closing: the goodbye presence goes out by then at the latest.
+        let mut announce_by = Instant::now();
         self.start_session().await;
         loop {
             if let Some((deadline, _)) = &closing {
                 if Instant::now() >= *deadline {
                     break;
                 }
+                if !self.offline_announced
+                    && (self.groups.settled() || Instant::now() >= announce_by)
+                {
+                    // Groups we lead leave their progress for the next
+                    // leader, which the goodbye makes the others elect.
+                    self.flush_groups().await;
+                    // Tell callers, so that no new calls are routed here.
+                    self.send(Presence::new(PresenceType::Unavailable).into())
+                        .await;
+                    self.offline_announced = true;
+                }
                 // Idle: no answer awaited, no handler running, no answer
                 // left to send. Then one server round trip, so that calls
                 // already routed here (and acknowledged) are answered too.
-                let idle = self.callers_pending() == 0
+                let idle = self.offline_announced
+                    && self.callers_pending() == 0
                     && self.handlers_running() == 0
                     && self.answers.is_empty();
                 if idle {
@@ -247,7 +261,7 @@ impl Task {
                 }
                 Some(dropped) = self.dropped.recv() => self.on_dropped(dropped).await,
                 Some(settle) = self.settle_rx.recv() => self.on_settle(settle).await,
-                _ = group_tick.tick(), if self.groups.leading() => self.group_tick().await,
+                _ = group_tick.tick(), if self.groups.any() => self.group_tick().await,
                 command = self.commands.recv(), if closing.is_none() => {
                     let (reply, deadline) = match command {
                         Some(Command::Close { reply, deadline }) => (Some(reply), deadline),
@@ -257,11 +271,12 @@ impl Task {
                         },
                         None => (None, Instant::now() + self.close_timeout),
                     };
-                    // Groups we lead keep their progress for the next leader.
-                    self.flush_groups().await;
-                    // Tell callers first, so that no new calls are routed here.
-                    self.send(Presence::new(PresenceType::Unavailable).into()).await;
-                    self.offline_announced = true;
+                    // Groups we lead stop handing out jobs; the goodbye
+                    // waits until the jobs out are settled and saved (see
+                    // the top of the loop).
+                    self.groups.closing();
+                    let now = Instant::now();
+                    announce_by = now + deadline.saturating_duration_since(now) / 2;
                     closing = Some((deadline, reply));
                 },
                 _ = tokio::time::sleep_until(parked_until.unwrap_or_else(Instant::now)), if parked_until.is_some() => {
@@ -328,9 +343,6 @@ impl Task {
         let before = self.pending.len();
         self.pending.retain(|_, pending| match pending {
             PendingIq::Probe { sent, .. } => sent.elapsed() < RESUME_PROBE,
-            // The ledger took the job back long ago; a late ack is still
-            // welcome for a while, not for ever.
-            PendingIq::GroupJob { sent, .. } => sent.elapsed() < JOB_ANSWER_KEPT,
             _ => true,
         });
         if self.pending.len() < before {
@@ -348,6 +360,17 @@ impl Task {
             .collect();
         for id in abandoned {
             if let Some(PendingIq::Call { to, .. }) = self.pending.remove(&id) {
+                self.directory.call_ended(&to);
+            }
+        }
+        let unanswered: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| matches!(p, PendingIq::GroupJob { sent, .. } if sent.elapsed() >= JOB_ANSWER_KEPT))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in unanswered {
+            if let Some(PendingIq::GroupJob { to, .. }) = self.pending.remove(&id) {
                 self.directory.call_ended(&to);
             }
         }

@@ -107,6 +107,7 @@ impl Task {
             read: Some((state, fresh)),
             dirty: true,
             saved_at: None,
+            closing: false,
         });
         let to = self.pubsub.clone();
         let pending = PendingIq::GroupStored {
@@ -212,6 +213,11 @@ impl Task {
 
     /// Every tick while leading: deadlines, dispatch, saving.
     pub(in crate::task) async fn group_tick(&mut self) {
+        // Members are probed like instances in use: a dead leader or member
+        // is noticed within the liveness window, not the server's
+        // resumption window.
+        let own = self.directory.own.clone();
+        self.directory.touch(&own);
         let now = Instant::now();
         let keys: Vec<GroupKey> = self.groups.local.keys().cloned().collect();
         for key in keys {
@@ -231,19 +237,14 @@ impl Task {
             return;
         }
         let me = self.bound().to_string();
-        let workers: Vec<String> = self
-            .groups
-            .members
-            .get(key)
-            .map(|m| m.iter().cloned().collect())
-            .unwrap_or_default();
+        let workers = self.live_members(key);
         let Some(group) = self.groups.local.get_mut(key) else {
             return;
         };
         let Some(leading) = group.leading.as_mut() else {
             return;
         };
-        if leading.early.is_some() {
+        if leading.early.is_some() || leading.closing {
             return;
         }
         let now = Instant::now();
@@ -298,6 +299,7 @@ impl Task {
                 item: d.item,
                 sent: now,
             };
+            self.directory.call_started(&to);
             self.send_iq(Jid::from(to), true, offer.to_element(), pending)
                 .await;
         }
@@ -311,6 +313,7 @@ impl Task {
         item: String,
         answer: Result<Option<Element>, StanzaError>,
     ) {
+        self.directory.call_ended(&to);
         let worker = to.to_string();
         let verdict = match wire::outcome(&answer) {
             Outcome::Ack => Verdict::Ack,

@@ -72,6 +72,8 @@ struct Leading {
     read: Option<(GroupState, bool)>,
     dirty: bool,
     saved_at: Option<Instant>,
+    /// The bus is closing: no more jobs go out.
+    closing: bool,
 }
 
 impl Groups {
@@ -80,9 +82,24 @@ impl Groups {
         self.local.get_mut(key).and_then(|g| g.leading.as_mut())
     }
 
-    /// Whether a tick is needed.
-    pub fn leading(&self) -> bool {
-        self.local.values().any(|g| g.leading.is_some())
+    /// The bus is closing: the groups it leads hand out no more jobs.
+    pub fn closing(&mut self) {
+        for leading in self.local.values_mut().filter_map(|g| g.leading.as_mut()) {
+            leading.closing = true;
+        }
+    }
+
+    /// Whether no group this bus leads has a job out.
+    pub fn settled(&self) -> bool {
+        self.local
+            .values()
+            .filter_map(|g| g.leading.as_ref())
+            .all(|l| l.ledger.holders().is_empty())
+    }
+
+    /// Whether this bus consumes any group.
+    pub fn any(&self) -> bool {
+        !self.local.is_empty()
     }
 
     /// What the groups we lead now have counted.
@@ -227,11 +244,11 @@ impl Task {
     /// Decides who leads `key` after its members changed, and acts on it.
     async fn elect(&mut self, key: &GroupKey) {
         let me = self.bound().to_string();
+        let live = self.live_members(key);
         let Some(group) = self.groups.local.get_mut(key) else {
             return;
         };
-        let members = self.groups.members.get(key);
-        let elected = members.and_then(|m| elect(m.iter().map(String::as_str)));
+        let elected = elect(live.iter().map(String::as_str));
         let before = group.leadership.clone();
         let after = before.members_changed(&me, elected);
         group.leadership = after.clone();
@@ -241,6 +258,46 @@ impl Task {
                 self.step_down(key).await
             }
             _ => {}
+        }
+    }
+
+    /// The members of `key` that are alive: announced in presence, and
+    /// not unresponsive to liveness pings (this bus always is).
+    pub(super) fn live_members(&self, key: &GroupKey) -> Vec<String> {
+        let me = self.bound().to_string();
+        let online: HashSet<String> = self
+            .directory
+            .list(&self.directory.own)
+            .into_iter()
+            .map(|i| i.jid.to_string())
+            .collect();
+        self.groups
+            .members
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter(|m| **m == me || online.contains(*m))
+            .cloned()
+            .collect()
+    }
+
+    /// Members came, went, stopped or started answering: the groups we
+    /// lead take back what the dead ones held, and every group re-elects.
+    pub(super) async fn members_changed(&mut self) {
+        let now = Instant::now();
+        let keys: Vec<GroupKey> = self.groups.local.keys().cloned().collect();
+        for key in keys {
+            let live: HashSet<String> = self.live_members(&key).into_iter().collect();
+            if let Some(leading) = self.groups.leading_mut(&key) {
+                let holders = leading.ledger.holders();
+                let mut dead = Vec::new();
+                for holder in holders.iter().filter(|h| !live.contains(*h)) {
+                    dead.extend(leading.ledger.worker_gone(holder, now));
+                    leading.dirty = true;
+                }
+                self.bury(&key, dead).await;
+            }
+            self.elect(&key).await;
         }
     }
 
