@@ -13,6 +13,8 @@
 //! xbus_instance call SERVICE [--count N] [--interval-ms N] [--sleep-ms N]
 //!                            [--timeout-ms N] [--wait]
 //! xbus_instance subscribe TOPIC             # a raw subscription to TOPIC
+//! xbus_instance consume GROUP [--sleep-ms N] [--timeout-ms ACK-WAIT]
+//!                                           # Job events of fault.job in GROUP
 //! ```
 //!
 //! Settings come from the same variables as `BusConfig::from_env`
@@ -31,6 +33,7 @@
 //! | both | `closed` / `close-error ERROR` | after `close()` |
 //! | call | `ok RESOURCE` / `err ERROR` | one line per call, in order |
 //! | subscribe | `event ITEM-ID` | an event arrived on the topic |
+//! | consume | `job SEQ ATTEMPT` / `acked SEQ` | a group job arrived / was acked |
 //! | call | `waiting` | the calls are done and `--wait` keeps the process (and its session) alive |
 //!
 //! A failure to connect prints `connect-error ERROR` and exits with code 1.

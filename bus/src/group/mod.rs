@@ -2,10 +2,11 @@
 //! service share a topic's events, each event handled by one of them until
 //! acked or dead-lettered.
 //!
-//! So far the pure parts exist: the leader's bookkeeping ([`ledger`]),
-//! the group's progress as kept on the server ([`state`]), the job IQs
+//! The pure parts live here: the leader's bookkeeping ([`ledger`]), the
+//! group's progress as kept on the server ([`state`]), the job IQs
 //! ([`wire`]), and the election with its epoch fence ([`fence`]). The
-//! consumer API and the connection task's side follow.
+//! public API is in `consume.rs`, the connection task's side in
+//! `task/group/`; the semantics in `docs/RELIABILITY.md`.
 
 pub(crate) mod fence;
 pub(crate) mod ledger;

@@ -21,7 +21,8 @@ fn say(line: impl std::fmt::Display) {
 
 const USAGE: &str = "usage: xbus_instance serve [--grace-ms N]\n       \
     xbus_instance call SERVICE [--count N] [--interval-ms N] [--sleep-ms N] [--timeout-ms N] [--wait]\n       \
-    xbus_instance subscribe TOPIC";
+    xbus_instance subscribe TOPIC\n       \
+    xbus_instance consume GROUP [--sleep-ms N] [--timeout-ms ACK-WAIT]";
 
 /// Options after the mode.
 #[derive(Debug)]
@@ -113,8 +114,9 @@ async fn main() -> ExitCode {
     };
     let ok = match mode.as_str() {
         "serve" => serve(&bus, options, term, int).await,
-        "call" | "subscribe" => match options.target.clone() {
+        "call" | "subscribe" | "consume" => match options.target.clone() {
             Some(target) if mode == "call" => call(&bus, &target, options, term, int).await,
+            Some(group) if mode == "consume" => consume(&bus, &group, options, term, int).await,
             Some(topic) => subscribe(&bus, &topic, term, int).await,
             None => {
                 eprintln!("{USAGE}");
@@ -261,6 +263,48 @@ async fn subscribe(
             event = events.next() => match event {
                 Some(Ok(delivery)) => say(format!("event {}", delivery.item_id.unwrap_or_default())),
                 Some(Err(bad)) => eprintln!("xbus_instance: bad event: {bad}"),
+                None => return false,
+            },
+            _ = term.recv() => return true,
+            _ = int.recv() => return true,
+        }
+    }
+}
+
+/// Consumes [`Job`] events (topic `fault.job`) in `group`: prints `job SEQ
+/// ATTEMPT` for each, sleeps `--sleep-ms`, acks, prints `acked SEQ`; until
+/// SIGTERM or SIGINT. `--timeout-ms` is the ack wait.
+async fn consume(
+    bus: &Bus,
+    group: &str,
+    options: Options,
+    mut term: tokio::signal::unix::Signal,
+    mut int: tokio::signal::unix::Signal,
+) -> bool {
+    let consume_options = xbus::ConsumeOptions::new()
+        .ack_wait(options.timeout)
+        .backoff([Duration::from_millis(100)]);
+    let mut jobs = match bus.consume::<Job>(group, consume_options).await {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            eprintln!("xbus_instance: consume: {e}");
+            return false;
+        }
+    };
+    say(format!("ready {}", bus.jid()));
+    loop {
+        tokio::select! {
+            job = jobs.next() => match job {
+                Some(Ok(job)) => {
+                    let seq = job.event.seq;
+                    say(format!("job {seq} {}", job.attempt));
+                    tokio::time::sleep(Duration::from_millis(options.sleep_ms)).await;
+                    match job.ack() {
+                        Ok(()) => say(format!("acked {seq}")),
+                        Err(e) => say(format!("ack-error {seq} {e}")),
+                    }
+                }
+                Some(Err(bad)) => eprintln!("xbus_instance: bad job: {bad}"),
                 None => return false,
             },
             _ = term.recv() => return true,

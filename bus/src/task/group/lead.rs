@@ -219,6 +219,16 @@ impl Task {
         let own = self.directory.own.clone();
         self.directory.touch(&own);
         let now = Instant::now();
+        let due: Vec<GroupKey> = self
+            .groups
+            .local
+            .iter()
+            .filter(|(_, g)| g.elect_after.is_some_and(|at| now >= at))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.elect(&key).await;
+        }
         let keys: Vec<GroupKey> = self.groups.local.keys().cloned().collect();
         for key in keys {
             let dead = match self.groups.leading_mut(&key) {

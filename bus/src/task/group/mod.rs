@@ -24,6 +24,10 @@ use crate::pubsub::Incoming;
 mod follow;
 mod lead;
 
+/// How long a member that joins (or whose session was reset) waits for
+/// the other members' presence before it takes part in elections.
+const JOIN_GRACE: Duration = Duration::from_millis(500);
+
 /// How often a leader looks at deadlines and dispatches.
 pub(super) const GROUP_TICK: Duration = Duration::from_millis(50);
 /// A leader writes its progress at most this often (and on stepping down).
@@ -45,6 +49,10 @@ pub(super) struct Groups {
 /// A group this bus consumes.
 struct LocalGroup {
     options: ConsumeOptions,
+    /// No election before then: the presence of the other members is on
+    /// its way after we join (ejabberd sends it after answering what we
+    /// sent next).
+    elect_after: Option<Instant>,
     tx: mpsc::Sender<Handed>,
     fence: Fence,
     leadership: Leadership,
@@ -164,6 +172,7 @@ impl Task {
         );
         let group = LocalGroup {
             options,
+            elect_after: Some(Instant::now() + JOIN_GRACE),
             tx,
             fence: Fence::default(),
             leadership: Leadership::Follow,
@@ -248,6 +257,10 @@ impl Task {
         let Some(group) = self.groups.local.get_mut(key) else {
             return;
         };
+        if group.elect_after.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        group.elect_after = None;
         let elected = elect(live.iter().map(String::as_str));
         let before = group.leadership.clone();
         let after = before.members_changed(&me, elected);
@@ -321,6 +334,7 @@ impl Task {
             }
             group.leadership = Leadership::Follow;
             group.fence = Fence::default();
+            group.elect_after = Some(Instant::now() + JOIN_GRACE);
         }
         self.groups.members.clear();
         for key in self.groups.local.keys() {
