@@ -52,6 +52,7 @@ pub(crate) enum Command {
         key: crate::group::GroupKey,
         options: crate::consume::ConsumeOptions,
         tx: mpsc::Sender<crate::consume::Handed>,
+        notices: mpsc::Sender<crate::consume::GroupError>,
         reply: oneshot::Sender<
             Result<mpsc::UnboundedSender<crate::consume::Settle>, crate::error::ConsumeError>,
         >,

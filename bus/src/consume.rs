@@ -120,6 +120,10 @@ impl ConsumeOptions {
     }
 }
 
+/// Notices a consumer may hold unread; more are dropped (each is also
+/// logged and counted).
+const NOTICES: usize = 8;
+
 /// Headers a dead-lettered event carries besides its own. Its encoding,
 /// version and data are the original event's; to decode it as its type,
 /// set the payload's `topic` back to the [`TOPIC`](dead_letter_headers::TOPIC)
@@ -325,17 +329,45 @@ impl<E> Job<E> {
     }
 }
 
+/// What a [`Consumer`] yields besides jobs: never silent.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum GroupError {
+    /// An event that does not decode as the consumer's type. It was
+    /// dead-lettered at once (it would fail on every instance).
+    #[error(transparent)]
+    Undecodable(#[from] DeliveryError),
+    /// The topic dropped events before the group handled them: more were
+    /// published than it keeps (`max_items`) while the group was behind.
+    /// Reported by the instance that took the group's leadership and found
+    /// it; the group goes on with the events the topic still stores.
+    #[error(
+        "group {group:?} on {topic:?} lost events: the last it finished, item {last_known}, is no longer stored (oldest stored: {oldest_stored:?})"
+    )]
+    Lost {
+        /// The topic.
+        topic: String,
+        /// The group.
+        group: String,
+        /// The last item the group knows it finished.
+        last_known: String,
+        /// The oldest item the topic still stores.
+        oldest_stored: Option<String>,
+    },
+}
+
 /// A stream of [`Job`]s: this instance's share of a group's events.
 ///
-/// Events that do not decode as `E` come as `Err(DeliveryError)` and are
-/// dead-lettered at once (they would fail on every instance). The stream
-/// ends when the bus is closed. Dropping it leaves the group: the jobs it
-/// held go to the other instances.
+/// Besides jobs it yields [`GroupError`]s: an event that does not decode
+/// as `E` (dead-lettered at once), and events the topic lost before the
+/// group handled them. The stream ends when the bus is closed. Dropping it
+/// leaves the group: the jobs it held go to the other instances.
 #[derive(Debug)]
 pub struct Consumer<E> {
     topic: String,
     group: String,
     rx: mpsc::Receiver<Handed>,
+    notices: mpsc::Receiver<GroupError>,
     settle: mpsc::UnboundedSender<Settle>,
     ack_wait: Duration,
     key: crate::group::GroupKey,
@@ -356,9 +388,12 @@ impl<E> Consumer<E> {
 }
 
 impl<E: Event> Stream for Consumer<E> {
-    type Item = Result<Job<E>, DeliveryError>;
+    type Item = Result<Job<E>, GroupError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Poll::Ready(Some(notice)) = self.notices.poll_recv(cx) {
+            return Poll::Ready(Some(Err(notice)));
+        }
         let Some(handed) = std::task::ready!(self.rx.poll_recv(cx)) else {
             return Poll::Ready(None);
         };
@@ -397,13 +432,13 @@ impl<E: Event> Stream for Consumer<E> {
                 let _ = settle.send(Verdict::Term {
                     reason: format!("undecodable: {reason}"),
                 });
-                Err(DeliveryError::new(
+                Err(GroupError::Undecodable(DeliveryError::new(
                     reason,
                     topic,
                     Some(handed.item),
                     from,
                     raw_xml,
-                ))
+                )))
             }
         }))
     }
@@ -431,12 +466,14 @@ impl Bus {
         validate_topic(&dead_letter).map_err(ConsumeError::Topic)?;
         let key = crate::group::GroupKey::new(topic, group);
         let (tx, rx) = mpsc::channel(options.max_in_flight.max(1));
+        let (notify, notices) = mpsc::channel(NOTICES);
         let (reply, answer) = oneshot::channel();
         let ack_wait = options.ack_wait;
         self.command(Command::Consume {
             key: key.clone(),
             options,
             tx,
+            notices: notify,
             reply,
         })
         .await
@@ -446,6 +483,7 @@ impl Bus {
             topic: topic.to_owned(),
             group: group.to_owned(),
             rx,
+            notices,
             settle,
             ack_wait,
             _guard: self.guard(Dropped::Group { key: key.clone() }),

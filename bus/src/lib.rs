@@ -163,7 +163,9 @@ pub use bus::{Bus, PublishReceipt};
 pub use call::RequestBuilder;
 pub use codec::RawPayload;
 pub use config::{BusConfig, BusConfigBuilder, Tls};
-pub use consume::{AckError, ConsumeOptions, Consumer, Job, StartAt, dead_letter_headers};
+pub use consume::{
+    AckError, ConsumeOptions, Consumer, GroupError, Job, StartAt, dead_letter_headers,
+};
 pub use error::{
     CloseError, ConfigError, ConnectError, ConsumeError, DecodeError, DeliveryError, EncodeError,
     PublishError, SendError, ServerError, SubscribeError,

@@ -326,3 +326,92 @@ async fn when_the_leader_closes_another_instance_takes_over() {
     })
     .await;
 }
+
+/// A bus of `account`/`resource` whose topics keep `max_items` events.
+async fn small_bus(
+    server: &dyn xbus_integration_tests::XmppServer,
+    account: &xbus_integration_tests::Account,
+    resource: &str,
+    max_items: u32,
+) -> Bus {
+    let config = xbus::BusConfig::builder(
+        format!("{}/{resource}", account.jid),
+        account.password.clone(),
+    )
+    .server(server.addr().to_string())
+    .allow_plaintext()
+    .max_items(max_items)
+    .build()
+    .expect("valid config");
+    within("connect", Bus::connect(config))
+        .await
+        .expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_behind_by_more_than_the_topic_keeps_is_told_what_it_lost() {
+    matrix(async |kind| {
+        let server = start(kind);
+        let account = server.account().expect("register account");
+        let publisher_account = server.account().expect("register account");
+        // The group's first instance creates the topic, keeping 20 events.
+        let first = small_bus(&*server, &account, "first", 20).await;
+        let mut jobs = within(
+            "consume",
+            first.consume::<Order>("billing", ConsumeOptions::new()),
+        )
+        .await
+        .expect("consume");
+        let publisher = small_bus(&*server, &publisher_account, "p", 20).await;
+        publish_orders(&publisher, 0..5).await;
+        for _ in 0..5 {
+            let job = next("job", &mut jobs).await.expect("a job");
+            job.ack().expect("ack");
+        }
+        // Let the progress be saved, then the whole group stops.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        within("close first", first.close()).await.expect("close");
+        drop(jobs);
+        // 50 more while it is down: the topic keeps the last 20 only.
+        publish_orders(&publisher, 5..55).await;
+        let second = small_bus(&*server, &account, "second", 20).await;
+        let mut jobs = within(
+            "consume",
+            second.consume::<Order>("billing", ConsumeOptions::new()),
+        )
+        .await
+        .expect("consume");
+        let mut lost = None;
+        let mut handled = Vec::new();
+        while handled.len() < 20 {
+            match next("job or notice", &mut jobs).await {
+                Ok(job) => {
+                    handled.push(job.event.seq);
+                    job.ack().expect("ack");
+                }
+                Err(xbus::GroupError::Lost {
+                    last_known,
+                    oldest_stored,
+                    ..
+                }) => lost = Some((last_known, oldest_stored)),
+                other => panic!("{}unexpected {other:?}", tag()),
+            }
+        }
+        eprintln!("{}lost: {lost:?}; then handled {handled:?}", tag());
+        let (last_known, oldest_stored) = lost.expect("the loss was reported");
+        assert!(!last_known.is_empty());
+        assert!(oldest_stored.is_some());
+        assert_eq!(
+            handled,
+            (35..55).collect::<Vec<u64>>(),
+            "{}the 20 still stored",
+            tag()
+        );
+        let stats = within("stats", second.stats()).await.expect("stats");
+        assert_eq!(stats.group_losses, 1);
+        for bus in [&second, &publisher] {
+            within("close", bus.close()).await.expect("close");
+        }
+    })
+    .await;
+}

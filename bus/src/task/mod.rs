@@ -478,9 +478,10 @@ impl Task {
                 key,
                 options,
                 tx,
+                notices,
                 reply,
             } => {
-                let joined = self.join_group(key, options, tx).await;
+                let joined = self.join_group(key, options, tx, notices).await;
                 let _ = reply.send(joined);
             }
             Command::Inbox { topic, tx, reply } => {

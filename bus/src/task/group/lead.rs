@@ -154,6 +154,15 @@ impl Task {
                 "events were lost to the group: the topic dropped them (max_items) before the group handled them"
             );
             self.counters.group_events_lost += 1;
+            if let Some(group) = self.groups.local.get(&key) {
+                let notice = crate::consume::GroupError::Lost {
+                    topic: key.topic.clone(),
+                    group: key.group.clone(),
+                    last_known: lost.last_known.clone(),
+                    oldest_stored: lost.oldest_stored.clone(),
+                };
+                let _ = group.notices.try_send(notice);
+            }
         }
         let Some(leading) = self.groups.leading_mut(&key) else {
             return;

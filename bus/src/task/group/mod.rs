@@ -54,6 +54,8 @@ struct LocalGroup {
     /// sent next).
     elect_after: Option<Instant>,
     tx: mpsc::Sender<Handed>,
+    /// Where the consumer learns of losses.
+    notices: mpsc::Sender<crate::consume::GroupError>,
     fence: Fence,
     leadership: Leadership,
     leading: Option<Leading>,
@@ -158,6 +160,7 @@ impl Task {
         key: GroupKey,
         options: ConsumeOptions,
         tx: mpsc::Sender<Handed>,
+        notices: mpsc::Sender<crate::consume::GroupError>,
     ) -> Result<mpsc::UnboundedSender<Settle>, ConsumeError> {
         if self.groups.local.contains_key(&key) {
             return Err(ConsumeError::AlreadyConsuming {
@@ -174,6 +177,7 @@ impl Task {
             options,
             elect_after: Some(Instant::now() + JOIN_GRACE),
             tx,
+            notices,
             fence: Fence::default(),
             leadership: Leadership::Follow,
             leading: None,
