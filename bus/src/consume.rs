@@ -11,8 +11,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::bus::Bus;
+use crate::codec::RawPayload;
 use crate::command::{Command, Dropped};
-use crate::error::{ConsumeError, DeliveryError};
+use crate::error::{ConsumeError, DecodeError, DeliveryError};
 use crate::event::{Event, validate_topic};
 use crate::headers::Headers;
 use crate::pubsub::Incoming;
@@ -364,6 +365,34 @@ pub enum GroupError {
 /// leaves the group: the jobs it held go to the other instances.
 #[derive(Debug)]
 pub struct Consumer<E> {
+    raw: RawConsumer,
+    _event: PhantomData<fn() -> E>,
+}
+
+impl<E> Consumer<E> {
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.raw.topic
+    }
+
+    /// The group's name.
+    pub fn group(&self) -> &str {
+        &self.raw.group
+    }
+}
+
+impl<E: Event> Stream for Consumer<E> {
+    type Item = Result<Job<E>, GroupError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.raw.poll_job(cx, RawPayload::decode::<E>)
+    }
+}
+
+/// A [`Consumer`] that does not decode: its jobs carry the
+/// [`RawPayload`] (for tools such as `xbus consume`).
+#[derive(Debug)]
+pub struct RawConsumer {
     topic: String,
     group: String,
     rx: mpsc::Receiver<Handed>,
@@ -372,10 +401,9 @@ pub struct Consumer<E> {
     ack_wait: Duration,
     key: crate::group::GroupKey,
     _guard: DropGuard,
-    _event: PhantomData<fn() -> E>,
 }
 
-impl<E> Consumer<E> {
+impl RawConsumer {
     /// The topic.
     pub fn topic(&self) -> &str {
         &self.topic
@@ -385,12 +413,13 @@ impl<E> Consumer<E> {
     pub fn group(&self) -> &str {
         &self.group
     }
-}
 
-impl<E: Event> Stream for Consumer<E> {
-    type Item = Result<Job<E>, GroupError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    /// The next notice or job, its event read by `decode`.
+    fn poll_job<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        decode: impl FnOnce(&RawPayload) -> Result<T, DecodeError>,
+    ) -> Poll<Option<Result<Job<T>, GroupError>>> {
         if let Poll::Ready(Some(notice)) = self.notices.poll_recv(cx) {
             return Poll::Ready(Some(Err(notice)));
         }
@@ -413,7 +442,7 @@ impl<E: Event> Stream for Consumer<E> {
             ..
         } = handed.incoming;
         let decoded = match payload {
-            Ok(raw) => match raw.decode::<E>() {
+            Ok(raw) => match decode(&raw) {
                 Ok(event) => Ok((event, raw.headers)),
                 Err(reason) => Err((reason, String::new())),
             },
@@ -444,6 +473,14 @@ impl<E: Event> Stream for Consumer<E> {
     }
 }
 
+impl Stream for RawConsumer {
+    type Item = Result<Job<RawPayload>, GroupError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.poll_job(cx, |raw| Ok(raw.clone()))
+    }
+}
+
 impl Bus {
     /// Joins the consumer group `group` on `E`'s topic: this instance gets
     /// a share of the topic's events, each event handled by one instance
@@ -459,7 +496,19 @@ impl Bus {
         group: &str,
         options: ConsumeOptions,
     ) -> Result<Consumer<E>, ConsumeError> {
-        let topic = E::TOPIC;
+        Ok(Consumer {
+            raw: self.consume_raw(E::TOPIC, group, options).await?,
+            _event: PhantomData,
+        })
+    }
+
+    /// [`consume`](Self::consume) without decoding, on any topic.
+    pub async fn consume_raw(
+        &self,
+        topic: &str,
+        group: &str,
+        options: ConsumeOptions,
+    ) -> Result<RawConsumer, ConsumeError> {
         validate_topic(topic).map_err(ConsumeError::Topic)?;
         crate::group::validate_group(group)?;
         let dead_letter = options.dead_letter_topic(topic);
@@ -479,7 +528,7 @@ impl Bus {
         .await
         .map_err(|_| ConsumeError::Closed)?;
         let settle = answer.await.map_err(|_| ConsumeError::Closed)??;
-        Ok(Consumer {
+        Ok(RawConsumer {
             topic: topic.to_owned(),
             group: group.to_owned(),
             rx,
@@ -488,7 +537,6 @@ impl Bus {
             ack_wait,
             _guard: self.guard(Dropped::Group { key: key.clone() }),
             key,
-            _event: PhantomData,
         })
     }
 }

@@ -164,7 +164,7 @@ pub use call::RequestBuilder;
 pub use codec::RawPayload;
 pub use config::{BusConfig, BusConfigBuilder, Tls};
 pub use consume::{
-    AckError, ConsumeOptions, Consumer, GroupError, Job, StartAt, dead_letter_headers,
+    AckError, ConsumeOptions, Consumer, GroupError, Job, RawConsumer, StartAt, dead_letter_headers,
 };
 pub use error::{
     CloseError, ConfigError, ConnectError, ConsumeError, DecodeError, DeliveryError, EncodeError,

@@ -8,6 +8,7 @@
 //! | `xbus server` | runs the embedded XMPP server until SIGINT/SIGTERM |
 //! | `xbus pub TOPIC JSON` | publishes one event, prints its item id |
 //! | `xbus sub TOPIC` | prints each event on a topic as one line of JSON |
+//! | `xbus consume TOPIC --group NAME` | takes a share of a consumer group's events, prints each job as JSON and acks it (`--nak` to nak) |
 //! | `xbus req TARGET METHOD JSON` | calls a service, prints its answer as JSON |
 //! | `xbus services SERVICE` | the live table of a service's instances |
 //! | `xbus bench` | xbus beside raw tokio-xmpp, NATS and HTTP |
@@ -65,6 +66,9 @@ enum Command {
     Pub(cmd::publish::PubArgs),
     /// Prints each event on a topic as one line of JSON.
     Sub(cmd::subscribe::SubArgs),
+    /// Takes a share of a consumer group's events: prints each job as one
+    /// line of JSON and acks it.
+    Consume(cmd::consume::ConsumeArgs),
     /// Calls a method of a service and prints the answer as JSON.
     Req(cmd::request::ReqArgs),
     /// Shows the online instances of a service, live.
@@ -89,6 +93,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Pub(args) => cmd::publish::run(args).await,
             Command::Sub(args) => cmd::subscribe::run(args).await,
+            Command::Consume(args) => cmd::consume::run(args).await,
             Command::Req(args) => cmd::request::run(args).await,
             Command::Services(args) => cmd::services::run(args).await,
             Command::Server(args) => cmd::server::run(args).await,

@@ -349,3 +349,45 @@ async fn errors_are_one_line_and_exit_1() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_prints_each_job_and_acks_or_naks_it() {
+    matrix(async |kind| {
+        let (publisher, worker) = (User::new(kind), User::new(kind));
+        // Acked: each event once, attempt 1.
+        let topic = format!("cli.consume.{kind}");
+        let mut consume =
+            Running::spawn(worker.xbus(&["consume", &topic, "--group", "billing", "--count", "2"]));
+        assert_eq!(
+            consume.stderr_line().await,
+            format!("consuming {topic} in group billing")
+        );
+        for id in [1, 2] {
+            run(publisher.xbus(&["pub", &topic, &format!(r#"{{"id":{id}}}"#)]))
+                .await
+                .ok();
+        }
+        let out = consume.finish().await;
+        let lines = json_lines(out.ok());
+        assert_eq!(lines.len(), 2, "{out:?}");
+        assert_eq!(lines[0]["event"], json!({"id": 1}));
+        assert_eq!(lines[1]["event"], json!({"id": 2}));
+        assert!(lines.iter().all(|l| l["attempt"] == json!(1)), "{lines:?}");
+        // Nak'ed: the same event again, attempt 2 (after the 1 s backoff).
+        let topic = format!("cli.consume-nak.{kind}");
+        let mut consume = Running::spawn(worker.xbus(&[
+            "consume", &topic, "--group", "billing", "--nak", "--count", "2",
+        ]));
+        consume.stderr_line().await;
+        run(publisher.xbus(&["pub", &topic, r#"{"id":9}"#]))
+            .await
+            .ok();
+        let out = consume.finish().await;
+        let lines = json_lines(out.ok());
+        assert_eq!(lines.len(), 2, "{out:?}");
+        assert_eq!(lines[0]["item_id"], lines[1]["item_id"]);
+        assert_eq!(lines[0]["attempt"], json!(1));
+        assert_eq!(lines[1]["attempt"], json!(2));
+    })
+    .await;
+}

@@ -3,6 +3,7 @@
 //! and writing to stdout.
 
 pub mod connect;
+pub mod consume;
 pub mod json;
 pub mod publish;
 pub mod request;

@@ -7,7 +7,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::time::Instant;
-use xbus::{RawDelivery, RawSubscription, Replay, SubscribeOptions};
+use xbus::{RawDelivery, RawPayload, RawSubscription, Replay, SubscribeOptions};
 
 use super::connect::ConnectArgs;
 use super::json::{self, parse_secs};
@@ -32,7 +32,8 @@ pub struct SubArgs {
     pub connect: ConnectArgs,
 }
 
-/// One printed line: the delivery with its event decoded to JSON.
+/// One printed line: the delivery with its event decoded to JSON (and,
+/// for `xbus consume`, the job's attempt).
 #[derive(Serialize)]
 struct Line<'a> {
     topic: &'a str,
@@ -42,6 +43,8 @@ struct Line<'a> {
     version: u32,
     headers: Value,
     event: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempt: Option<u32>,
 }
 
 /// Subscribes and prints deliveries until `--count`, `--timeout` or Ctrl-C.
@@ -110,7 +113,7 @@ async fn receive(
 }
 
 /// Sleeps until `deadline`, or forever without one.
-async fn until(deadline: Option<Instant>) {
+pub(super) async fn until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
@@ -119,17 +122,35 @@ async fn until(deadline: Option<Instant>) {
 
 /// The JSON line of a delivery; an error if its payload does not decode.
 fn line(delivery: &RawDelivery) -> anyhow::Result<String> {
-    let payload = &delivery.payload;
+    event_line(
+        &delivery.payload,
+        delivery.item_id.as_deref(),
+        delivery.publisher.as_deref(),
+        delivery.server_headers.iter(),
+        None,
+    )
+}
+
+/// The JSON line of an event: `payload` decoded, with where it came from;
+/// an error if the payload does not decode.
+pub(super) fn event_line<'a>(
+    payload: &'a RawPayload,
+    item_id: Option<&'a str>,
+    publisher: Option<&'a str>,
+    server_headers: impl Iterator<Item = (&'a str, &'a str)>,
+    attempt: Option<u32>,
+) -> anyhow::Result<String> {
     let event = json::decode(&payload.data, payload.encoding)?;
-    let headers = payload.headers.iter().chain(delivery.server_headers.iter());
+    let headers = payload.headers.iter().chain(server_headers);
     let line = Line {
         topic: &payload.topic,
-        item_id: delivery.item_id.as_deref(),
-        publisher: delivery.publisher.as_deref(),
+        item_id,
+        publisher,
         encoding: payload.encoding.as_str(),
         version: payload.version,
         headers: json::headers_json(headers),
         event,
+        attempt,
     };
     Ok(serde_json::to_string(&line)?)
 }
