@@ -94,11 +94,7 @@ async fn stop_gracefully(bus: &Bus, counters: &Counters) -> anyhow::Result<usize
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    xbus_examples::init_logs();
     // Installed first: from here on SIGTERM no longer ends the process.
     let mut sigterm = signal(SignalKind::terminate())?;
 

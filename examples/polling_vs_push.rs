@@ -87,11 +87,7 @@ struct Report {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    xbus_examples::init_logs();
     let (interval, orders) = args()?;
 
     // The bus: a publisher (the shop) and a subscriber, which subscribes

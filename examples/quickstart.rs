@@ -34,11 +34,7 @@ struct StockChanged {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    xbus_examples::init_logs();
 
     // Keep the server alive until the end of main.
     let (_server, publisher_config, subscriber_config) = configs().await?;

@@ -94,11 +94,7 @@ async fn inventory(config: BusConfig) -> anyhow::Result<Bus> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    xbus_examples::init_logs();
     let configs = configs().await?;
     let first = inventory(configs.instance("inv-1")?).await?;
     let second = inventory(configs.instance("inv-2")?).await?;

@@ -34,11 +34,7 @@ type Ledger = Arc<Mutex<HashMap<u64, Vec<String>>>>;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    xbus_examples::init_logs();
     println!("starting an embedded XMPP server on loopback");
     let server = xbus_server::Server::start_local().await?;
     let orders = Bus::connect(server.bus_config("orders")?.build()?).await?;

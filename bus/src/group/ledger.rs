@@ -194,14 +194,14 @@ impl<W: Clone + Eq + Hash> Ledger<W> {
         out
     }
 
-    /// `worker` acked `item`. A late ack (after the event was taken back)
-    /// still finishes it: the work was done.
-    pub fn ack(&mut self, item: &str, worker: &W) -> bool {
+    /// `item` was acked. A late ack (after the event was taken back, even
+    /// from another instance than the one holding it now) still finishes
+    /// it: the work was done.
+    pub fn ack(&mut self, item: &str) -> bool {
         let Some(entry) = self.entries.remove(item) else {
             return false;
         };
         self.release(&entry.stage);
-        let _ = worker;
         self.finish(item);
         self.counts.acked += 1;
         true

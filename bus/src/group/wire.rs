@@ -33,6 +33,7 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
 use super::state::NS;
 use crate::codec::{PAYLOAD, RawPayload, name};
+use crate::consume::Verdict;
 use crate::error::DecodeError;
 
 /// Longest group name (it goes into node names and attributes).
@@ -128,30 +129,19 @@ impl JobOffer {
 /// What an instance's answer to a job means.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    Ack,
-    Nak {
-        delay: Option<Duration>,
-        reason: String,
-    },
-    Term {
-        reason: String,
-    },
+    /// Ack, nak or term, as the instance's consumer settled it.
+    Settled(Verdict),
     /// The instance follows a leader of epoch `epoch`.
-    StaleEpoch {
-        epoch: u64,
-    },
+    StaleEpoch { epoch: u64 },
     /// The delivery failed without a verdict; `gone` if the server says
     /// the instance has no session.
-    Failed {
-        gone: bool,
-        reason: String,
-    },
+    Failed { gone: bool, reason: String },
 }
 
 /// Reads an instance's answer to a job.
 pub(crate) fn outcome(answer: &Result<Option<Element>, StanzaError>) -> Outcome {
     let error = match answer {
-        Ok(_) => return Outcome::Ack,
+        Ok(_) => return Outcome::Settled(Verdict::Ack),
         Err(error) => error,
     };
     let reason = error
@@ -162,14 +152,14 @@ pub(crate) fn outcome(answer: &Result<Option<Element>, StanzaError>) -> Outcome 
         .unwrap_or_default();
     let app = error.other.as_ref().filter(|o| o.ns() == NS);
     match app.map(Element::name) {
-        Some("nak") => Outcome::Nak {
+        Some("nak") => Outcome::Settled(Verdict::Nak {
             delay: app
                 .and_then(|a| a.attr("delay-ms"))
                 .and_then(|d| d.parse().ok())
                 .map(Duration::from_millis),
             reason,
-        },
-        Some("term") => Outcome::Term { reason },
+        }),
+        Some("term") => Outcome::Settled(Verdict::Term { reason }),
         Some("stale-epoch") => match app.and_then(|a| a.attr("epoch")?.parse().ok()) {
             Some(epoch) => Outcome::StaleEpoch { epoch },
             None => Outcome::Failed {

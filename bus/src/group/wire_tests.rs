@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::consume::Verdict;
 use crate::event::Encoding;
 use crate::headers::Headers;
 
@@ -66,26 +67,26 @@ fn bad_jobs_are_typed_errors() {
 
 #[test]
 fn answers_read_back_as_what_the_instance_meant() {
-    assert_eq!(outcome(&Ok(None)), Outcome::Ack);
+    assert_eq!(outcome(&Ok(None)), Outcome::Settled(Verdict::Ack));
     assert_eq!(
         outcome(&Err(nak_error(Some(Duration::from_millis(250)), "busy"))),
-        Outcome::Nak {
+        Outcome::Settled(Verdict::Nak {
             delay: Some(Duration::from_millis(250)),
             reason: "busy".into()
-        }
+        })
     );
     assert_eq!(
         outcome(&Err(nak_error(None, "x"))),
-        Outcome::Nak {
+        Outcome::Settled(Verdict::Nak {
             delay: None,
             reason: "x".into()
-        }
+        })
     );
     assert_eq!(
         outcome(&Err(term_error("poison"))),
-        Outcome::Term {
+        Outcome::Settled(Verdict::Term {
             reason: "poison".into()
-        }
+        })
     );
     assert_eq!(
         outcome(&Err(stale_epoch_error(9))),

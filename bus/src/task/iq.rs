@@ -211,8 +211,6 @@ impl Task {
                 if let Some(online) = self.online.take() {
                     let _ = online.send(());
                 }
-                // The presence of our other resources came before this.
-                self.elect_all().await;
             }
             PendingIq::GroupState { key, .. } => self.on_group_state(key, answer).await,
             PendingIq::GroupStored { key, .. } => self.on_group_stored(key, answer).await,

@@ -149,9 +149,7 @@ impl Task {
 
     /// Pings our server right after our presence: the answer comes once
     /// the server has handled the presence (it handles a session's stanzas
-    /// in order), and so after the presence of our other resources that it
-    /// sends in return. Then [`Bus::connect`](crate::Bus::connect) returns,
-    /// and consumer groups elect their leader.
+    /// in order). Then [`Bus::connect`](crate::Bus::connect) returns.
     pub(super) async fn ping_after_presence(&mut self) {
         let to = Jid::from(self.bound().domain().to_owned());
         let ping = Element::builder("ping", xmpp_parsers::ns::PING).build();

@@ -149,11 +149,11 @@ impl Task {
             }
         };
         let own = self.bound();
-        let mut others = leftovers(&listing, &own);
+        let others = leftovers(&listing, &own);
         if others.len() > MAX_CHECKED {
             self.stale.again();
         }
-        let checked: Vec<(FullJid, Vec<String>)> = std::mem::take(&mut others)
+        let checked: Vec<(FullJid, Vec<String>)> = others
             .into_iter()
             .filter(|(jid, _)| !self.stale.checking.contains_key(jid))
             .take(MAX_CHECKED.saturating_sub(self.stale.checking.len()))

@@ -335,9 +335,7 @@ impl Task {
         self.directory.call_ended(&to);
         let worker = to.to_string();
         let verdict = match wire::outcome(&answer) {
-            Outcome::Ack => Verdict::Ack,
-            Outcome::Nak { delay, reason } => Verdict::Nak { delay, reason },
-            Outcome::Term { reason } => Verdict::Term { reason },
+            Outcome::Settled(verdict) => verdict,
             Outcome::StaleEpoch { epoch } => {
                 let Some(group) = self.groups.local.get_mut(&key) else {
                     return;
@@ -387,7 +385,7 @@ impl Task {
         };
         let dead = match verdict {
             Verdict::Ack => {
-                if leading.ledger.ack(item, worker) {
+                if leading.ledger.ack(item) {
                     leading.events.remove(item);
                 }
                 None

@@ -191,9 +191,7 @@ impl Task {
             .insert(me);
         let presence = self.announcement();
         self.send(presence.into()).await;
-        // Elect once the server has handled the presence: by then the
-        // presence of the other members has come too.
-        self.ping_after_presence().await;
+        // The election comes after JOIN_GRACE, from the group tick.
         Ok(self.settle_tx.clone())
     }
 
@@ -347,14 +345,6 @@ impl Task {
                 .entry(key.clone())
                 .or_default()
                 .insert(me.clone());
-        }
-    }
-
-    /// Re-elects every group (after our own presence was sent again).
-    pub(super) async fn elect_all(&mut self) {
-        let keys: Vec<GroupKey> = self.groups.local.keys().cloned().collect();
-        for key in keys {
-            self.elect(&key).await;
         }
     }
 }
