@@ -44,7 +44,7 @@ async fn a_killed_group_instance_is_replaced_and_every_event_is_handled() {
 }
 
 /// The leader itself is killed: another member takes over once liveness
-/// pings find it dead, from the progress it saved last (at most 200 ms
+/// pings find it dead, from the progress it saved last (at most 50 ms
 /// old), so the events it had handed out or heard acked since may come
 /// twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,7 +160,7 @@ async fn kill_one_of_three(kind: xbus_integration_tests::ServerKind, victim: &st
         }
         if victim == "c1" {
             // The leader's last save: what it handed out (every member's
-            // jobs in flight) and what it heard acked in the last 200 ms.
+            // jobs in flight) and what it heard acked in the last 50 ms.
             assert!(
                 twice.len() <= 3 * MAX_IN_FLIGHT,
                 "{}at most the jobs in flight at the leader's death come twice: {}",

@@ -31,7 +31,7 @@ const JOIN_GRACE: Duration = Duration::from_millis(500);
 /// How often a leader looks at deadlines and dispatches.
 pub(super) const GROUP_TICK: Duration = Duration::from_millis(50);
 /// A leader writes its progress at most this often (and on stepping down).
-const SAVE_EVERY: Duration = Duration::from_millis(200);
+const SAVE_EVERY: Duration = Duration::from_millis(50);
 /// A job refused because the instance's buffer is full is tried again
 /// after this.
 const BUSY_RETRY: Duration = Duration::from_millis(100);
