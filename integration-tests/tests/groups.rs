@@ -1,8 +1,9 @@
 //! Durable consumer groups against every server of the matrix: competing
 //! instances, redelivery with backoff, dead letters.
 //!
-//! The instances here are buses in the test process; the process-fault
-//! tests (SIGKILL, whole group down) are still to come (issue 13).
+//! The instances here are buses in the test process; `group_crash.rs`
+//! kills instance processes, `group_faults.rs` cuts connections and
+//! restarts the server.
 
 mod common;
 
@@ -115,7 +116,7 @@ async fn three_instances_share_a_group_and_each_event_is_handled_once() {
         let server = start(kind);
         let (instances, log, tasks) = group_of(&*server, 3, ConsumeOptions::new(), |_| None).await;
         let publisher = bus(&*server).await;
-        const EVENTS: u64 = 300;
+        const EVENTS: u64 = 3_000;
         publish_orders(&publisher, 0..EVENTS).await;
         until("every event handled", &log, |l| l.len() as u64 >= EVENTS).await;
         // A little longer: nothing may come twice.
@@ -262,22 +263,22 @@ async fn a_group_continues_where_it_stood_after_every_instance_stopped() {
         until("the first 100", &log, |l| l.len() >= 100).await;
         within("close first", first.close()).await.expect("close");
         let _ = within("first consumer ends", task).await;
-        // While the group is down: 150 more.
-        publish_orders(&publisher, 100..250).await;
-        // Second life, another host: exactly the 150 it missed.
+        // While the group is down: 500 more.
+        publish_orders(&publisher, 100..600).await;
+        // Second life, another host: exactly the 500 it missed.
         let second = instance(&*server, &account, "second").await;
         let task = run_consumer(second.clone(), ConsumeOptions::new(), log.clone(), |_| None).await;
-        until("the 150 published while down", &log, |l| l.len() >= 250).await;
+        until("the 500 published while down", &log, |l| l.len() >= 600).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let log = log.lock().unwrap().clone();
         let (per_seq, twice) = tally(&log);
         eprintln!("{}handled: {}, twice: {twice:?}", tag(), log.len());
-        assert_eq!(per_seq.len(), 250, "{}every event", tag());
+        assert_eq!(per_seq.len(), 600, "{}every event", tag());
         assert!(twice.is_empty(), "{}none twice: {twice:?}", tag());
         let second_got = log.iter().filter(|e| e.0 == "second").count();
         assert_eq!(
             second_got,
-            150,
+            500,
             "{}the second life got what was published while down",
             tag()
         );
@@ -411,6 +412,102 @@ async fn a_group_behind_by_more_than_the_topic_keeps_is_told_what_it_lost() {
         assert_eq!(stats.group_losses, 1);
         for bus in [&second, &publisher] {
             within("close", bus.close()).await.expect("close");
+        }
+    })
+    .await;
+}
+
+/// One delivery in the ack-wait test: (instance, seq, attempt, when), and
+/// the answer its settlement got.
+type Held = Arc<Mutex<Vec<(String, u64, u32, Instant, Result<(), xbus::AckError>)>>>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_held_past_the_ack_wait_goes_to_another_instance_unless_in_progress() {
+    const ACK_WAIT: Duration = Duration::from_secs(1);
+    const HOLD: Duration = Duration::from_millis(2_500);
+    matrix(async |kind| {
+        let server = start(kind);
+        let (_account, buses) = instances(&*server, 2).await;
+        let options = ConsumeOptions::new()
+            .ack_wait(ACK_WAIT)
+            .backoff(std::iter::empty());
+        let held: Held = Arc::default();
+        let mut tasks = Vec::new();
+        for bus in &buses {
+            let mut jobs = within("consume", bus.consume::<Order>("billing", options.clone()))
+                .await
+                .expect("consume");
+            let name = bus.jid().resource().to_string();
+            let held = held.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(job) = jobs.next().await {
+                    let mut job = job.expect("decodable");
+                    let (name, held) = (name.clone(), held.clone());
+                    // Each job on its own task: a held job blocks nothing.
+                    tokio::spawn(async move {
+                        let (seq, attempt, at) = (job.event.seq, job.attempt, Instant::now());
+                        // 0 is held past the ack wait on its first delivery;
+                        // 1 is held as long, saying in_progress() meanwhile.
+                        if seq == 0 && attempt == 1 {
+                            tokio::time::sleep(HOLD).await;
+                        } else if seq == 1 {
+                            let until = at + HOLD;
+                            while Instant::now() < until {
+                                tokio::time::sleep(ACK_WAIT / 3).await;
+                                job.in_progress().expect("in time");
+                            }
+                        }
+                        let answer = job.ack();
+                        held.lock().unwrap().push((name, seq, attempt, at, answer));
+                    });
+                }
+            }));
+        }
+        let publisher = bus(&*server).await;
+        publish_orders(&publisher, 0..10).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while held.lock().unwrap().len() < 11 {
+            assert!(Instant::now() < deadline, "{}not all settled", tag());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let held = std::mem::take(&mut *held.lock().unwrap());
+        for (name, seq, attempt, _, answer) in &held {
+            eprintln!("{}{name} seq {seq} attempt {attempt}: {answer:?}", tag());
+        }
+        let of = |seq| -> Vec<_> { held.iter().filter(|h| h.1 == seq).collect() };
+        let stuck = of(0);
+        assert_eq!(stuck.len(), 2, "{}0 delivered twice", tag());
+        let (first, second) = if stuck[0].2 == 1 {
+            (stuck[0], stuck[1])
+        } else {
+            (stuck[1], stuck[0])
+        };
+        assert_ne!(first.0, second.0, "{}the second went elsewhere", tag());
+        let moved_after = second.3 - first.3;
+        assert!(
+            moved_after >= ACK_WAIT && moved_after < ACK_WAIT + Duration::from_millis(600),
+            "{}moved {moved_after:?} after the first delivery",
+            tag()
+        );
+        assert!(
+            matches!(first.4, Err(xbus::AckError::Late { .. })),
+            "{}the late ack says so: {:?}",
+            tag(),
+            first.4
+        );
+        assert_eq!(second.4, Ok(()));
+        let kept = of(1);
+        assert_eq!(kept.len(), 1, "{}in_progress() kept 1 where it was", tag());
+        assert_eq!(kept[0].4, Ok(()), "{}and its ack was in time", tag());
+        for seq in 2..10 {
+            assert_eq!(of(seq).len(), 1, "{}{seq} once", tag());
+        }
+        for bus in buses.iter().chain([&publisher]) {
+            within("close", bus.close()).await.expect("close");
+        }
+        for task in tasks {
+            let _ = within("consumer ends", task).await;
         }
     })
     .await;

@@ -15,7 +15,8 @@
 //!   the caller publishes it to the dead-letter topic and it is done.
 //! * Events are handed out in the order they were offered (the topic's
 //!   stored order), each to the instance with the fewest events out, up
-//!   to `max_in_flight` per instance.
+//!   to `max_in_flight` per instance. A redelivery goes to another
+//!   instance than the one that failed it, if another has room.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
@@ -82,6 +83,9 @@ struct Entry<W> {
     attempts: u32,
     stage: Stage<W>,
     last_error: Option<String>,
+    /// The instance whose attempt failed last: passed over next time if
+    /// another can take the event.
+    failed_with: Option<W>,
 }
 
 /// What the leader has counted since it took over.
@@ -145,6 +149,7 @@ impl<W: Clone + Eq + Hash> Ledger<W> {
             attempts,
             stage: Stage::Waiting { ready_at: now },
             last_error: None,
+            failed_with: None,
         };
         self.entries.insert(item.to_owned(), entry);
         true
@@ -167,12 +172,15 @@ impl<W: Clone + Eq + Hash> Ledger<W> {
             if ready_at > now {
                 continue;
             }
-            let Some(worker) = workers
+            let load = |w: &W| self.out_per_worker.get(w).copied().unwrap_or(0);
+            let open = workers
                 .iter()
-                .filter(|w| {
-                    self.out_per_worker.get(*w).copied().unwrap_or(0) < self.rules.max_in_flight
-                })
-                .min_by_key(|w| self.out_per_worker.get(*w).copied().unwrap_or(0))
+                .filter(|w| load(w) < self.rules.max_in_flight);
+            let Some(worker) = open
+                .clone()
+                .filter(|w| entry.failed_with.as_ref() != Some(*w))
+                .min_by_key(|w| load(w))
+                .or_else(|| open.min_by_key(|w| load(w)))
             else {
                 break;
             };
@@ -347,6 +355,9 @@ impl<W: Clone + Eq + Hash> Ledger<W> {
             ready_at: now + wait,
         };
         entry.last_error = Some(error);
+        if let Stage::Out { worker, .. } = stage {
+            entry.failed_with = Some(worker);
+        }
         None
     }
 

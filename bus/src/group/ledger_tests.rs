@@ -188,3 +188,25 @@ fn the_backoff_repeats_its_last_entry() {
     };
     assert_eq!(none.backoff_after(1), Duration::ZERO);
 }
+
+#[test]
+fn a_redelivery_goes_to_another_instance_if_one_has_room() {
+    let now = Instant::now();
+    let mut l = ledger();
+    l.offer("a", 0, now);
+    l.dispatch(&["w1", "w2"], now);
+    assert_eq!(
+        l.nak("a", &"w1", Some(Duration::ZERO), "x".into(), now),
+        None
+    );
+    // w1 is listed first and as idle as w2, but it failed "a".
+    let out = l.dispatch(&["w1", "w2"], now);
+    assert_eq!(items(&out), vec![("a".into(), "w2", 2)]);
+    // Alone, the instance that failed it gets it again.
+    assert_eq!(
+        l.nak("a", &"w2", Some(Duration::ZERO), "x".into(), now),
+        None
+    );
+    let out = l.dispatch(&["w2"], now);
+    assert_eq!(items(&out), vec![("a".into(), "w2", 3)]);
+}
