@@ -61,6 +61,10 @@ pub struct BusStats {
     /// had dropped events the group had not handled (see
     /// `docs/RELIABILITY.md`, "Consumer groups").
     pub group_losses: u64,
+    /// Times this bus took over a group's leadership. Each change of
+    /// leader may hand out again the events then in flight (see
+    /// `docs/RELIABILITY.md`, "Consumer groups").
+    pub group_takeovers: u64,
 }
 
 /// The counters the connection task keeps.
@@ -75,6 +79,7 @@ pub(crate) struct Counters {
     pub stale_subscriptions_removed: u64,
     pub group: crate::group::ledger::Counts,
     pub group_events_lost: u64,
+    pub group_takeovers: u64,
 }
 
 impl Counters {

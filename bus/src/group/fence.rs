@@ -1,18 +1,21 @@
 //! Who leads a group, and which leader an instance takes jobs from.
 //!
 //! The members of a group are the instances of one service (one account)
-//! that consume the group, as their presence announces; the live one with
-//! the lowest full JID leads. Views of who is alive can differ for a
+//! that consume the group, as their presence announces. The leader stays
+//! the leader while it is live; when it is not, the live one with the
+//! lowest full JID takes over. Views of who is alive can differ for a
 //! moment (a presence on its way, a ping not yet answered), so two
 //! instances may both believe they lead. Each leader therefore claims an
-//! **epoch**, one above the last it read from the group's state, and puts
-//! it on every job; an instance takes jobs only from the newest claim it
-//! has seen (epoch first; at equal epochs the lower leader JID, which the
-//! election prefers) and refuses older ones
-//! with `stale-epoch`. A leader refused that way stops leading at once.
-//! So at most one leader's jobs are taken at a time by any instance; an
-//! event can be handled twice only if it was out with an instance when
-//! its leader changed, which the group counts as a redelivery.
+//! **epoch**, above any it has seen and above the one in the group's
+//! state, announces it to the other members before it reads that state,
+//! and puts it on every job; an instance takes jobs only from the newest
+//! claim it has seen (epoch first; at equal epochs the lower leader JID)
+//! and refuses older ones with `stale-epoch`. A leader refused that way,
+//! or told of a newer claim, stops leading at once (saving its progress
+//! before it answers the claim). So at most one leader's jobs are taken
+//! at a time by any instance; an event can be handled twice only if it
+//! was out with an instance when its leader changed, which the group
+//! counts as a redelivery.
 
 use std::cmp::Ordering;
 
@@ -65,12 +68,35 @@ impl Fence {
     pub fn newest(&self) -> Option<&Claim> {
         self.newest.as_ref()
     }
+
+    /// The epoch of the claim followed (0 if none).
+    pub fn epoch(&self) -> u64 {
+        self.newest.as_ref().map_or(0, |c| c.epoch)
+    }
+
+    /// The leader of the claim followed, if any.
+    pub fn leader(&self) -> Option<&str> {
+        self.newest.as_ref().map(|c| c.leader.as_str())
+    }
 }
 
-/// The member that should lead: the lowest full JID among the live
-/// members (`None` if there are none).
-pub(crate) fn elect<'a>(members: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    members.into_iter().min()
+/// The member that should lead: the leader followed while it is live (a
+/// group does not change leaders while its leader is fine), else the
+/// lowest full JID among the live members (`None` if there are none).
+pub(crate) fn elect<'a>(
+    followed: Option<&'a str>,
+    live: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let mut lowest = None;
+    for member in live {
+        if Some(member) == followed {
+            return followed;
+        }
+        if lowest.is_none_or(|l| member < l) {
+            lowest = Some(member);
+        }
+    }
+    lowest
 }
 
 /// What a member does about leading, given who should lead.
@@ -97,11 +123,12 @@ impl Leadership {
         }
     }
 
-    /// The group's state was read while claiming: lead one above its epoch.
-    pub fn state_read(&self, stored_epoch: u64) -> Leadership {
+    /// The group's state was read while claiming at `claimed`: lead at
+    /// that epoch, or one above the stored one if that is higher.
+    pub fn state_read(&self, stored_epoch: u64, claimed: u64) -> Leadership {
         match self {
             Leadership::Claim => Leadership::Lead {
-                epoch: stored_epoch.saturating_add(1),
+                epoch: stored_epoch.saturating_add(1).max(claimed),
             },
             other => other.clone(),
         }
@@ -155,8 +182,17 @@ mod tests {
 
     #[test]
     fn the_lowest_live_member_is_elected() {
-        assert_eq!(elect(["s@x/i2", "s@x/i1", "s@x/i3"]), Some("s@x/i1"));
-        assert_eq!(elect(Vec::<&str>::new()), None);
+        assert_eq!(elect(None, ["s@x/i2", "s@x/i1", "s@x/i3"]), Some("s@x/i1"));
+        assert_eq!(elect(None, Vec::<&str>::new()), None);
+    }
+
+    #[test]
+    fn the_followed_leader_stays_elected_while_live() {
+        let live = ["s@x/b", "s@x/a", "s@x/c"];
+        assert_eq!(elect(None, live), Some("s@x/a"));
+        assert_eq!(elect(Some("s@x/c"), live), Some("s@x/c"));
+        assert_eq!(elect(Some("s@x/d"), live), Some("s@x/a"), "dead");
+        assert_eq!(elect(None, []), None);
     }
 
     #[test]
@@ -166,8 +202,14 @@ mod tests {
         assert_eq!(l, Leadership::Follow);
         let l = l.members_changed(me, Some(me));
         assert_eq!(l, Leadership::Claim);
-        let l = l.state_read(6);
+        assert_eq!(l.state_read(6, 3), Leadership::Lead { epoch: 7 });
+        let l = l.state_read(6, 7);
         assert_eq!(l, Leadership::Lead { epoch: 7 });
+        assert_eq!(
+            Leadership::Claim.state_read(2, 9),
+            Leadership::Lead { epoch: 9 },
+            "the epoch announced in the claim"
+        );
         assert_eq!(
             l.refused(6),
             Leadership::Lead { epoch: 7 },

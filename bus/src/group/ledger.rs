@@ -215,6 +215,22 @@ impl<W: Clone + Eq + Hash> Ledger<W> {
         true
     }
 
+    /// An instance reports `item` settled for an earlier leader: done,
+    /// without counting an ack here. Returns whether it was pending.
+    pub fn done_elsewhere(&mut self, item: &str) -> bool {
+        match self.entries.remove(item) {
+            Some(entry) => {
+                self.release(&entry.stage);
+                self.finish(item);
+                true
+            }
+            None => {
+                self.done.insert(item.to_owned());
+                false
+            }
+        }
+    }
+
     /// `worker` gave `item` back: after `delay`, or after the backoff. Dead
     /// if it was the last attempt.
     pub fn nak(
@@ -300,12 +316,9 @@ impl<W: Clone + Eq + Hash> Ledger<W> {
         self.entries.len()
     }
 
-    /// Attempts made so far for each pending event (for the group state).
-    pub fn attempts(&self) -> impl Iterator<Item = (&str, u32)> {
-        self.entries
-            .iter()
-            .filter(|(_, e)| e.attempts > 0)
-            .map(|(item, e)| (item.as_str(), e.attempts))
+    /// Deliveries made so far of `item` (0 if it is not pending).
+    pub fn attempts_of(&self, item: &str) -> u32 {
+        self.entries.get(item).map_or(0, |e| e.attempts)
     }
 
     /// Whether `item` is done.

@@ -210,3 +210,17 @@ fn a_redelivery_goes_to_another_instance_if_one_has_room() {
     let out = l.dispatch(&["w2"], now);
     assert_eq!(items(&out), vec![("a".into(), "w2", 3)]);
 }
+
+#[test]
+fn an_event_settled_for_an_earlier_leader_is_done() {
+    let now = Instant::now();
+    let mut l = ledger();
+    l.offer("a", 0, now);
+    l.dispatch(&["w1"], now);
+    assert!(l.done_elsewhere("a"), "pending, and out with w1");
+    assert!(l.is_done("a"));
+    assert!(l.holders().is_empty());
+    assert!(!l.done_elsewhere("later"), "not offered yet");
+    assert!(!l.offer("later", 0, now), "and never offered");
+    assert_eq!(l.counts().acked, 0);
+}

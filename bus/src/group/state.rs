@@ -1,24 +1,24 @@
 //! A group's progress as it is kept on the server, and how a new leader
 //! reads it against the topic's stored items.
 //!
-//! The topic's items are stored oldest first, so progress is a **floor**
-//! (the newest item that, with every item stored before it, is done) plus
-//! the few done items above it (acked out of order) and the attempts
-//! already made on pending ones. That stays small whatever the topic's
-//! `max_items`:
+//! The topic's items are stored oldest first, and a leader hands them out
+//! in that order. So progress is a **high mark** (the newest item handed
+//! out at least once) plus the items up to it that are not done yet, with
+//! the deliveries each had: every other stored item up to the mark is
+//! done. That stays small whatever the topic's `max_items`: the pending
+//! items are those out with an instance or waiting for a redelivery.
 //!
 //! ```xml
-//! <group xmlns='urn:xbus:group:0' epoch='3' floor='9f…c1'>
-//!   <done item='a0…17'/>
-//!   <attempts item='b2…4e' count='2'/>
+//! <group xmlns='urn:xbus:group:0' epoch='3' high='9f…c1'>
+//!   <pending item='b2…4e' count='2'/>
 //! </group>
 //! ```
 //!
-//! A floor that is no longer among the stored items means that more
+//! A mark that is no longer among the stored items means that more
 //! events were published than the topic keeps while the group was behind:
 //! they are lost to it, and [`reconcile`] says so ([`Lost`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use xmpp_parsers::minidom::Element;
 
@@ -27,7 +27,7 @@ use crate::codec::name;
 /// The namespace of the group state and of the group's wire elements.
 pub(crate) const NS: &str = "urn:xbus:group:0";
 
-/// Most `<done/>` and most `<attempts/>` entries a state may hold.
+/// Most `<pending/>` entries a state may hold.
 pub(crate) const MAX_ENTRIES: usize = 4096;
 /// Longest item id accepted (xbus writes 32 hex digits).
 const MAX_ID_LEN: usize = 256;
@@ -37,12 +37,11 @@ const MAX_ID_LEN: usize = 256;
 pub(crate) struct GroupState {
     /// The leader's epoch: each takeover increments it.
     pub epoch: u64,
-    /// Every stored item up to and including this one is done.
-    pub floor: Option<String>,
-    /// Done items above the floor.
-    pub done_above: Vec<String>,
-    /// Attempts already made on pending items.
-    pub attempts: Vec<(String, u32)>,
+    /// The newest item handed out at least once: every stored item up to
+    /// it is done, except `pending`.
+    pub high: Option<String>,
+    /// Items up to `high` not done yet, with the deliveries made.
+    pub pending: Vec<(String, u32)>,
 }
 
 /// Why a stored state cannot be read.
@@ -64,15 +63,12 @@ impl GroupState {
     /// The state as stored.
     pub fn to_element(&self) -> Element {
         let mut group = Element::builder("group", NS).attr(name("epoch"), self.epoch.to_string());
-        if let Some(floor) = &self.floor {
-            group = group.attr(name("floor"), floor.as_str());
+        if let Some(high) = &self.high {
+            group = group.attr(name("high"), high.as_str());
         }
-        for item in &self.done_above {
-            group = group.append(Element::builder("done", NS).attr(name("item"), item.as_str()));
-        }
-        for (item, count) in &self.attempts {
+        for (item, count) in &self.pending {
             group = group.append(
-                Element::builder("attempts", NS)
+                Element::builder("pending", NS)
                     .attr(name("item"), item.as_str())
                     .attr(name("count"), count.to_string()),
             );
@@ -94,31 +90,24 @@ impl GroupState {
                 why: "not a whole number",
             })?,
         };
-        let floor = group.attr("floor").map(item_id).transpose()?;
+        let high = group.attr("high").map(item_id).transpose()?;
         let mut state = GroupState {
             epoch,
-            floor,
+            high,
             ..GroupState::default()
         };
-        for child in group.children() {
-            if child.is("done", NS) {
-                if state.done_above.len() == MAX_ENTRIES {
-                    return Err(StateError::TooMany("done"));
-                }
-                state.done_above.push(item_id(required(child, "item")?)?);
-            } else if child.is("attempts", NS) {
-                if state.attempts.len() == MAX_ENTRIES {
-                    return Err(StateError::TooMany("attempts"));
-                }
-                let item = item_id(required(child, "item")?)?;
-                let text = required(child, "count")?;
-                let count = text.parse().map_err(|_| StateError::BadAttribute {
-                    name: "count",
-                    value: text.to_owned(),
-                    why: "not a whole number",
-                })?;
-                state.attempts.push((item, count));
+        for child in group.children().filter(|c| c.is("pending", NS)) {
+            if state.pending.len() == MAX_ENTRIES {
+                return Err(StateError::TooMany("pending"));
             }
+            let item = item_id(required(child, "item")?)?;
+            let text = required(child, "count")?;
+            let count = text.parse().map_err(|_| StateError::BadAttribute {
+                name: "count",
+                value: text.to_owned(),
+                why: "not a whole number",
+            })?;
+            state.pending.push((item, count));
         }
         Ok(state)
     }
@@ -129,7 +118,9 @@ impl GroupState {
 pub(crate) struct Reconciled {
     /// Stored items that are done.
     pub done: HashSet<String>,
-    /// Set when the floor is gone from the stored items.
+    /// Deliveries already made of the pending items.
+    pub attempts: HashMap<String, u32>,
+    /// Set when the high mark is gone from the stored items.
     pub lost: Option<Lost>,
 }
 
@@ -137,7 +128,7 @@ pub(crate) struct Reconciled {
 /// handled them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Lost {
-    /// The last item the group knows it finished.
+    /// The last item the group knows it handed out.
     pub last_known: String,
     /// The oldest item the topic still stores.
     pub oldest_stored: Option<String>,
@@ -145,45 +136,62 @@ pub(crate) struct Lost {
 
 /// Reads `state` against `stored` (the topic's items, oldest first).
 pub(crate) fn reconcile(state: &GroupState, stored: &[String]) -> Reconciled {
-    let above: HashSet<&str> = state.done_above.iter().map(String::as_str).collect();
-    let floor_at = state
-        .floor
+    let attempts: HashMap<String, u32> = state.pending.iter().cloned().collect();
+    let high_at = state
+        .high
         .as_ref()
-        .and_then(|floor| stored.iter().position(|item| item == floor));
-    let mut done: HashSet<String> = stored
-        .iter()
-        .enumerate()
-        .filter(|(i, item)| floor_at.is_some_and(|f| *i <= f) || above.contains(item.as_str()))
-        .map(|(_, item)| item.clone())
-        .collect();
+        .and_then(|high| stored.iter().position(|item| item == high));
+    let mut done: HashSet<String> = match high_at {
+        Some(at) => stored[..=at]
+            .iter()
+            .filter(|item| !attempts.contains_key(*item))
+            .cloned()
+            .collect(),
+        None => HashSet::new(),
+    };
     done.shrink_to_fit();
-    let lost = match (&state.floor, floor_at) {
-        (Some(floor), None) => Some(Lost {
-            last_known: floor.clone(),
+    let lost = match (&state.high, high_at) {
+        (Some(high), None) => Some(Lost {
+            last_known: high.clone(),
             oldest_stored: stored.first().cloned(),
         }),
         _ => None,
     };
-    Reconciled { done, lost }
+    Reconciled {
+        done,
+        attempts,
+        lost,
+    }
 }
 
-/// The floor and the done items above it, for `seen` (item ids in stored
-/// order) and what is done.
-pub(crate) fn floor_of<'a>(
-    seen: impl IntoIterator<Item = &'a String>,
+/// The high mark and the pending items for `seen` (item ids in stored
+/// order, from the first one not done), given the mark below them
+/// (`floor`: done with everything before it), what is done, and the
+/// deliveries made of each item.
+pub(crate) fn progress_of<'a>(
+    floor: Option<&String>,
+    seen: impl ExactSizeIterator<Item = &'a String> + DoubleEndedIterator + Clone,
     is_done: impl Fn(&str) -> bool,
-) -> (Option<String>, Vec<String>) {
-    let mut floor = None;
-    let mut above = Vec::new();
-    let mut gap = false;
-    for item in seen {
-        match (is_done(item), gap) {
-            (true, false) => floor = Some(item.clone()),
-            (true, true) => above.push(item.clone()),
-            (false, _) => gap = true,
+    attempts: impl Fn(&str) -> u32,
+) -> (Option<String>, Vec<(String, u32)>) {
+    let touched = |item: &str| is_done(item) || attempts(item) > 0;
+    let Some(high_at) = seen.clone().rposition(|item| touched(item)) else {
+        return (floor.cloned(), Vec::new());
+    };
+    let mut high = floor.cloned();
+    let mut pending = Vec::new();
+    for item in seen.take(high_at + 1) {
+        if !is_done(item) {
+            if pending.len() == MAX_ENTRIES {
+                // A lower mark: what follows counts as not done (handled
+                // again rather than lost).
+                break;
+            }
+            pending.push((item.clone(), attempts(item)));
         }
+        high = Some(item.clone());
     }
-    (floor, above)
+    (high, pending)
 }
 
 fn required<'a>(element: &'a Element, attr: &'static str) -> Result<&'a str, StateError> {

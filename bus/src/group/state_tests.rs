@@ -8,9 +8,8 @@ fn ids(list: &[&str]) -> Vec<String> {
 fn the_state_goes_through_xml_unchanged() {
     let state = GroupState {
         epoch: 7,
-        floor: Some("f1".into()),
-        done_above: ids(&["d1", "d2"]),
-        attempts: vec![("p1".into(), 2)],
+        high: Some("h1".into()),
+        pending: vec![("p1".into(), 2), ("p2".into(), 1)],
     };
     let element = state.to_element();
     let text = String::from(&element);
@@ -35,19 +34,19 @@ fn bad_states_are_typed_errors() {
         Err(StateError::BadAttribute { name: "epoch", .. })
     ));
     assert!(matches!(
-        parse("<group xmlns='urn:xbus:group:0'><attempts item='a' count='x'/></group>"),
+        parse("<group xmlns='urn:xbus:group:0'><pending item='a' count='x'/></group>"),
         Err(StateError::BadAttribute { name: "count", .. })
     ));
     assert!(matches!(
-        parse("<group xmlns='urn:xbus:group:0'><done/></group>"),
+        parse("<group xmlns='urn:xbus:group:0'><pending count='1'/></group>"),
         Err(StateError::BadAttribute { name: "item", .. })
     ));
     let many: String = (0..=MAX_ENTRIES)
-        .map(|i| format!("<done item='i{i}'/>"))
+        .map(|i| format!("<pending item='i{i}' count='1'/>"))
         .collect();
     assert_eq!(
         parse(&format!("<group xmlns='urn:xbus:group:0'>{many}</group>")),
-        Err(StateError::TooMany("done"))
+        Err(StateError::TooMany("pending"))
     );
     // Unknown children are skipped.
     assert_eq!(
@@ -60,48 +59,67 @@ fn bad_states_are_typed_errors() {
 }
 
 #[test]
-fn the_floor_and_what_is_done_above_it() {
-    let seen = ids(&["a", "b", "c", "d", "e"]);
-    let done = ["a", "b", "d"];
-    let (floor, above) = floor_of(&seen, |i| done.contains(&i));
-    assert_eq!(floor.as_deref(), Some("b"));
-    assert_eq!(above, ids(&["d"]));
-    let (floor, above) = floor_of(&seen, |_| false);
-    assert_eq!((floor, above), (None, Vec::new()));
-}
-
-#[test]
-fn a_new_leader_finds_what_is_done() {
+fn everything_up_to_the_mark_but_the_pending_is_done() {
     let stored = ids(&["a", "b", "c", "d", "e"]);
     let state = GroupState {
-        floor: Some("b".into()),
-        done_above: ids(&["d", "zz"]),
-        ..GroupState::default()
+        epoch: 2,
+        high: Some("c".into()),
+        pending: vec![("b".into(), 2)],
     };
     let r = reconcile(&state, &stored);
-    let mut done: Vec<&str> = r.done.iter().map(String::as_str).collect();
-    done.sort();
-    assert_eq!(done, vec!["a", "b", "d"]);
+    assert_eq!(r.done, ids(&["a", "c"]).into_iter().collect());
+    assert_eq!(r.attempts.get("b"), Some(&2));
     assert_eq!(r.lost, None);
-    // A fresh group (no floor) has nothing done and lost nothing.
-    let r = reconcile(&GroupState::default(), &stored);
-    assert!(r.done.is_empty() && r.lost.is_none());
+    let fresh = reconcile(&GroupState::default(), &stored);
+    assert!(fresh.done.is_empty());
 }
 
 #[test]
-fn a_floor_gone_from_the_topic_is_reported_as_lost() {
+fn a_mark_the_topic_no_longer_keeps_is_a_loss() {
     let stored = ids(&["x", "y"]);
     let state = GroupState {
-        floor: Some("b".into()),
-        ..GroupState::default()
+        epoch: 1,
+        high: Some("gone".into()),
+        pending: Vec::new(),
     };
     let r = reconcile(&state, &stored);
+    assert!(r.done.is_empty());
     assert_eq!(
         r.lost,
         Some(Lost {
-            last_known: "b".into(),
-            oldest_stored: Some("x".into()),
+            last_known: "gone".into(),
+            oldest_stored: Some("x".into())
         })
     );
-    assert!(r.done.is_empty(), "every stored item is still to handle");
+}
+
+#[test]
+fn the_mark_is_the_newest_item_handed_out() {
+    let seen = ids(&["a", "b", "c", "d"]);
+    let done = ["a", "c"];
+    let attempts = |i: &str| match i {
+        "b" => 1,
+        "c" => 1,
+        _ => 0,
+    };
+    let (high, pending) = progress_of(
+        Some(&"z".to_owned()),
+        seen.iter(),
+        |i| done.contains(&i),
+        attempts,
+    );
+    assert_eq!(high.as_deref(), Some("c"));
+    assert_eq!(pending, vec![("b".to_owned(), 1)]);
+    // Nothing handed out yet: the mark below stays.
+    let (high, pending) = progress_of(Some(&"z".to_owned()), seen.iter(), |_| false, |_| 0);
+    assert_eq!(high.as_deref(), Some("z"));
+    assert!(pending.is_empty());
+}
+
+#[test]
+fn too_many_pending_lower_the_mark_instead_of_dropping_any() {
+    let seen: Vec<String> = (0..MAX_ENTRIES + 10).map(|i| format!("i{i}")).collect();
+    let (high, pending) = progress_of(None, seen.iter(), |_| false, |_| 1);
+    assert_eq!(pending.len(), MAX_ENTRIES);
+    assert_eq!(high, Some(format!("i{}", MAX_ENTRIES - 1)));
 }

@@ -25,6 +25,22 @@
 //! While it works on a job, an instance may send `<progress
 //! xmlns='urn:xbus:group:0' group='billing' item='9f…c1'/>` to the leader
 //! in an IQ `set`, which restarts the ack wait.
+//!
+//! Before it reads the group's state, an instance taking over sends
+//! `<claim xmlns='urn:xbus:group:0' group='billing' topic='orders.created'
+//! epoch='4'/>` in an IQ `set` to every other live member. A member that
+//! follows no newer claim takes it (it refuses jobs of older leaders from
+//! then on) and answers `result`; a member that was leading saves its
+//! progress first and answers once the save is confirmed, so the new
+//! leader reads the latest progress. A member that follows a newer claim
+//! answers with `<stale-epoch/>`, as for a job.
+//!
+//! A member that starts following a new leader (by its claim or its first
+//! job) first sends it `<settled xmlns='urn:xbus:group:0' group='billing'
+//! topic='orders.created'><item id='…'/>…</settled>` in an IQ `set`: the
+//! events it acked or termed lately. The old leader may have died before
+//! it saved them; the new one does not hand them out again. A settlement
+//! of an older leader's job is also sent to the newest leader that way.
 
 use std::time::Duration;
 
@@ -61,6 +77,10 @@ pub(crate) struct JobOffer {
 pub(crate) enum WireError {
     #[error("not a <job xmlns='{NS}'/> element")]
     NotAJob,
+    #[error("not a <claim xmlns='{NS}'/> element")]
+    NotAClaim,
+    #[error("not a <settled xmlns='{NS}'/> element")]
+    NotAReport,
     #[error("attribute {name} is missing or not valid: {why}")]
     BadAttribute {
         name: &'static str,
@@ -214,6 +234,64 @@ pub(crate) fn progress(group: &str, item: &str) -> Element {
         .attr(name("group"), group)
         .attr(name("item"), item)
         .build()
+}
+
+/// `<claim/>`: the sender takes over `group` on `topic` at `epoch`.
+pub(crate) fn claim(group: &str, topic: &str, epoch: u64) -> Element {
+    Element::builder("claim", NS)
+        .attr(name("group"), group)
+        .attr(name("topic"), topic)
+        .attr(name("epoch"), epoch.to_string())
+        .build()
+}
+
+/// Reads a `<claim/>` element: the group, topic and epoch.
+pub(crate) fn read_claim(element: &Element) -> Result<(&str, &str, u64), WireError> {
+    if !element.is("claim", NS) {
+        return Err(WireError::NotAClaim);
+    }
+    Ok((
+        text(element, "group")?,
+        text(element, "topic")?,
+        number(element, "epoch")?,
+    ))
+}
+
+/// Most items one `<settled/>` report carries.
+pub(crate) const MAX_REPORT: usize = 1024;
+
+/// `<settled/>`: `items` of `group` on `topic` were acked or termed.
+pub(crate) fn report<'a>(
+    group: &str,
+    topic: &str,
+    items: impl IntoIterator<Item = &'a str>,
+) -> Element {
+    let mut report = Element::builder("settled", NS)
+        .attr(name("group"), group)
+        .attr(name("topic"), topic);
+    for item in items.into_iter().take(MAX_REPORT) {
+        report = report.append(Element::builder("item", NS).attr(name("id"), item).build());
+    }
+    report.build()
+}
+
+/// A `<settled/>` report: group, topic and item ids (at most
+/// [`MAX_REPORT`]).
+pub(crate) type Report<'a> = (&'a str, &'a str, Vec<&'a str>);
+
+/// Reads a `<settled/>` report.
+pub(crate) fn read_report(element: &Element) -> Result<Report<'_>, WireError> {
+    if !element.is("settled", NS) {
+        return Err(WireError::NotAReport);
+    }
+    let items = element
+        .children()
+        .filter(|c| c.is("item", NS))
+        .filter_map(|c| c.attr("id"))
+        .filter(|id| !id.is_empty() && id.len() <= 256)
+        .take(MAX_REPORT)
+        .collect();
+    Ok((text(element, "group")?, text(element, "topic")?, items))
 }
 
 /// Reads a `<progress/>` element: the group and item.

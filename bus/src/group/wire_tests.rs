@@ -116,3 +116,30 @@ fn progress_names_the_group_and_item() {
         .unwrap();
     assert_eq!(read_progress(&other), None);
 }
+
+#[test]
+fn a_claim_reads_back_and_bad_ones_are_typed_errors() {
+    let claim = claim("billing", "orders.created", 4);
+    assert_eq!(read_claim(&claim), Ok(("billing", "orders.created", 4)));
+    let bad: Element = "<claim xmlns='urn:xbus:group:0' group='g' topic='t' epoch='x'/>"
+        .parse()
+        .unwrap();
+    assert!(matches!(
+        read_claim(&bad),
+        Err(WireError::BadAttribute { name: "epoch", .. })
+    ));
+    let other: Element = "<job xmlns='urn:xbus:group:0'/>".parse().unwrap();
+    assert_eq!(read_claim(&other), Err(WireError::NotAClaim));
+}
+
+#[test]
+fn a_report_reads_back_capped() {
+    let ids: Vec<String> = (0..MAX_REPORT + 5).map(|i| format!("{i:032x}")).collect();
+    let element = report("billing", "orders", ids.iter().map(String::as_str));
+    let (group, topic, items) = read_report(&element).unwrap();
+    assert_eq!((group, topic), ("billing", "orders"));
+    assert_eq!(items.len(), MAX_REPORT);
+    assert_eq!(items[0], ids[0]);
+    let other: Element = "<claim xmlns='urn:xbus:group:0'/>".parse().unwrap();
+    assert_eq!(read_report(&other), Err(WireError::NotAReport));
+}

@@ -62,6 +62,20 @@ pub(super) enum PendingIq {
     GroupState { to: Jid, key: GroupKey },
     /// The group's topic's stored items, read while claiming.
     GroupStored { to: Jid, key: GroupKey },
+    /// Our claim of a group, announced to another member.
+    GroupClaim {
+        to: FullJid,
+        key: GroupKey,
+        epoch: u64,
+        sent: Instant,
+    },
+    /// A save of a group's progress; `then` is a claim to answer once the
+    /// save is confirmed.
+    GroupSave {
+        to: Jid,
+        key: GroupKey,
+        then: Option<IqHeader>,
+    },
     /// A job handed to another instance of the group.
     GroupJob {
         to: FullJid,
@@ -85,11 +99,13 @@ impl PendingIq {
             | PendingIq::StaleList { to }
             | PendingIq::StaleRemove { to, .. }
             | PendingIq::GroupState { to, .. }
-            | PendingIq::GroupStored { to, .. } => to.clone(),
+            | PendingIq::GroupStored { to, .. }
+            | PendingIq::GroupSave { to, .. } => to.clone(),
             PendingIq::Call { to, .. }
             | PendingIq::Liveness { to }
             | PendingIq::StaleCheck { to, .. }
-            | PendingIq::GroupJob { to, .. } => Jid::from(to.clone()),
+            | PendingIq::GroupJob { to, .. }
+            | PendingIq::GroupClaim { to, .. } => Jid::from(to.clone()),
         }
     }
 
@@ -108,11 +124,13 @@ impl PendingIq {
             | PendingIq::StaleList { to }
             | PendingIq::StaleRemove { to, .. }
             | PendingIq::GroupState { to, .. }
-            | PendingIq::GroupStored { to, .. } => from == to,
+            | PendingIq::GroupStored { to, .. }
+            | PendingIq::GroupSave { to, .. } => from == to,
             PendingIq::Call { to, .. }
             | PendingIq::Liveness { to }
             | PendingIq::StaleCheck { to, .. }
-            | PendingIq::GroupJob { to, .. } => from == to,
+            | PendingIq::GroupJob { to, .. }
+            | PendingIq::GroupClaim { to, .. } => from == to,
         }
     }
 
@@ -217,6 +235,10 @@ impl Task {
             PendingIq::GroupJob { to, key, item, .. } => {
                 self.on_job_answer(to, key, item, answer).await
             }
+            PendingIq::GroupClaim { to, key, epoch, .. } => {
+                self.on_claim_answer(to, key, epoch, answer).await
+            }
+            PendingIq::GroupSave { key, then, .. } => self.on_group_saved(key, then, answer).await,
             PendingIq::StaleList { .. } => self.on_own_subscriptions(answer).await,
             PendingIq::StaleCheck { to, .. } => self.on_stale_check(to, answer),
             PendingIq::StaleRemove { node, .. } => self.on_stale_removed(&node, answer),
@@ -237,6 +259,14 @@ impl Task {
         }
         if request.is("job", crate::group::state::NS) {
             self.on_job(header, request).await;
+            return;
+        }
+        if request.is("claim", crate::group::state::NS) {
+            self.on_claim(header, request).await;
+            return;
+        }
+        if request.is("settled", crate::group::state::NS) {
+            self.on_report(header, request).await;
             return;
         }
         let response = if request.is("ping", xmpp_parsers::ns::PING) {

@@ -366,7 +366,12 @@ impl Task {
         let unanswered: Vec<String> = self
             .pending
             .iter()
-            .filter(|(_, p)| matches!(p, PendingIq::GroupJob { sent, .. } if sent.elapsed() >= JOB_ANSWER_KEPT))
+            .filter(|(_, p)| match p {
+                PendingIq::GroupJob { sent, .. } | PendingIq::GroupClaim { sent, .. } => {
+                    sent.elapsed() >= JOB_ANSWER_KEPT
+                }
+                _ => false,
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in unanswered {
@@ -559,6 +564,7 @@ impl Task {
                     group_orphaned: group.orphaned,
                     group_dead_lettered: group.dead_lettered,
                     group_losses: c.group_events_lost,
+                    group_takeovers: c.group_takeovers,
                 });
             }
             Command::Close { .. } => unreachable!("handled by run()"),

@@ -21,6 +21,10 @@ impl Task {
     /// A settlement from this bus's own consumer, or answering a remote
     /// leader's job.
     pub(in crate::task) async fn on_settle(&mut self, settle: Settle) {
+        let done = matches!(settle.verdict, Verdict::Ack | Verdict::Term { .. });
+        if done {
+            self.remember_settled(&settle.group, &settle.item);
+        }
         match settle.route {
             JobRoute::Local { epoch } => {
                 let current = self
@@ -41,6 +45,10 @@ impl Task {
                     .await;
             }
             JobRoute::Remote { leader, id } => {
+                if done {
+                    self.forward_settlement(&settle.group, &settle.item, &leader)
+                        .await;
+                }
                 let header = IqHeader {
                     from: Some(leader.clone()),
                     to: None,
@@ -71,9 +79,11 @@ impl Task {
     pub(in crate::task) async fn on_job(&mut self, header: IqHeader, request: Element) {
         let from = header.from.clone();
         let response = self.take_job(from.as_ref(), &header.id, &request);
+        self.report_to_new_leaders().await;
         if let Some(response) = response {
             self.answer_iq(header, response).await;
         }
+        self.yield_to_newer_claims().await;
     }
 
     /// Hands a job to the consumer; `Some` answers it at once (refused).

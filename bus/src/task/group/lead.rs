@@ -5,13 +5,14 @@ use std::collections::{HashMap, VecDeque};
 
 use tokio::time::Instant;
 use tracing::{info, warn};
+use xmpp_parsers::iq::{IqHeader, IqPayload};
 use xmpp_parsers::jid::{FullJid, Jid};
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::stanza_error::StanzaError;
 
 use crate::consume::{Handed, JobRoute, StartAt, Verdict};
 use crate::group::GroupKey;
-use crate::group::fence::Leadership;
+use crate::group::fence::{Claim, Leadership};
 use crate::group::ledger::{Dead, Ledger, Rules};
 use crate::group::state::{self, GroupState, NS};
 use crate::group::wire::{self, JobOffer, Outcome};
@@ -22,51 +23,18 @@ use crate::task::iq::PendingIq;
 use super::*;
 
 impl Task {
-    /// Starts leading: subscribe to the topic, then read the group's state
-    /// and the stored items (in that order on the server, so nothing
-    /// published in between is missed).
-    pub(super) async fn claim(&mut self, key: &GroupKey) {
-        info!(
-            group = key.group,
-            topic = key.topic,
-            "claiming the group's leadership"
-        );
-        let to = self.pubsub.clone();
-        // The topic may not exist yet: nobody published. Creating it is
-        // harmless (`conflict` if it does).
-        let max_items = u32::try_from(self.max_items).unwrap_or(u32::MAX);
-        let pending = PendingIq::Fire {
-            to: to.clone(),
-            what: "create the group's topic",
-        };
-        let create = pubsub::create(&key.topic, max_items);
-        self.send_iq(to.clone(), true, create, pending).await;
-        self.group_interest(&key.topic, 1).await;
-        let node = key.state_node();
-        let create = pubsub::create(&node, 1);
-        let pending = PendingIq::Fire {
-            to: to.clone(),
-            what: "create group state node",
-        };
-        self.send_iq(to.clone(), true, create, pending).await;
-        let pending = PendingIq::GroupState {
-            to: to.clone(),
-            key: key.clone(),
-        };
-        self.send_iq(to, false, pubsub::items(&node, 1), pending)
-            .await;
-    }
-
     /// The group's stored state, while claiming.
     pub(in crate::task) async fn on_group_state(
         &mut self,
         key: GroupKey,
         answer: Result<Option<Element>, StanzaError>,
     ) {
+        let me = self.bound().to_string();
         let Some(group) = self.groups.local.get_mut(&key) else {
             return;
         };
-        if group.leadership != Leadership::Claim {
+        let reading = group.claiming.as_ref().is_some_and(|c| c.reading);
+        if group.leadership != Leadership::Claim || !reading {
             return;
         }
         let stored = answer.ok().flatten().and_then(|result| {
@@ -85,10 +53,16 @@ impl Task {
         });
         let fresh = stored.is_none();
         let state = stored.unwrap_or_default();
-        group.leadership = group.leadership.state_read(state.epoch);
+        let claimed = group.claiming.take().map_or(0, |c| c.epoch);
+        group.leadership = group.leadership.state_read(state.epoch, claimed);
         let Leadership::Lead { epoch } = group.leadership else {
             return;
         };
+        if epoch > claimed {
+            // The stored epoch was higher than the one announced: jobs
+            // carry this one, which the members will take as newer.
+            let _ = group.fence.admit(&Claim { epoch, leader: me });
+        }
         let rules = Rules {
             ack_wait: group.options.ack_wait,
             backoff: group.options.backoff.clone(),
@@ -107,6 +81,9 @@ impl Task {
             read: Some((state, fresh)),
             dirty: true,
             saved_at: None,
+            saving: false,
+            unsaved: 0,
+            unconfirmed: 0,
             closing: false,
         });
         let to = self.pubsub.clone();
@@ -138,13 +115,22 @@ impl Task {
         let ids: Vec<String> = stored.iter().filter_map(|i| i.item_id.clone()).collect();
         let start = self.groups.local.get(&key).map(|g| g.options.start.clone());
         if fresh {
-            state.floor = match start {
+            state.high = match start {
                 Some(StartAt::New) => ids.last().cloned(),
                 Some(StartAt::AfterItem(id)) => Some(id),
                 _ => None,
             };
         }
         let reconciled = state::reconcile(&state, &ids);
+        tracing::debug!(
+            group = key.group,
+            stored = ids.len(),
+            high = ?state.high,
+            high_at = ?state.high.as_ref().and_then(|h| ids.iter().position(|i| i == h)),
+            pending = state.pending.len(),
+            done = reconciled.done.len(),
+            "read the group's progress"
+        );
         if let Some(lost) = &reconciled.lost {
             warn!(
                 group = key.group,
@@ -164,31 +150,38 @@ impl Task {
                 let _ = group.notices.try_send(notice);
             }
         }
-        let Some(leading) = self.groups.leading_mut(&key) else {
+        let Some(group) = self.groups.local.get_mut(&key) else {
             return;
         };
-        let attempts: HashMap<&str, u32> = state
-            .attempts
-            .iter()
-            .map(|(i, n)| (i.as_str(), *n))
-            .collect();
+        // What members reported settled for earlier leaders is done too.
+        let reported = std::mem::take(&mut group.reported);
+        let Some(leading) = group.leading.as_mut() else {
+            return;
+        };
         leading.ledger = Ledger::new(
             leading.ledger.rules().clone(),
-            reconciled.done.iter().cloned(),
+            reconciled.done.iter().cloned().chain(reported),
         );
-        leading.floor = state.floor.clone();
         let now = Instant::now();
         let early = leading.early.take().unwrap_or_default();
-        for item in stored.into_iter().chain(early) {
+        for item in stored {
             let Some(id) = item.item_id.clone() else {
                 continue;
             };
-            leading.offer(
-                id.clone(),
-                item,
-                attempts.get(id.as_str()).copied().unwrap_or(0),
-                now,
-            );
+            if leading.ledger.is_done(&id) {
+                // Kept in order (the floor moves over them), so that the
+                // next save's high mark is not below them.
+                leading.seen.push_back(id);
+                continue;
+            }
+            let attempts = reconciled.attempts.get(&id).copied().unwrap_or(0);
+            leading.offer(id, item, attempts, now);
+        }
+        for item in early {
+            let Some(id) = item.item_id.clone() else {
+                continue;
+            };
+            leading.offer(id, item, 0, now);
         }
         info!(
             group = key.group,
@@ -197,6 +190,7 @@ impl Task {
             pending = leading.ledger.pending(),
             "leading the group"
         );
+        self.counters.group_takeovers += 1;
         self.save_group(&key, true).await;
         self.dispatch(&key).await;
     }
@@ -238,6 +232,20 @@ impl Task {
         for key in due {
             self.elect(&key).await;
         }
+        let claims_due: Vec<GroupKey> = self
+            .groups
+            .local
+            .iter()
+            .filter(|(_, g)| {
+                g.claiming
+                    .as_ref()
+                    .is_some_and(|c| !c.reading && now >= c.until)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in claims_due {
+            self.claim_answered(&key).await;
+        }
         let keys: Vec<GroupKey> = self.groups.local.keys().cloned().collect();
         for key in keys {
             let dead = match self.groups.leading_mut(&key) {
@@ -264,6 +272,15 @@ impl Task {
             return;
         };
         if leading.early.is_some() || leading.closing {
+            return;
+        }
+        // No more settled ahead of the saved progress than can be out at
+        // once: a takeover hands out again at most twice what is in flight.
+        let budget = workers.len().max(1) * group.options.max_in_flight.max(1);
+        if leading.ahead() >= budget {
+            if !leading.saving {
+                self.save_group(key, true).await;
+            }
             return;
         }
         let now = Instant::now();
@@ -383,6 +400,9 @@ impl Task {
         let Some(leading) = self.groups.leading_mut(key) else {
             return;
         };
+        if !matches!(verdict, Verdict::Progress) {
+            leading.unsaved += 1;
+        }
         let dead = match verdict {
             Verdict::Ack => {
                 if leading.ledger.ack(item) {
@@ -454,25 +474,77 @@ impl Task {
     /// Writes the group's progress if it changed (at most every
     /// [`SAVE_EVERY`], unless `now`).
     pub(super) async fn save_group(&mut self, key: &GroupKey, now: bool) {
+        let _ = self.save_group_then(key, now, None).await;
+    }
+
+    /// [`save_group`](Self::save_group), then answers the claim `then`
+    /// once the server confirms the save; `then` comes back if nothing
+    /// needed saving.
+    pub(super) async fn save_group_then(
+        &mut self,
+        key: &GroupKey,
+        now: bool,
+        then: Option<IqHeader>,
+    ) -> Option<IqHeader> {
         let Some(leading) = self.groups.leading_mut(key) else {
-            return;
+            return then;
         };
         if !leading.dirty || leading.early.is_some() {
-            return;
+            return then;
         }
         if !now && leading.saved_at.is_some_and(|at| at.elapsed() < SAVE_EVERY) {
-            return;
+            return then;
         }
+        if leading.saving && then.is_none() {
+            return then;
+        }
+        leading.saving = true;
+        leading.unconfirmed += leading.unsaved;
+        leading.unsaved = 0;
         leading.dirty = false;
         leading.saved_at = Some(Instant::now());
         let state = leading.state();
-        let publish = pubsub::publish(&key.state_node(), "state", state.to_element());
+        tracing::debug!(
+            group = key.group,
+            epoch = state.epoch,
+            high = ?state.high,
+            pending = state.pending.len(),
+            "saving the group's progress"
+        );
+        let publish = pubsub::publish(&key.state_node(), STATE_ITEM, state.to_element());
         let to = self.pubsub.clone();
-        let pending = PendingIq::Fire {
+        let pending = PendingIq::GroupSave {
             to: to.clone(),
-            what: "save group state",
+            key: key.clone(),
+            then,
         };
         self.send_iq(to, true, publish, pending).await;
+        None
+    }
+
+    /// The server's answer to a save of the group's progress.
+    pub(in crate::task) async fn on_group_saved(
+        &mut self,
+        key: GroupKey,
+        then: Option<IqHeader>,
+        answer: Result<Option<Element>, StanzaError>,
+    ) {
+        if let Some(leading) = self.groups.leading_mut(&key) {
+            leading.saving = false;
+            leading.unconfirmed = 0;
+        }
+        match answer {
+            Err(error) => {
+                warn!(group = key.group, topic = key.topic, error = %pubsub::server_error(&error), "the group's progress was not saved")
+            }
+            Ok(_) => tracing::debug!(group = key.group, "the group's progress is saved"),
+        }
+        if let Some(header) = then {
+            self.answer_iq(header, IqPayload::Result(None)).await;
+        }
+        // Dispatch may have waited for this save; the next one may be due.
+        self.save_group(&key, false).await;
+        self.dispatch(&key).await;
     }
 
     /// Stops leading `key`: its progress is saved first.
@@ -489,6 +561,8 @@ impl Task {
             return;
         };
         group.leadership = Leadership::Follow;
+        group.claiming = None;
+        group.reported.clear();
         if let Some(leading) = group.leading.take() {
             info!(
                 group = key.group,

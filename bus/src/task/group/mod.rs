@@ -21,8 +21,10 @@ use crate::group::ledger::Ledger;
 use crate::group::state::{self, GroupState, NS};
 use crate::pubsub::Incoming;
 
+mod claim;
 mod follow;
 mod lead;
+mod report;
 
 /// How long a member that joins (or whose session was reset) waits for
 /// the other members' presence before it takes part in elections.
@@ -35,6 +37,14 @@ const SAVE_EVERY: Duration = Duration::from_millis(50);
 /// A job refused because the instance's buffer is full is tried again
 /// after this.
 const BUSY_RETRY: Duration = Duration::from_millis(100);
+/// The id of the one item of a group's state node.
+const STATE_ITEM: &str = "state";
+/// How long a claim waits for the members' answers before it reads the
+/// group's state anyway (a dead leader never answers).
+const CLAIM_WAIT: Duration = Duration::from_secs(1);
+/// After a member refused our claim (it follows a newer one): when the
+/// election runs again.
+const RECLAIM_AFTER: Duration = Duration::from_millis(200);
 
 /// Every group this bus knows of.
 #[derive(Default)]
@@ -57,8 +67,29 @@ struct LocalGroup {
     /// Where the consumer learns of losses.
     notices: mpsc::Sender<crate::consume::GroupError>,
     fence: Fence,
+    /// The highest epoch a member told us it follows.
+    epoch_hint: u64,
     leadership: Leadership,
+    /// While claiming: the claim announced, and who has yet to answer.
+    claiming: Option<Claiming>,
     leading: Option<Leading>,
+    /// Items this instance acked or termed lately, newest last: reported
+    /// to each new leader it follows.
+    recent: VecDeque<(String, Instant)>,
+    /// The claim (leader, epoch) last reported to.
+    reported_to: Option<(String, u64)>,
+    /// Reports received while claiming: done for the leadership to come.
+    reported: HashSet<String>,
+}
+
+/// A claim on its way: announced to the members, waiting for their
+/// answers (or [`CLAIM_WAIT`]) before the group's state is read.
+struct Claiming {
+    epoch: u64,
+    waiting: HashSet<String>,
+    until: Instant,
+    /// The state and stored items are being read.
+    reading: bool,
 }
 
 /// What a leader keeps.
@@ -67,7 +98,8 @@ struct Leading {
     ledger: Ledger<String>,
     /// The events of pending items.
     events: HashMap<String, Incoming>,
-    /// Item ids in stored order from the first one not done, for the floor.
+    /// Item ids in stored order from the first one not done, for the
+    /// group's progress.
     seen: VecDeque<String>,
     /// The newest item that, with all before it, is done.
     floor: Option<String>,
@@ -82,6 +114,13 @@ struct Leading {
     read: Option<(GroupState, bool)>,
     dirty: bool,
     saved_at: Option<Instant>,
+    /// A save is on its way: the next waits for its answer, so that a slow
+    /// server is not flooded with states it would only overwrite.
+    saving: bool,
+    /// Events settled since the last save was sent.
+    unsaved: usize,
+    /// Events settled that the saves on their way cover.
+    unconfirmed: usize,
     /// The bus is closing: no more jobs go out.
     closing: bool,
 }
@@ -179,8 +218,13 @@ impl Task {
             tx,
             notices,
             fence: Fence::default(),
+            epoch_hint: 0,
             leadership: Leadership::Follow,
+            claiming: None,
             leading: None,
+            recent: VecDeque::new(),
+            reported_to: None,
+            reported: HashSet::new(),
         };
         self.groups.local.insert(key.clone(), group);
         let me = self.bound().to_string();
@@ -263,7 +307,7 @@ impl Task {
             return;
         }
         group.elect_after = None;
-        let elected = elect(live.iter().map(String::as_str));
+        let elected = elect(group.fence.leader(), live.iter().map(String::as_str));
         let before = group.leadership.clone();
         let after = before.members_changed(&me, elected);
         group.leadership = after.clone();
@@ -334,8 +378,11 @@ impl Task {
                     topic.groups = topic.groups.saturating_sub(1);
                 }
             }
+            // The fence stays: epochs only grow, whatever the session.
             group.leadership = Leadership::Follow;
-            group.fence = Fence::default();
+            group.claiming = None;
+            group.reported_to = None;
+            group.reported.clear();
             group.elect_after = Some(Instant::now() + JOIN_GRACE);
         }
         self.groups.members.clear();
@@ -350,6 +397,12 @@ impl Task {
 }
 
 impl Leading {
+    /// Events settled ahead of the last confirmed save: what a new leader
+    /// would hand out again if this one died now.
+    fn ahead(&self) -> usize {
+        self.unsaved + self.unconfirmed
+    }
+
     fn offer(&mut self, id: String, item: Incoming, attempts: u32, now: Instant) {
         if self.ledger.offer(&id, attempts, now) {
             self.events.insert(id.clone(), item);
@@ -376,19 +429,17 @@ impl Leading {
 
     fn state(&mut self) -> GroupState {
         self.advance_floor();
-        let (floor, mut done_above) = state::floor_of(&self.seen, |i| self.ledger.is_done(i));
-        done_above.truncate(state::MAX_ENTRIES);
-        let mut attempts: Vec<(String, u32)> = self
-            .ledger
-            .attempts()
-            .map(|(i, n)| (i.to_owned(), n))
-            .collect();
-        attempts.truncate(state::MAX_ENTRIES);
+        let ledger = &self.ledger;
+        let (high, pending) = state::progress_of(
+            self.floor.as_ref(),
+            self.seen.iter(),
+            |i| ledger.is_done(i),
+            |i| ledger.attempts_of(i),
+        );
         GroupState {
             epoch: self.epoch,
-            floor: floor.or_else(|| self.floor.clone()),
-            done_above,
-            attempts,
+            high,
+            pending,
         }
     }
 }
