@@ -164,7 +164,8 @@ pub use call::RequestBuilder;
 pub use codec::RawPayload;
 pub use config::{BusConfig, BusConfigBuilder, Tls};
 pub use consume::{
-    AckError, ConsumeOptions, Consumer, GroupError, Job, RawConsumer, StartAt, dead_letter_headers,
+    AckError, ConsumeOptions, Consumer, GroupError, Job, JobMeta, RawConsumer, StartAt,
+    dead_letter_headers,
 };
 pub use error::{
     CloseError, ConfigError, ConnectError, ConsumeError, DecodeError, DeliveryError, EncodeError,

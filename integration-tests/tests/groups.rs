@@ -155,13 +155,7 @@ async fn failing_events_follow_the_backoff_then_go_to_the_dead_letter_topic() {
     matrix(async |kind| {
         let server = start(kind);
         let (_account, instances) = instances(&*server, 2).await;
-        let watcher = bus(&*server).await;
-        let mut dead = within(
-            "dead-letter subscription",
-            watcher.subscribe_raw("groups.orders.dead-letter"),
-        )
-        .await
-        .expect("subscribe");
+        let (watcher, mut dead) = watch_raw(&*server, "groups.orders.dead-letter").await;
         let options = ConsumeOptions::new()
             .backoff([Duration::from_millis(300), Duration::from_millis(600)])
             .max_deliver(3);

@@ -219,6 +219,16 @@ pub async fn instance(server: &dyn XmppServer, account: &Account, resource: &str
         .expect("connect instance")
 }
 
+/// A bus of its own subscribed to `topic` (raw): for watching a group's
+/// dead-letter topic.
+pub async fn watch_raw(server: &dyn XmppServer, topic: &str) -> (Bus, xbus::RawSubscription) {
+    let watcher = bus(server).await;
+    let subscription = within("raw subscription", watcher.subscribe_raw(topic))
+        .await
+        .expect("subscribe");
+    (watcher, subscription)
+}
+
 /// `count` instances of one fresh service account, named `i1`, `i2`, ...
 pub async fn instances(server: &dyn XmppServer, count: usize) -> (Account, Vec<Bus>) {
     let account = server.account().expect("register account");

@@ -19,6 +19,10 @@ use crate::headers::Headers;
 use crate::pubsub::Incoming;
 use crate::subscription::DropGuard;
 
+mod handler;
+
+pub use handler::JobMeta;
+
 /// Where a new group starts on its topic. Only the first instance of a
 /// group ever uses it: once the group has progress on the server, every
 /// instance continues from there.
@@ -399,6 +403,7 @@ pub struct RawConsumer {
     notices: mpsc::Receiver<GroupError>,
     settle: mpsc::UnboundedSender<Settle>,
     ack_wait: Duration,
+    max_in_flight: usize,
     key: crate::group::GroupKey,
     _guard: DropGuard,
 }
@@ -518,6 +523,7 @@ impl Bus {
         let (notify, notices) = mpsc::channel(NOTICES);
         let (reply, answer) = oneshot::channel();
         let ack_wait = options.ack_wait;
+        let max_in_flight = options.max_in_flight.max(1);
         self.command(Command::Consume {
             key: key.clone(),
             options,
@@ -535,6 +541,7 @@ impl Bus {
             notices,
             settle,
             ack_wait,
+            max_in_flight,
             _guard: self.guard(Dropped::Group { key: key.clone() }),
             key,
         })
