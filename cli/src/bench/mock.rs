@@ -1,7 +1,9 @@
 //! An in-process system for the scenarios' tests and for
-//! `xbus bench --systems mock` (hidden): events go through tokio channels,
-//! calls through an mpsc queue to an echo task, and the idle client pings a
-//! TCP echo server every second through the relay.
+//! `xbus bench --systems mock` (hidden): events go through tokio channels
+//! (a consumer group's instances share one), calls through an mpsc queue to
+//! an echo task, and the idle client pings a TCP echo server every second
+//! through the relay. The runs do not give it the consumer-group scenario:
+//! only its tests do.
 //!
 //! A [`Fault`] makes it misbehave the ways the scenarios must notice.
 
@@ -17,7 +19,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::system::{BenchEvent, Caller, EventSystem, Publisher, RpcSystem, Subscriber};
+use super::system::{
+    BenchEvent, Caller, EventSystem, GroupSystem, Publisher, RpcSystem, Subscriber,
+};
 
 /// What the idle client sends every [`Mock::with_ping_every`] period.
 pub const PING: &[u8; 10] = b"ping-xbus\n";
@@ -129,6 +133,26 @@ impl EventSystem for Mock {
     }
 }
 
+#[async_trait]
+impl GroupSystem for Mock {
+    /// Instances that take turns at one queue of the topic's events.
+    async fn group(
+        &self,
+        topic: &str,
+        instances: usize,
+    ) -> anyhow::Result<Vec<Box<dyn Subscriber>>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.topics)
+            .entry(topic.to_owned())
+            .or_default()
+            .push(tx);
+        let queue = Arc::new(tokio::sync::Mutex::new(rx));
+        Ok((0..instances)
+            .map(|_| Box::new(MockInstance(queue.clone())) as Box<dyn Subscriber>)
+            .collect())
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
@@ -163,6 +187,17 @@ struct MockSubscriber(mpsc::UnboundedReceiver<BenchEvent>);
 impl Subscriber for MockSubscriber {
     async fn next(&mut self) -> anyhow::Result<BenchEvent> {
         self.0.recv().await.ok_or_else(|| anyhow!("mock: closed"))
+    }
+}
+
+/// An instance of a mock consumer group.
+struct MockInstance(Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<BenchEvent>>>);
+
+#[async_trait]
+impl Subscriber for MockInstance {
+    async fn next(&mut self) -> anyhow::Result<BenchEvent> {
+        let event = self.0.lock().await.recv().await;
+        event.ok_or_else(|| anyhow!("mock: closed"))
     }
 }
 

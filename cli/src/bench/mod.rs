@@ -4,6 +4,7 @@
 //! at a time ([`systems`]), runs each scenario ([`scenario`]) under a
 //! deadline, and hands the [`results::Report`] to [`report`].
 
+pub mod group;
 pub mod http;
 pub mod meta;
 pub mod mock;
@@ -22,6 +23,8 @@ pub mod system;
 pub mod systems;
 pub mod tally;
 
+#[cfg(test)]
+mod group_tests;
 #[cfg(test)]
 mod scenario_tests;
 pub mod xmpp;
@@ -56,18 +59,19 @@ pub struct BenchArgs {
         default_value = "embedded,prosody,ejabberd"
     )]
     servers: Vec<String>,
-    /// Scenarios, comma separated: throughput, fanout-4, fanout-16,
-    /// push-latency, rpc-sequential, rpc-concurrent, idle, idle-memory
-    /// [default: all].
+    /// Scenarios, comma separated: throughput, group-3 (a consumer group
+    /// of 3 instances; xbus only), fanout-4, fanout-16, push-latency,
+    /// rpc-sequential, rpc-concurrent, idle, idle-memory [default: all].
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
-    /// Events of the throughput scenario [default: 50000; --quick: 2000].
+    /// Events of the throughput and group-3 scenarios [default: 50000;
+    /// --quick: 2000].
     #[arg(long)]
     events: Option<u64>,
     /// Events of the fan-out scenarios [default: 10000; --quick: 500].
     #[arg(long)]
     fanout_events: Option<u64>,
-    /// Publishes in flight in the throughput and fan-out scenarios.
+    /// Publishes in flight in the throughput, group-3 and fan-out scenarios.
     #[arg(long, default_value_t = 256)]
     window: usize,
     /// Events per second of the push-latency scenario [default: 200, a
@@ -318,6 +322,10 @@ async fn run_row(scenario: Scenario, sut: &Sut, s: &Settings, ctx: &Ctx) -> Outc
     let measure = async {
         match scenario {
             Scenario::Throughput => scenario::throughput(events()?, s.events, s.window, ctx).await,
+            Scenario::Group3 => {
+                let groups = sut.groups.as_deref().context("no consumer groups here")?;
+                group::group(groups, group::INSTANCES, s.events, s.window, ctx).await
+            }
             Scenario::Fanout4 => {
                 scenario::fanout(events()?, 4, s.fanout_events, s.window, ctx).await
             }
@@ -351,7 +359,7 @@ pub fn deadline(scenario: Scenario, s: &Settings, ctx: &Ctx) -> Duration {
     let per = |units: u64, each_ms: u64| Duration::from_millis(units.saturating_mul(each_ms));
     let secs = |secs: f64| Duration::from_secs_f64(secs.max(0.0));
     base + match scenario {
-        Scenario::Throughput => per(s.events, 5),
+        Scenario::Throughput | Scenario::Group3 => per(s.events, 5),
         Scenario::Fanout4 => per(s.fanout_events * 4, 2),
         Scenario::Fanout16 => per(s.fanout_events * 16, 2),
         Scenario::PushLatency => secs(s.latency_secs * 2.0) + ctx.grace,

@@ -29,7 +29,12 @@ pub fn markdown(report: &Report) -> String {
     let groups: [(&str, &[Scenario]); 5] = [
         (
             "Events",
-            &[Scenario::Throughput, Scenario::Fanout4, Scenario::Fanout16],
+            &[
+                Scenario::Throughput,
+                Scenario::Group3,
+                Scenario::Fanout4,
+                Scenario::Fanout16,
+            ],
         ),
         ("Push latency", &[Scenario::PushLatency]),
         ("RPC", &[Scenario::RpcSequential, Scenario::RpcConcurrent]),
@@ -140,6 +145,12 @@ fn caption(report: &Report, scenario: Scenario) -> String {
             count(s.events as f64),
             s.window
         ),
+        Scenario::Group3 => format!(
+            "Consumer group of 3 (one account, 3 buses): {} events, {} publishes in flight, \
+             each acked by one instance (vs 1→1: share of the throughput row's rate)",
+            count(s.events as f64),
+            s.window
+        ),
         Scenario::Fanout4 | Scenario::Fanout16 => {
             let n = if scenario == Scenario::Fanout4 { 4 } else { 16 };
             format!(
@@ -186,6 +197,17 @@ fn scenario_table(report: &Report, scenario: Scenario) -> Table {
                 "seconds",
             ],
             &[false, true, true, true, true, true, true],
+        ),
+        Scenario::Group3 => (
+            &[
+                "system",
+                "events/s",
+                "vs 1→1",
+                "client CPU s",
+                "server CPU s",
+                "seconds",
+            ],
+            &[false, true, true, true, true, true],
         ),
         Scenario::PushLatency => (
             &[
@@ -254,6 +276,16 @@ fn figures(report: &Report, row: &Row, m: &Measure) -> Vec<String> {
             count(m.per_second),
             vs_raw(report, row, m).unwrap_or_else(dash),
             vs_nats(report, row, m).unwrap_or_else(dash),
+            secs(m.client_cpu_secs),
+            server_cpu,
+            secs(m.seconds),
+        ],
+        Scenario::Group3 => vec![
+            count(m.per_second),
+            measured(report, Scenario::Throughput, &row.system)
+                .and_then(|one| percent_of(m.per_second, one.per_second))
+                .map(pct)
+                .unwrap_or_else(dash),
             secs(m.client_cpu_secs),
             server_cpu,
             secs(m.seconds),

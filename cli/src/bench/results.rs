@@ -24,7 +24,7 @@ pub struct Report {
 /// The knobs of a run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Settings {
-    /// Events of the throughput scenarios.
+    /// Events of the throughput scenarios (1→1 and the consumer group).
     pub events: u64,
     /// Events the fan-out scenarios publish (each subscriber gets them all).
     pub fanout_events: u64,
@@ -54,6 +54,10 @@ pub struct Settings {
 pub enum Scenario {
     /// (1) One publisher, one subscriber, `events` as fast as possible.
     Throughput,
+    /// (1b) One publisher, a consumer group of 3 instances (one account):
+    /// each event handled and acknowledged by one of them.
+    #[serde(rename = "group-3")]
+    Group3,
     /// (2) One publisher, 4 subscribers.
     Fanout4,
     /// (2) One publisher, 16 subscribers.
@@ -72,8 +76,9 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in run order.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Throughput,
+        Scenario::Group3,
         Scenario::Fanout4,
         Scenario::Fanout16,
         Scenario::PushLatency,
@@ -87,6 +92,7 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Throughput => "throughput",
+            Scenario::Group3 => "group-3",
             Scenario::Fanout4 => "fanout-4",
             Scenario::Fanout16 => "fanout-16",
             Scenario::PushLatency => "push-latency",
@@ -132,7 +138,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Measure {
     /// Events delivered or calls answered (fan-out: deliveries summed over
-    /// the subscribers).
+    /// the subscribers; consumer group: jobs acknowledged by its instances).
     pub count: u64,
     /// Wall-clock seconds of the measured span.
     pub seconds: f64,

@@ -17,7 +17,7 @@ use super::relay::Relay;
 use super::resources::{CpuMeter, HeapWindow, rss_bytes};
 use super::results::{IdleTraffic, Measure, MemoryUse, Outcome};
 use super::stats;
-use super::system::{BenchEvent, Caller, EventSystem, RpcSystem};
+use super::system::{BenchEvent, Caller, EventSystem, Publisher, RpcSystem};
 use super::tally::{Collecting, span};
 
 /// Unmeasured calls before an RPC scenario: connections opened lazily,
@@ -115,7 +115,7 @@ fn one_line(text: &str) -> String {
 }
 
 /// A topic no earlier run used: `bench.<tag>.<random>`.
-fn fresh_topic(tag: &str) -> String {
+pub(super) fn fresh_topic(tag: &str) -> String {
     format!("bench.{tag}.{:016x}", rand::random::<u64>())
 }
 
@@ -163,17 +163,7 @@ async fn deliveries(
 
     let cpu = CpuMeter::start(ctx.server_pid);
     let start = Instant::now();
-    let (publisher, topic) = (&*publisher, topic.as_str());
-    stream::iter(0..events)
-        .map(|seq| async move {
-            let event = BenchEvent::new(seq);
-            let published = publisher.publish(topic, &event).await;
-            published.with_context(|| format!("publish {seq}"))
-        })
-        .buffer_unordered(window.max(1))
-        .try_collect::<()>()
-        .await?;
-    publisher.flush().await.context("flush")?;
+    publish_all(&*publisher, &topic, events, window).await?;
     let tallies = collecting.finish(&ctx.progress, ctx.grace).await?;
     let (client_cpu_secs, server_cpu_secs) = cpu.read();
 
@@ -187,6 +177,26 @@ async fn deliveries(
         server_cpu_secs,
         ..Measure::default()
     })
+}
+
+/// Publishes events `0..events` to `topic`, up to `window` at a time,
+/// then flushes.
+pub(super) async fn publish_all(
+    publisher: &dyn Publisher,
+    topic: &str,
+    events: u64,
+    window: usize,
+) -> anyhow::Result<()> {
+    stream::iter(0..events)
+        .map(|seq| async move {
+            let event = BenchEvent::new(seq);
+            let published = publisher.publish(topic, &event).await;
+            published.with_context(|| format!("publish {seq}"))
+        })
+        .buffer_unordered(window.max(1))
+        .try_collect::<()>()
+        .await?;
+    publisher.flush().await.context("flush")
 }
 
 /// (3) Publishes `rate` events a second for `secs` seconds, each without

@@ -37,9 +37,10 @@ pub struct XmppTarget {
 }
 
 enum Backend {
-    /// `xbus server` with open accounts: any name registers on first login.
+    /// `xbus server` with open accounts: any name registers on first login;
+    /// its process, unless it runs elsewhere (the tests run it in theirs).
     Embedded {
-        child: Child,
+        child: Option<Child>,
         next: AtomicU64,
     },
     Harness(Box<dyn XmppServer>),
@@ -79,7 +80,10 @@ impl XmppTarget {
 
 impl Drop for XmppTarget {
     fn drop(&mut self) {
-        if let Backend::Embedded { child, .. } = &mut self.backend {
+        if let Backend::Embedded {
+            child: Some(child), ..
+        } = &mut self.backend
+        {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -173,10 +177,27 @@ fn start_embedded() -> anyhow::Result<XmppTarget> {
         pubsub: "pubsub.localhost".to_owned(),
         pid: Some(child.id()),
         backend: Backend::Embedded {
-            child,
+            child: Some(child),
             next: AtomicU64::new(1),
         },
     })
+}
+
+/// The embedded server already listening at `addr` (started by the
+/// caller, e.g. in a test's process): open accounts, no process to stop.
+#[cfg(test)]
+pub fn embedded_at(addr: SocketAddr) -> XmppTarget {
+    XmppTarget {
+        server: "embedded",
+        addr,
+        domain: "localhost".to_owned(),
+        pubsub: "pubsub.localhost".to_owned(),
+        pid: None,
+        backend: Backend::Embedded {
+            child: None,
+            next: AtomicU64::new(1),
+        },
+    }
 }
 
 /// Reads `listening on 127.0.0.1:PORT ...`, the first line `xbus server` prints.

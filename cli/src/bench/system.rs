@@ -1,5 +1,6 @@
 //! What every system under test offers the scenarios: event clients
-//! ([`EventSystem`]) and RPC clients ([`RpcSystem`]).
+//! ([`EventSystem`]), consumer groups on some ([`GroupSystem`]) and RPC
+//! clients ([`RpcSystem`]).
 //!
 //! The scenarios (`scenario.rs`) only talk to these traits, so xbus, the raw
 //! tokio-xmpp client, NATS and HTTP are driven by the same code with the
@@ -82,6 +83,22 @@ pub trait EventSystem: Send + Sync {
         via: SocketAddr,
         topic: &str,
     ) -> anyhow::Result<Box<dyn Send + Sync>>;
+}
+
+/// An event system with consumer groups: the instances of a group share a
+/// topic's events, each event handled (and acknowledged) by one of them.
+#[async_trait]
+pub trait GroupSystem: EventSystem {
+    /// `instances` instances of a new consumer group on `topic`, all of one
+    /// service (one account, one connection each). Each instance's
+    /// [`Subscriber::next`] is its next job, already acknowledged, as its
+    /// event. When this returns every instance has joined; the group may
+    /// still be choosing its leader, so the first events can take a while.
+    async fn group(
+        &self,
+        topic: &str,
+        instances: usize,
+    ) -> anyhow::Result<Vec<Box<dyn Subscriber>>>;
 }
 
 /// Publishes events; `&self` so that the throughput scenario can keep many

@@ -15,7 +15,7 @@ use super::mock::Mock;
 use super::results::Scenario;
 use super::scenario::IdleConnections;
 use super::servers::{self, XmppTarget};
-use super::system::{EventSystem, RpcSystem};
+use super::system::{EventSystem, GroupSystem, RpcSystem};
 use super::{http, nats, raw_xmpp, xmpp};
 
 /// A system as named on the command line (`--systems`).
@@ -92,11 +92,13 @@ impl Kind {
     }
 
     /// Which of `selected` it runs in `group`: event scenarios for event
-    /// systems, RPC scenarios for RPC systems, idle memory for xbus on the
-    /// embedded server (and the mock).
+    /// systems, RPC scenarios for RPC systems, the consumer group for xbus
+    /// (on every server), idle memory for xbus on the embedded server (and
+    /// the mock).
     pub fn scenarios(self, group: Group, selected: &[Scenario]) -> Vec<Scenario> {
         let events = !matches!(self, Kind::Http);
         let rpc = !matches!(self, Kind::Poll100ms | Kind::Poll1s);
+        let groups = matches!(self, Kind::Xbus);
         let idle_memory = matches!(
             (self, group),
             (Kind::Xbus, Group::Xmpp("embedded")) | (Kind::Mock, _)
@@ -110,6 +112,7 @@ impl Kind {
                 | Scenario::Fanout16
                 | Scenario::PushLatency
                 | Scenario::Idle => events,
+                Scenario::Group3 => groups,
                 Scenario::RpcSequential | Scenario::RpcConcurrent => rpc,
                 Scenario::IdleMemory => idle_memory,
             })
@@ -178,6 +181,8 @@ pub struct Sut {
     pub events: Option<Arc<dyn EventSystem>>,
     /// Its RPC side, if it has one.
     pub rpc: Option<Arc<dyn RpcSystem>>,
+    /// Its consumer groups, if it has them.
+    pub groups: Option<Arc<dyn GroupSystem>>,
     /// The server process, for its CPU time.
     pub server_pid: Option<u32>,
     /// For the idle-memory scenario.
@@ -200,6 +205,7 @@ pub async fn start_system(state: &GroupState, kind: Kind) -> anyhow::Result<Sut>
     let mut sut = Sut {
         events: None,
         rpc: None,
+        groups: None,
         server_pid: None,
         idle_connect: None,
     };
@@ -207,7 +213,8 @@ pub async fn start_system(state: &GroupState, kind: Kind) -> anyhow::Result<Sut>
         (Kind::Xbus, GroupState::Xmpp(target)) => {
             let system = Arc::new(xmpp::XbusSystem::new(target.clone()));
             sut.events = Some(system.clone());
-            sut.rpc = Some(system);
+            sut.rpc = Some(system.clone());
+            sut.groups = Some(system);
             sut.server_pid = target.pid;
             let target = target.clone();
             sut.idle_connect = Some(Box::new(move |n| {

@@ -13,6 +13,10 @@
 //! xbus's defaults: up to [`MAX_IN_FLIGHT`] unconfirmed publishes per bus,
 //! [`SUBSCRIPTION_CAPACITY`] buffered deliveries per subscription with
 //! back-pressure, and as many handlers at once as calls in flight.
+//!
+//! A consumer group's instances ([`GroupSystem`]) are buses of one account
+//! with resources `g1`, `g2`, ..., each holding up to [`GROUP_IN_FLIGHT`]
+//! jobs.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -20,10 +24,15 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context as _;
 use async_trait::async_trait;
 use futures::StreamExt;
-use xbus::{BufferPolicy, Bus, BusConfig, Context, RawPayload, RawSubscription, RpcError};
+use xbus::{
+    BufferPolicy, Bus, BusConfig, ConsumeOptions, Context, RawConsumer, RawPayload,
+    RawSubscription, RpcError,
+};
 
 use super::servers::{Account, XmppTarget};
-use super::system::{BenchEvent, Caller, EventSystem, Publisher, RpcSystem, Subscriber};
+use super::system::{
+    BenchEvent, Caller, EventSystem, GroupSystem, Publisher, RpcSystem, Subscriber,
+};
 
 /// Most publishes (and calls) one client keeps in flight: the outbox and
 /// the handler limit are this large.
@@ -32,6 +41,14 @@ pub const MAX_IN_FLIGHT: usize = 1024;
 /// Deliveries a bench subscription buffers before it holds back its
 /// connection (back-pressure: nothing is dropped).
 pub const SUBSCRIPTION_CAPACITY: usize = 65_536;
+
+/// Jobs one instance of a bench consumer group holds unsettled: as many
+/// as the scenarios' default window, so that xbus's default (16) does not
+/// set the pace.
+pub const GROUP_IN_FLIGHT: usize = 256;
+
+/// The name of the bench consumer groups (each on a topic of its own).
+pub const GROUP: &str = "bench";
 
 /// How many idle buses [`connect_idle_buses`] connects at once.
 pub const IDLE_CONNECT_CONCURRENCY: usize = 32;
@@ -202,6 +219,63 @@ impl Subscriber for XbusSubscriber {
 struct IdleBus {
     _subscription: RawSubscription,
     _bus: Bus,
+}
+
+#[async_trait]
+impl GroupSystem for XbusSystem {
+    /// Buses `ACCOUNT/g1`, `ACCOUNT/g2`, ... of one fresh account, each
+    /// consuming group [`GROUP`] on `topic` from its start.
+    async fn group(
+        &self,
+        topic: &str,
+        instances: usize,
+    ) -> anyhow::Result<Vec<Box<dyn Subscriber>>> {
+        let account = fresh_account(&self.target).await?;
+        let mut members = Vec::with_capacity(instances);
+        for i in 1..=instances {
+            let instance = Account {
+                jid: format!("{}/g{i}", account.jid),
+                password: account.password.clone(),
+            };
+            let config = bench_config(&self.target.pubsub, &instance, self.target.addr)?;
+            let bus = Bus::connect(config)
+                .await
+                .with_context(|| format!("connect {}", instance.jid))?;
+            members.push(group_member(bus, topic).await?);
+        }
+        Ok(members)
+    }
+}
+
+/// An instance of group [`GROUP`] on `topic`, on `bus`.
+pub(crate) async fn group_member(bus: Bus, topic: &str) -> anyhow::Result<Box<dyn Subscriber>> {
+    let options = ConsumeOptions::new().max_in_flight(GROUP_IN_FLIGHT);
+    let consumer = bus
+        .consume_raw(topic, GROUP, options)
+        .await
+        .with_context(|| format!("{}: consume {topic} as group {GROUP}", bus.jid()))?;
+    Ok(Box::new(XbusGroupMember {
+        consumer,
+        _bus: bus,
+    }))
+}
+
+/// One instance of a consumer group and the bus it lives on.
+struct XbusGroupMember {
+    consumer: RawConsumer,
+    _bus: Bus,
+}
+
+#[async_trait]
+impl Subscriber for XbusGroupMember {
+    /// The next job, acknowledged once its event is decoded.
+    async fn next(&mut self) -> anyhow::Result<BenchEvent> {
+        let job = self.consumer.next().await.context("the consumer ended")??;
+        let event = rmp_serde::from_slice(&job.event.data)
+            .with_context(|| format!("decode item {}", job.item_id))?;
+        job.ack()?;
+        Ok(event)
+    }
 }
 
 /// A bus that answers every [`BenchEvent`] call with the request.

@@ -104,6 +104,8 @@ pub(crate) fn sample() -> Report {
         row(Throughput, "xbus/ejabberd", rate(15_000.0)),
         row(Throughput, "nats", rate(120_000.0)),
         row(Throughput, "http", rate(8_000.0)),
+        row(Group3, "xbus/embedded", rate(36_000.0)),
+        row(Group3, "xbus/prosody", rate(9_000.0)),
         row(Fanout4, "xbus/embedded", rate(100_000.0)),
         row(Fanout4, "raw-xmpp/embedded", rate(110_000.0)),
         row(Fanout4, "nats", rate(400_000.0)),

@@ -61,6 +61,14 @@ fn markdown_has_the_figures_and_comparisons() {
     );
     assert_eq!(cells(table_line(&md, t, "nats"))[3], "100.0 %");
     assert_eq!(cells(table_line(&md, t, "http"))[3], "6.7 %");
+    // The consumer group beside the 1→1 rate of its system.
+    let g = "Consumer group of 3";
+    assert_eq!(
+        cells(table_line(&md, g, "xbus/embedded"))[..3],
+        ["xbus/embedded", "36,000", "75.0 %"]
+    );
+    assert_eq!(cells(table_line(&md, g, "xbus/prosody"))[2], "50.0 %");
+    assert!(md.find(t) < md.find(g) && md.find(g) < md.find("Fan-out 1→4"));
     assert_eq!(
         cells(table_line(&md, "Fan-out 1→4", "xbus/embedded"))[1..4],
         ["100,000", "90.9 %", "25.0 %"]
