@@ -121,12 +121,64 @@ async fn acked_reaches(record: &Shared, count: usize, what: &str) {
     acked_until(record, what, |acked| acked.len() >= count).await
 }
 
-/// Waits until every one of `confirmed` was acked.
-async fn all_acked(record: &Shared, confirmed: &[u64]) {
-    acked_until(record, "every confirmed event", |acked| {
-        confirmed.iter().all(|seq| acked.contains_key(seq))
-    })
-    .await
+/// Waits until every one of `confirmed` was acked; names the missing
+/// ones if not.
+async fn all_acked(record: &Shared, confirmed: &[u64], probe: &Bus) {
+    let missing = || -> Vec<u64> {
+        let record = record.lock().unwrap();
+        confirmed
+            .iter()
+            .filter(|seq| !record.acked.contains_key(seq))
+            .copied()
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let missing = missing();
+        if missing.is_empty() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            let handled = missing
+                .iter()
+                .filter(|s| record.lock().unwrap().handled.contains_key(s))
+                .count();
+            // Where the server stores them: the topic's items, oldest first.
+            let mut stored = within(
+                "replay",
+                probe.subscribe_with::<Order>(xbus::Replay::Last(EVENTS as u32)),
+            )
+            .await
+            .expect("replay");
+            let mut order = Vec::new();
+            while let Ok(Some(Ok(d))) =
+                tokio::time::timeout(Duration::from_secs(2), stored.next()).await
+            {
+                order.push(d.event.seq);
+            }
+            let at: Vec<usize> = missing
+                .iter()
+                .filter_map(|m| order.iter().position(|s| s == m))
+                .collect();
+            eprintln!(
+                "{}stored {} items; the missing at positions {:?}..{:?}; stored around the first: {:?}",
+                tag(),
+                order.len(),
+                at.iter().min(),
+                at.iter().max(),
+                at.iter()
+                    .min()
+                    .map(|p| &order[p.saturating_sub(5)..(*p + 5).min(order.len())])
+            );
+            panic!(
+                "{}{} confirmed events not acked within 180 s ({handled} of them handled), e.g. {:?}",
+                tag(),
+                missing.len(),
+                &missing[..missing.len().min(40)]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Waits until `done` holds for the acked events.
@@ -246,7 +298,7 @@ async fn finish(
     confirmed: &[u64],
     started: Instant,
 ) {
-    all_acked(&record, confirmed).await;
+    all_acked(&record, confirmed, &publisher).await;
     // A moment more: a late duplicate would show now.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let record = std::mem::take(&mut *record.lock().unwrap());

@@ -1,20 +1,30 @@
 //! A group's progress as it is kept on the server, and how a new leader
 //! reads it against the topic's stored items.
 //!
-//! The topic's items are stored oldest first, and a leader hands them out
-//! in that order. So progress is a **high mark** (the newest item handed
-//! out at least once) plus the items up to it that are not done yet, with
-//! the deliveries each had: every other stored item up to the mark is
-//! done. That stays small whatever the topic's `max_items`: the pending
-//! items are those out with an instance or waiting for a redelivery.
+//! A leader hands items out in the order it learns of them, which is the
+//! topic's stored order as long as nothing goes wrong. Around a server
+//! crash it is not: Prosody stored items republished after its restart
+//! before items it had stored earlier. So progress does not rest on
+//! positions alone:
+//!
+//! * a **high mark**: the newest item handed out at least once; every
+//!   stored item after it is not done;
+//! * a **floor**, [`DONE_WINDOW`] items handed out before the high mark:
+//!   every stored item up to it is done;
+//! * between the two, the items that are done, as 48-bit hashes of their
+//!   ids (FNV-1a, 12 hex digits): an item that turns up there but that the
+//!   leader never handed out is not among them, so it is not taken as done;
+//! * the items up to the high mark that are not done yet, with the
+//!   deliveries each had.
 //!
 //! ```xml
-//! <group xmlns='urn:xbus:group:0' epoch='3' high='9f…c1'>
+//! <group xmlns='urn:xbus:group:0' epoch='3' high='9f…c1' floor='11…e0'>
 //!   <pending item='b2…4e' count='2'/>
+//!   <done>3fa94c0d2b1e 0c77d1a95e02 …</done>
 //! </group>
 //! ```
 //!
-//! A mark that is no longer among the stored items means that more
+//! A high mark that is no longer among the stored items means that more
 //! events were published than the topic keeps while the group was behind:
 //! they are lost to it, and [`reconcile`] says so ([`Lost`]).
 
@@ -29,6 +39,19 @@ pub(crate) const NS: &str = "urn:xbus:group:0";
 
 /// Most `<pending/>` entries a state may hold.
 pub(crate) const MAX_ENTRIES: usize = 4096;
+/// Items handed out between the floor and the high mark: how far back an
+/// item the leader never saw may turn up and still be handed out.
+pub(crate) const DONE_WINDOW: usize = 4096;
+
+/// The hash of an item id kept in `<done/>`: FNV-1a 64, low 48 bits.
+pub(crate) fn done_hash(item: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in item.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash & 0xffff_ffff_ffff
+}
 /// Longest item id accepted (xbus writes 32 hex digits).
 const MAX_ID_LEN: usize = 256;
 
@@ -37,11 +60,15 @@ const MAX_ID_LEN: usize = 256;
 pub(crate) struct GroupState {
     /// The leader's epoch: each takeover increments it.
     pub epoch: u64,
-    /// The newest item handed out at least once: every stored item up to
-    /// it is done, except `pending`.
+    /// The newest item handed out at least once: no stored item after it
+    /// is done.
     pub high: Option<String>,
+    /// Every stored item up to this one is done, except `pending`.
+    pub floor: Option<String>,
     /// Items up to `high` not done yet, with the deliveries made.
     pub pending: Vec<(String, u32)>,
+    /// [`done_hash`]es of the done items after `floor`, up to `high`.
+    pub done: Vec<u64>,
 }
 
 /// Why a stored state cannot be read.
@@ -66,12 +93,19 @@ impl GroupState {
         if let Some(high) = &self.high {
             group = group.attr(name("high"), high.as_str());
         }
+        if let Some(floor) = &self.floor {
+            group = group.attr(name("floor"), floor.as_str());
+        }
         for (item, count) in &self.pending {
             group = group.append(
                 Element::builder("pending", NS)
                     .attr(name("item"), item.as_str())
                     .attr(name("count"), count.to_string()),
             );
+        }
+        if !self.done.is_empty() {
+            let hashes: Vec<String> = self.done.iter().map(|h| format!("{h:012x}")).collect();
+            group = group.append(Element::builder("done", NS).append(hashes.join(" ")));
         }
         group.build()
     }
@@ -91,11 +125,31 @@ impl GroupState {
             })?,
         };
         let high = group.attr("high").map(item_id).transpose()?;
+        let floor = group.attr("floor").map(item_id).transpose()?;
         let mut state = GroupState {
             epoch,
             high,
+            floor,
             ..GroupState::default()
         };
+        for child in group.children().filter(|c| c.is("done", NS)) {
+            for hash in child.text().split_whitespace() {
+                if state.done.len() == DONE_WINDOW {
+                    return Err(StateError::TooMany("done"));
+                }
+                let bad = || StateError::BadAttribute {
+                    name: "done",
+                    value: hash.chars().take(64).collect(),
+                    why: "a done hash has 12 hex digits",
+                };
+                if hash.len() != 12 {
+                    return Err(bad());
+                }
+                state
+                    .done
+                    .push(u64::from_str_radix(hash, 16).map_err(|_| bad())?);
+            }
+        }
         for child in group.children().filter(|c| c.is("pending", NS)) {
             if state.pending.len() == MAX_ENTRIES {
                 return Err(StateError::TooMany("pending"));
@@ -137,18 +191,21 @@ pub(crate) struct Lost {
 /// Reads `state` against `stored` (the topic's items, oldest first).
 pub(crate) fn reconcile(state: &GroupState, stored: &[String]) -> Reconciled {
     let attempts: HashMap<String, u32> = state.pending.iter().cloned().collect();
-    let high_at = state
-        .high
-        .as_ref()
-        .and_then(|high| stored.iter().position(|item| item == high));
-    let mut done: HashSet<String> = match high_at {
-        Some(at) => stored[..=at]
-            .iter()
-            .filter(|item| !attempts.contains_key(*item))
-            .cloned()
-            .collect(),
-        None => HashSet::new(),
+    let at = |mark: &Option<String>| {
+        mark.as_ref()
+            .and_then(|m| stored.iter().position(|item| item == m))
     };
+    let (high_at, floor_at) = (at(&state.high), at(&state.floor));
+    let hashes: HashSet<u64> = state.done.iter().copied().collect();
+    let mut done: HashSet<String> = HashSet::new();
+    if let Some(high_at) = high_at {
+        for (i, item) in stored[..=high_at].iter().enumerate() {
+            let below_floor = floor_at.is_some_and(|f| i <= f);
+            if !attempts.contains_key(item) && (below_floor || hashes.contains(&done_hash(item))) {
+                done.insert(item.clone());
+            }
+        }
+    }
     done.shrink_to_fit();
     let lost = match (&state.high, high_at) {
         (Some(high), None) => Some(Lost {
@@ -164,34 +221,55 @@ pub(crate) fn reconcile(state: &GroupState, stored: &[String]) -> Reconciled {
     }
 }
 
-/// The high mark and the pending items for `seen` (item ids in stored
-/// order, from the first one not done), given the mark below them
-/// (`floor`: done with everything before it), what is done, and the
-/// deliveries made of each item.
+/// A leader's progress: `trail` are the done items before `seen` (in the
+/// order handed out, oldest first; `below` the newest done item before
+/// them, if any), `seen` the items from the first one not done.
 pub(crate) fn progress_of<'a>(
-    floor: Option<&String>,
-    seen: impl ExactSizeIterator<Item = &'a String> + DoubleEndedIterator + Clone,
+    below: Option<&String>,
+    trail: &'a std::collections::VecDeque<String>,
+    seen: &'a std::collections::VecDeque<String>,
     is_done: impl Fn(&str) -> bool,
     attempts: impl Fn(&str) -> u32,
-) -> (Option<String>, Vec<(String, u32)>) {
+) -> GroupState {
     let touched = |item: &str| is_done(item) || attempts(item) > 0;
-    let Some(high_at) = seen.clone().rposition(|item| touched(item)) else {
-        return (floor.cloned(), Vec::new());
-    };
-    let mut high = floor.cloned();
+    // The high mark, lowered if more items than a state holds are pending
+    // before it (what follows then counts as not done: handled again
+    // rather than lost).
+    let mut upto = seen.iter().rposition(|item| touched(item)).map(|at| at + 1);
     let mut pending = Vec::new();
-    for item in seen.take(high_at + 1) {
+    for (i, item) in seen.iter().take(upto.unwrap_or(0)).enumerate() {
         if !is_done(item) {
             if pending.len() == MAX_ENTRIES {
-                // A lower mark: what follows counts as not done (handled
-                // again rather than lost).
+                upto = Some(i);
                 break;
             }
             pending.push((item.clone(), attempts(item)));
         }
-        high = Some(item.clone());
     }
-    (high, pending)
+    let handed: Vec<&String> = trail
+        .iter()
+        .chain(seen.iter().take(upto.unwrap_or(0)))
+        .collect();
+    let start = handed.len().saturating_sub(DONE_WINDOW);
+    let floor = match start {
+        0 => below.cloned(),
+        _ => Some(handed[start - 1].clone()),
+    };
+    let done = handed[start..]
+        .iter()
+        .filter(|item| is_done(item))
+        .map(|item| done_hash(item))
+        .collect();
+    GroupState {
+        epoch: 0,
+        high: handed
+            .last()
+            .map(|h| (*h).clone())
+            .or_else(|| below.cloned()),
+        floor,
+        pending,
+        done,
+    }
 }
 
 fn required<'a>(element: &'a Element, attr: &'static str) -> Result<&'a str, StateError> {

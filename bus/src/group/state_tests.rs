@@ -1,7 +1,13 @@
+use std::collections::VecDeque;
+
 use super::*;
 
 fn ids(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn deque(list: &[&str]) -> VecDeque<String> {
+    ids(list).into_iter().collect()
 }
 
 #[test]
@@ -9,7 +15,9 @@ fn the_state_goes_through_xml_unchanged() {
     let state = GroupState {
         epoch: 7,
         high: Some("h1".into()),
+        floor: Some("f1".into()),
         pending: vec![("p1".into(), 2), ("p2".into(), 1)],
+        done: vec![done_hash("d1"), done_hash("d2")],
     };
     let element = state.to_element();
     let text = String::from(&element);
@@ -41,6 +49,10 @@ fn bad_states_are_typed_errors() {
         parse("<group xmlns='urn:xbus:group:0'><pending count='1'/></group>"),
         Err(StateError::BadAttribute { name: "item", .. })
     ));
+    assert!(matches!(
+        parse("<group xmlns='urn:xbus:group:0'><done>12345 zzzzzzzzzzzz</done></group>"),
+        Err(StateError::BadAttribute { name: "done", .. })
+    ));
     let many: String = (0..=MAX_ENTRIES)
         .map(|i| format!("<pending item='i{i}' count='1'/>"))
         .collect();
@@ -59,16 +71,26 @@ fn bad_states_are_typed_errors() {
 }
 
 #[test]
-fn everything_up_to_the_mark_but_the_pending_is_done() {
-    let stored = ids(&["a", "b", "c", "d", "e"]);
+fn the_done_hash_is_fnv1a_48() {
+    // FNV-1a 64 of "a" is 0xaf63dc4c8601ec8c.
+    assert_eq!(done_hash("a"), 0xdc4c_8601_ec8c);
+    assert_eq!(format!("{:012x}", done_hash("")), "9ce484222325");
+}
+
+#[test]
+fn up_to_the_floor_all_is_done_then_only_the_hashed_ones() {
+    // "x" turned up between the floor and the high mark, never handed out.
+    let stored = ids(&["a", "b", "x", "c", "d", "e"]);
     let state = GroupState {
         epoch: 2,
-        high: Some("c".into()),
-        pending: vec![("b".into(), 2)],
+        high: Some("d".into()),
+        floor: Some("a".into()),
+        pending: vec![("c".into(), 2)],
+        done: vec![done_hash("b"), done_hash("d")],
     };
     let r = reconcile(&state, &stored);
-    assert_eq!(r.done, ids(&["a", "c"]).into_iter().collect());
-    assert_eq!(r.attempts.get("b"), Some(&2));
+    assert_eq!(r.done, ids(&["a", "b", "d"]).into_iter().collect());
+    assert_eq!(r.attempts.get("c"), Some(&2));
     assert_eq!(r.lost, None);
     let fresh = reconcile(&GroupState::default(), &stored);
     assert!(fresh.done.is_empty());
@@ -80,7 +102,7 @@ fn a_mark_the_topic_no_longer_keeps_is_a_loss() {
     let state = GroupState {
         epoch: 1,
         high: Some("gone".into()),
-        pending: Vec::new(),
+        ..GroupState::default()
     };
     let r = reconcile(&state, &stored);
     assert!(r.done.is_empty());
@@ -94,32 +116,44 @@ fn a_mark_the_topic_no_longer_keeps_is_a_loss() {
 }
 
 #[test]
-fn the_mark_is_the_newest_item_handed_out() {
-    let seen = ids(&["a", "b", "c", "d"]);
-    let done = ["a", "c"];
-    let attempts = |i: &str| match i {
-        "b" => 1,
-        "c" => 1,
-        _ => 0,
-    };
-    let (high, pending) = progress_of(
+fn the_progress_names_the_newest_handed_out_and_what_is_done_since_the_floor() {
+    let trail = deque(&["t1", "t2"]);
+    let seen = deque(&["a", "b", "c", "d"]);
+    let done = ["t1", "t2", "a", "c"];
+    let attempts = |i: &str| u32::from(i == "b" || i == "c");
+    let state = progress_of(
         Some(&"z".to_owned()),
-        seen.iter(),
+        &trail,
+        &seen,
         |i| done.contains(&i),
         attempts,
     );
-    assert_eq!(high.as_deref(), Some("c"));
-    assert_eq!(pending, vec![("b".to_owned(), 1)]);
-    // Nothing handed out yet: the mark below stays.
-    let (high, pending) = progress_of(Some(&"z".to_owned()), seen.iter(), |_| false, |_| 0);
-    assert_eq!(high.as_deref(), Some("z"));
-    assert!(pending.is_empty());
+    assert_eq!(state.high.as_deref(), Some("c"));
+    assert_eq!(state.floor.as_deref(), Some("z"), "fewer than the window");
+    assert_eq!(state.pending, vec![("b".to_owned(), 1)]);
+    let hashes: Vec<u64> = ["t1", "t2", "a", "c"]
+        .iter()
+        .map(|i| done_hash(i))
+        .collect();
+    assert_eq!(state.done, hashes);
+    // Nothing in `seen` handed out yet: the trail's newest is the mark.
+    let state = progress_of(None, &trail, &seen, |i| i.starts_with('t'), |_| 0);
+    assert_eq!(state.high.as_deref(), Some("t2"));
+}
+
+#[test]
+fn the_floor_trails_the_mark_by_the_window() {
+    let trail: VecDeque<String> = (0..DONE_WINDOW + 5).map(|i| format!("i{i}")).collect();
+    let state = progress_of(None, &trail, &VecDeque::new(), |_| true, |_| 1);
+    assert_eq!(state.floor, Some("i4".to_owned()));
+    assert_eq!(state.done.len(), DONE_WINDOW);
+    assert_eq!(state.high, Some(format!("i{}", DONE_WINDOW + 4)));
 }
 
 #[test]
 fn too_many_pending_lower_the_mark_instead_of_dropping_any() {
-    let seen: Vec<String> = (0..MAX_ENTRIES + 10).map(|i| format!("i{i}")).collect();
-    let (high, pending) = progress_of(None, seen.iter(), |_| false, |_| 1);
-    assert_eq!(pending.len(), MAX_ENTRIES);
-    assert_eq!(high, Some(format!("i{}", MAX_ENTRIES - 1)));
+    let seen: VecDeque<String> = (0..MAX_ENTRIES + 10).map(|i| format!("i{i}")).collect();
+    let state = progress_of(None, &VecDeque::new(), &seen, |_| false, |_| 1);
+    assert_eq!(state.pending.len(), MAX_ENTRIES);
+    assert_eq!(state.high, Some(format!("i{}", MAX_ENTRIES - 1)));
 }

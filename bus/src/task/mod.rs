@@ -213,16 +213,18 @@ impl Task {
                 if Instant::now() >= *deadline {
                     break;
                 }
-                if !self.offline_announced
-                    && (self.groups.settled() || Instant::now() >= announce_by)
-                {
+                let late = Instant::now() >= announce_by;
+                if !self.offline_announced && (self.groups.settled() || late) {
                     // Groups we lead leave their progress for the next
-                    // leader, which the goodbye makes the others elect.
+                    // leader, which the goodbye makes the others elect:
+                    // the goodbye waits until the server confirmed it.
                     self.flush_groups().await;
-                    // Tell callers, so that no new calls are routed here.
-                    self.send(Presence::new(PresenceType::Unavailable).into())
-                        .await;
-                    self.offline_announced = true;
+                    if self.groups.saved() || late {
+                        // Tell callers, so that no new calls are routed here.
+                        self.send(Presence::new(PresenceType::Unavailable).into())
+                            .await;
+                        self.offline_announced = true;
+                    }
                 }
                 // Idle: no answer awaited, no handler running, no answer
                 // left to send. Then one server round trip, so that calls

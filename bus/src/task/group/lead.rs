@@ -74,14 +74,14 @@ impl Task {
             ledger: Ledger::new(rules, Vec::new()),
             events: HashMap::new(),
             seen: VecDeque::new(),
-            floor: None,
+            below: None,
             trail: VecDeque::new(),
-            trail_cap: self.max_items.saturating_mul(2).max(64),
+            trail_cap: self.max_items.saturating_mul(2).max(state::DONE_WINDOW),
             early: Some(Vec::new()),
             read: Some((state, fresh)),
             dirty: true,
             saved_at: None,
-            saving: false,
+            saving: 0,
             unsaved: 0,
             unconfirmed: 0,
             closing: false,
@@ -120,6 +120,7 @@ impl Task {
                 Some(StartAt::AfterItem(id)) => Some(id),
                 _ => None,
             };
+            state.floor = state.high.clone();
         }
         let reconciled = state::reconcile(&state, &ids);
         tracing::debug!(
@@ -155,6 +156,11 @@ impl Task {
         };
         // What members reported settled for earlier leaders is done too.
         let reported = std::mem::take(&mut group.reported);
+        tracing::debug!(
+            group = key.group,
+            reported = reported.len(),
+            "reports applied"
+        );
         let Some(leading) = group.leading.as_mut() else {
             return;
         };
@@ -169,8 +175,8 @@ impl Task {
                 continue;
             };
             if leading.ledger.is_done(&id) {
-                // Kept in order (the floor moves over them), so that the
-                // next save's high mark is not below them.
+                // Kept in order (they move on to the trail), so that the
+                // next save still counts them done.
                 leading.seen.push_back(id);
                 continue;
             }
@@ -278,7 +284,7 @@ impl Task {
         // once: a takeover hands out again at most twice what is in flight.
         let budget = workers.len().max(1) * group.options.max_in_flight.max(1);
         if leading.ahead() >= budget {
-            if !leading.saving {
+            if leading.saving == 0 {
                 self.save_group(key, true).await;
             }
             return;
@@ -495,10 +501,10 @@ impl Task {
         if !now && leading.saved_at.is_some_and(|at| at.elapsed() < SAVE_EVERY) {
             return then;
         }
-        if leading.saving && then.is_none() {
+        if leading.saving > 0 && !now {
             return then;
         }
-        leading.saving = true;
+        leading.saving += 1;
         leading.unconfirmed += leading.unsaved;
         leading.unsaved = 0;
         leading.dirty = false;
@@ -530,8 +536,10 @@ impl Task {
         answer: Result<Option<Element>, StanzaError>,
     ) {
         if let Some(leading) = self.groups.leading_mut(&key) {
-            leading.saving = false;
-            leading.unconfirmed = 0;
+            leading.saving = leading.saving.saturating_sub(1);
+            if leading.saving == 0 {
+                leading.unconfirmed = 0;
+            }
         }
         match answer {
             Err(error) => {

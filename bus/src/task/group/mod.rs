@@ -101,10 +101,13 @@ struct Leading {
     /// Item ids in stored order from the first one not done, for the
     /// group's progress.
     seen: VecDeque<String>,
-    /// The newest item that, with all before it, is done.
-    floor: Option<String>,
-    /// Done items below the floor, newest last: their ids stay known for
-    /// a while (a publisher may repeat an item after a reset), then go.
+    /// The newest done item forgotten from the trail: it and all before
+    /// it are done.
+    below: Option<String>,
+    /// Done items before `seen`, in the order handed out, newest last:
+    /// their ids stay known for a while (a publisher may repeat an item
+    /// after a reset, and the saved progress names the last
+    /// [`state::DONE_WINDOW`]), then go.
     trail: VecDeque<String>,
     /// How many done ids the trail keeps.
     trail_cap: usize,
@@ -114,9 +117,9 @@ struct Leading {
     read: Option<(GroupState, bool)>,
     dirty: bool,
     saved_at: Option<Instant>,
-    /// A save is on its way: the next waits for its answer, so that a slow
-    /// server is not flooded with states it would only overwrite.
-    saving: bool,
+    /// Saves on their way: a periodic save waits until none is, so that a
+    /// slow server is not flooded with states it would only overwrite.
+    saving: u32,
     /// Events settled since the last save was sent.
     unsaved: usize,
     /// Events settled that the saves on their way cover.
@@ -144,6 +147,15 @@ impl Groups {
             .values()
             .filter_map(|g| g.leading.as_ref())
             .all(|l| l.ledger.holders().is_empty())
+    }
+
+    /// Whether every group this bus leads has its progress saved: nothing
+    /// changed since the last save, and the server confirmed it.
+    pub fn saved(&self) -> bool {
+        self.local
+            .values()
+            .filter_map(|g| g.leading.as_ref())
+            .all(|l| l.saving == 0 && (!l.dirty || l.early.is_some()))
     }
 
     /// Whether this bus consumes any group.
@@ -411,18 +423,18 @@ impl Leading {
         }
     }
 
-    /// Moves the floor over the done items at the front.
+    /// Moves the done items at the front of `seen` to the trail.
     fn advance_floor(&mut self) {
         while self.seen.front().is_some_and(|i| self.ledger.is_done(i)) {
             let Some(id) = self.seen.pop_front() else {
                 break;
             };
-            self.floor = Some(id.clone());
             self.trail.push_back(id);
             if self.trail.len() > self.trail_cap
                 && let Some(old) = self.trail.pop_front()
             {
                 self.ledger.forget_done(&old);
+                self.below = Some(old);
             }
         }
     }
@@ -430,16 +442,15 @@ impl Leading {
     fn state(&mut self) -> GroupState {
         self.advance_floor();
         let ledger = &self.ledger;
-        let (high, pending) = state::progress_of(
-            self.floor.as_ref(),
-            self.seen.iter(),
-            |i| ledger.is_done(i),
-            |i| ledger.attempts_of(i),
-        );
         GroupState {
             epoch: self.epoch,
-            high,
-            pending,
+            ..state::progress_of(
+                self.below.as_ref(),
+                &self.trail,
+                &self.seen,
+                |i| ledger.is_done(i),
+                |i| ledger.attempts_of(i),
+            )
         }
     }
 }
