@@ -33,6 +33,8 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo doc (broken links are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+echo "== cargo package (the publishable crates, xbus-macros resolved from the workspace)"
+cargo package -p xbus-macros -p xbus -p xbus-server --allow-dirty --quiet
 echo "== slixmpp venv for the interop test (target/slixmpp-venv)"
 scripts/slixmpp-venv.sh
 echo "== cargo test (servers: ${XBUS_TEST_SERVERS:-default})"
