@@ -347,14 +347,14 @@ impl BusConfigBuilder {
             ),
             None => None,
         };
-        if let Tls::CustomCa(path) = &self.tls {
-            if !path.is_file() {
-                return Err(invalid(
-                    names.tls,
-                    &path.display().to_string(),
-                    "no such CA file".into(),
-                ));
-            }
+        if let Tls::CustomCa(path) = &self.tls
+            && !path.is_file()
+        {
+            return Err(invalid(
+                names.tls,
+                &path.display().to_string(),
+                "no such CA file".into(),
+            ));
         }
         Ok(BusConfig {
             jid,

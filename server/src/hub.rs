@@ -346,10 +346,10 @@ impl Hub {
         reply.to = Some(from.clone());
         reply.payloads = vec![stanza_error(condition).into()];
         reply.bodies.clear();
-        if let Ok(full) = from.try_into_full() {
-            if let Some(session) = state.session(&full) {
-                session.deliver(Stanza::Message(reply));
-            }
+        if let Ok(full) = from.try_into_full()
+            && let Some(session) = state.session(&full)
+        {
+            session.deliver(Stanza::Message(reply));
         }
     }
 
@@ -368,11 +368,11 @@ impl Hub {
             return crate::server_iq::handle(self, session, from, iq);
         }
         let state = self.lock();
-        if let Ok(full) = to.clone().try_into_full() {
-            if let Some(target) = state.session(&full) {
-                target.deliver(Stanza::Iq(iq));
-                return;
-            }
+        if let Ok(full) = to.clone().try_into_full()
+            && let Some(target) = state.session(&full)
+        {
+            target.deliver(Stanza::Iq(iq));
+            return;
         }
         if !is_request {
             return;

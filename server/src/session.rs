@@ -271,11 +271,11 @@ async fn outgoing(
             }
         }
     }
-    if rx.is_empty() {
-        if let Err(error) = flush(stream).await {
-            tracing::debug!(%error, "flush failed");
-            return Next::Lost;
-        }
+    if rx.is_empty()
+        && let Err(error) = flush(stream).await
+    {
+        tracing::debug!(%error, "flush failed");
+        return Next::Lost;
     }
     Next::Continue
 }
@@ -301,12 +301,12 @@ async fn incoming(
         }
         XmppStreamElement::SM(SmNonza::Enable(enable)) if sm.is_none() => {
             let state = Sm::new(enable.resume);
-            if enable.resume {
-                if let Some(tx) = resume_tx.take() {
-                    hub.lock()
-                        .resumable
-                        .insert(state.id.clone(), (jid.to_bare(), tx));
-                }
+            if enable.resume
+                && let Some(tx) = resume_tx.take()
+            {
+                hub.lock()
+                    .resumable
+                    .insert(state.id.clone(), (jid.to_bare(), tx));
             }
             let enabled = sm::Enabled {
                 id: Some(sm::StreamId(state.id.clone())),

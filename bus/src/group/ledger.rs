@@ -392,12 +392,12 @@ impl<W: Clone + Eq + Hash> Ledger<W> {
     }
 
     fn release(&mut self, stage: &Stage<W>) {
-        if let Stage::Out { worker, .. } = stage {
-            if let Some(n) = self.out_per_worker.get_mut(worker) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.out_per_worker.remove(worker);
-                }
+        if let Stage::Out { worker, .. } = stage
+            && let Some(n) = self.out_per_worker.get_mut(worker)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.out_per_worker.remove(worker);
             }
         }
     }

@@ -468,10 +468,10 @@ impl Directory {
 
     /// A first instance showed up: the discovery is over.
     pub fn discovered(&mut self, service: &BareJid) {
-        if let Some(entry) = self.services.get_mut(service) {
-            if matches!(entry.sub, Sub::Pending { .. } | Sub::Unknown) {
-                entry.sub = Sub::Subscribed;
-            }
+        if let Some(entry) = self.services.get_mut(service)
+            && matches!(entry.sub, Sub::Pending { .. } | Sub::Unknown)
+        {
+            entry.sub = Sub::Subscribed;
         }
     }
 

@@ -220,14 +220,15 @@ impl Task {
         result: Result<Option<Element>, StanzaError>,
     ) {
         self.directory.call_ended(&from);
-        if let (Err(error), Some(service)) = (&result, call.service()) {
-            if rpc::is_unavailable(error) && call.tried.len() == 1 {
-                debug!(method = call.method, %from, "instance unavailable; retrying on another");
-                self.directory.gone(&from).await;
-                let service = service.clone();
-                self.route_call(service, call).await;
-                return;
-            }
+        if let (Err(error), Some(service)) = (&result, call.service())
+            && rpc::is_unavailable(error)
+            && call.tried.len() == 1
+        {
+            debug!(method = call.method, %from, "instance unavailable; retrying on another");
+            self.directory.gone(&from).await;
+            let service = service.clone();
+            self.route_call(service, call).await;
+            return;
         }
         let _ = call.reply.send(Ok(Answer { from, result }));
     }

@@ -70,10 +70,10 @@ impl PubSub {
         let Some(subscription) = node.subscriptions.get(&key) else {
             return Err(Failure::not_subscribed());
         };
-        if let Some(subid) = request.attr("subid") {
-            if subid != subscription.subid {
-                return Err(Failure::invalid_subid());
-            }
+        if let Some(subid) = request.attr("subid")
+            && subid != subscription.subid
+        {
+            return Err(Failure::invalid_subid());
         }
         node.subscriptions.remove(&key);
         self.unindex_subscription(&node_name, &jid);
