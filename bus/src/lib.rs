@@ -202,3 +202,4 @@ pub mod __private {
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod testing;

@@ -291,6 +291,34 @@ impl Drop for Settler {
 }
 
 impl<E> Job<E> {
+    /// A job on no bus, for [`crate::testing`]: its settlement goes to
+    /// the receiver.
+    pub(crate) fn detached(
+        event: E,
+        item_id: String,
+        ack_wait: Duration,
+    ) -> (Job<E>, mpsc::UnboundedReceiver<Settle>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let settle = Settler {
+            group: crate::group::GroupKey::new("testing", "testing"),
+            item: item_id.clone(),
+            route: JobRoute::Local { epoch: 0 },
+            deadline: Instant::now() + ack_wait,
+            ack_wait,
+            tx,
+            settled: false,
+        };
+        let job = Job {
+            event,
+            item_id,
+            headers: Headers::new(),
+            publisher: None,
+            attempt: 1,
+            settle,
+        };
+        (job, rx)
+    }
+
     /// Done: the event is not delivered again.
     pub fn ack(mut self) -> Result<(), AckError> {
         self.settle.send(Verdict::Ack)
