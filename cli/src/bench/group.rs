@@ -9,18 +9,17 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::resources::CpuMeter;
 use super::results::Measure;
-use super::scenario::{Ctx, fresh_topic, publish_all};
+use super::scenario::{Ctx, fresh_topic, publish_and_count};
 use super::system::{BenchEvent, GroupSystem, Subscriber};
-use super::tally::{Collecting, span};
+use super::tally::Collecting;
 
 /// Instances of the group in the `group-3` scenario.
 pub const INSTANCES: usize = 3;
@@ -78,26 +77,11 @@ pub async fn group(
     let shares = merged.shares();
     ctx.progress.begin(events);
     let collecting = Collecting::spawn(vec![Box::new(merged)], events, false, &ctx.progress);
-    let cpu = CpuMeter::start(ctx.server_pid);
-    let start = Instant::now();
-    publish_all(&*publisher, &topic, events, window).await?;
-    let tallies = collecting
-        .finish(&ctx.progress, ctx.grace)
+    let measure = publish_and_count(&*publisher, &topic, events, window, collecting, ctx)
         .await
         .with_context(|| format!("a group of {instances}"))?;
-    let (client_cpu_secs, server_cpu_secs) = cpu.read();
     tracing::debug!(shares = ?shares.get(), "{}: jobs per instance", system.name());
-
-    let count = tallies.iter().map(|t| t.deliveries).sum::<u64>();
-    let seconds = span(start, &tallies)?;
-    Ok(Measure {
-        count,
-        seconds,
-        per_second: count as f64 / seconds,
-        client_cpu_secs,
-        server_cpu_secs,
-        ..Measure::default()
-    })
+    Ok(measure)
 }
 
 /// The jobs of all the instances of a group, as one subscriber: a task per

@@ -160,10 +160,23 @@ async fn deliveries(
     }
     ctx.progress.begin(events * subscribers as u64);
     let collecting = Collecting::spawn(subs, events, false, &ctx.progress);
+    publish_and_count(&*publisher, &topic, events, window, collecting, ctx).await
+}
 
+/// Publishes `events` to `topic` (`window` at a time) while `collecting`
+/// tallies the deliveries: the deliveries per second from the first
+/// publish to the last delivery, and the CPU time meanwhile.
+pub(super) async fn publish_and_count(
+    publisher: &dyn Publisher,
+    topic: &str,
+    events: u64,
+    window: usize,
+    collecting: Collecting,
+    ctx: &Ctx,
+) -> anyhow::Result<Measure> {
     let cpu = CpuMeter::start(ctx.server_pid);
     let start = Instant::now();
-    publish_all(&*publisher, &topic, events, window).await?;
+    publish_all(publisher, topic, events, window).await?;
     let tallies = collecting.finish(&ctx.progress, ctx.grace).await?;
     let (client_cpu_secs, server_cpu_secs) = cpu.read();
 
@@ -181,7 +194,7 @@ async fn deliveries(
 
 /// Publishes events `0..events` to `topic`, up to `window` at a time,
 /// then flushes.
-pub(super) async fn publish_all(
+async fn publish_all(
     publisher: &dyn Publisher,
     topic: &str,
     events: u64,
