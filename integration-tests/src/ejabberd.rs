@@ -79,6 +79,7 @@ use tempfile::TempDir;
 
 use crate::ejabberd_config::{config_text, ctl_config_text};
 use crate::ejabberd_register::register_in_band;
+use crate::ejabberd_user::{chown_tree, ejabberd_user};
 use crate::exit_hook;
 use crate::process::{self, LaunchError, ServerProcess};
 use crate::{Account, EJABBERD_INSTALL_HINT, HarnessError, ServerKind, XmppServer, certs};
@@ -530,66 +531,6 @@ impl XmppServer for Ejabberd {
     fn log_path(&self) -> PathBuf {
         Ejabberd::log_path(self)
     }
-}
-
-/// The uid and gid of user `ejabberd` if we run as root (ejabberdctl must
-/// run as that user; root would `su` to it), `None` if we already are that
-/// user.
-///
-/// # Panics
-///
-/// If the user does not exist (the Debian package creates it), or we are
-/// neither root nor `ejabberd`.
-fn ejabberd_user() -> Option<(u32, u32)> {
-    // SAFETY: plain syscall without arguments.
-    let euid = unsafe { libc::geteuid() };
-    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let entry = passwd.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split(':').collect();
-        (fields.len() > 3 && fields[0] == "ejabberd").then(|| {
-            (
-                fields[2].parse::<u32>().unwrap_or(u32::MAX),
-                fields[3].parse::<u32>().unwrap_or(u32::MAX),
-            )
-        })
-    });
-    let Some((uid, gid)) = entry.filter(|(uid, gid)| *uid != u32::MAX && *gid != u32::MAX) else {
-        panic!(
-            "user `ejabberd` not found in /etc/passwd; the ejabberd package creates it. \
-             Install it with: {EJABBERD_INSTALL_HINT}"
-        );
-    };
-    match euid {
-        0 => Some((uid, gid)),
-        _ if euid == uid => None,
-        _ => panic!(
-            "ejabberd test servers need root (to run ejabberdctl as user `ejabberd`) or user \
-             `ejabberd` itself; running as uid {euid}"
-        ),
-    }
-}
-
-/// `chown -R uid:gid root`.
-fn chown_tree(root: &Path, uid: u32, gid: u32) -> Result<(), HarnessError> {
-    let chown = |path: &Path| {
-        std::os::unix::fs::lchown(path, Some(uid), Some(gid))
-            .map_err(|e| HarnessError::io(format!("chown {}", path.display()), e))
-    };
-    chown(root)?;
-    let entries = fs::read_dir(root)
-        .map_err(|e| HarnessError::io(format!("listing {}", root.display()), e))?;
-    for entry in entries {
-        let entry =
-            entry.map_err(|e| HarnessError::io(format!("listing {}", root.display()), e))?;
-        let path = entry.path();
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        if is_dir {
-            chown_tree(&path, uid, gid)?;
-        } else {
-            chown(&path)?;
-        }
-    }
-    Ok(())
 }
 
 fn port_free(addr: SocketAddr) -> bool {

@@ -59,6 +59,7 @@ mod certs;
 mod ejabberd;
 mod ejabberd_config;
 mod ejabberd_register;
+mod ejabberd_user;
 mod embedded;
 mod exit_hook;
 pub mod instance;
