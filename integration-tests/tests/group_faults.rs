@@ -303,12 +303,7 @@ async fn finish(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let record = std::mem::take(&mut *record.lock().unwrap());
     check(what, &members, confirmed, &record, started.elapsed()).await;
-    for bus in members.iter().chain([&publisher]) {
-        within("close", bus.close()).await.expect("close");
-    }
-    for task in tasks {
-        let _ = within("consumer ends", task).await;
-    }
+    close_all(members.iter().chain([&publisher]), tasks).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -140,12 +140,7 @@ async fn three_instances_share_a_group_and_each_event_is_handled_once() {
                 .group_acked;
         }
         assert_eq!(acked, EVENTS, "{}the leader counted every ack", tag());
-        for bus in instances.iter().chain([&publisher]) {
-            within("close", bus.close()).await.expect("close");
-        }
-        for task in tasks {
-            let _ = within("consumer ends", task).await;
-        }
+        close_all(instances.iter().chain([&publisher]), tasks).await;
     })
     .await;
 }
@@ -233,12 +228,7 @@ async fn failing_events_follow_the_backoff_then_go_to_the_dead_letter_topic() {
                 .group_dead_lettered;
         }
         assert_eq!(dead_lettered, 2);
-        for bus in instances.iter().chain([&publisher, &watcher]) {
-            within("close", bus.close()).await.expect("close");
-        }
-        for task in tasks {
-            let _ = within("consumer ends", task).await;
-        }
+        close_all(instances.iter().chain([&publisher, &watcher]), tasks).await;
     })
     .await;
 }
@@ -312,12 +302,7 @@ async fn when_the_leader_closes_another_instance_takes_over() {
             "{}after the close, i2 handles everything",
             tag()
         );
-        for bus in [&instances[1], &publisher] {
-            within("close", bus.close()).await.expect("close");
-        }
-        for task in tasks {
-            let _ = within("consumer ends", task).await;
-        }
+        close_all([&instances[1], &publisher], tasks).await;
     })
     .await;
 }
@@ -497,12 +482,7 @@ async fn a_job_held_past_the_ack_wait_goes_to_another_instance_unless_in_progres
         for seq in 2..10 {
             assert_eq!(of(seq).len(), 1, "{}{seq} once", tag());
         }
-        for bus in buses.iter().chain([&publisher]) {
-            within("close", bus.close()).await.expect("close");
-        }
-        for task in tasks {
-            let _ = within("consumer ends", task).await;
-        }
+        close_all(buses.iter().chain([&publisher]), tasks).await;
     })
     .await;
 }

@@ -219,6 +219,20 @@ pub async fn instance(server: &dyn XmppServer, account: &Account, resource: &str
         .expect("connect instance")
 }
 
+/// Closes `buses`, then waits for the consumer `tasks`, which end when
+/// their bus closes.
+pub async fn close_all<'a>(
+    buses: impl IntoIterator<Item = &'a Bus>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+) {
+    for bus in buses {
+        within("close", bus.close()).await.expect("close");
+    }
+    for task in tasks {
+        let _ = within("consumer ends", task).await;
+    }
+}
+
 /// A bus of its own subscribed to `topic` (raw): for watching a group's
 /// dead-letter topic.
 pub async fn watch_raw(server: &dyn XmppServer, topic: &str) -> (Bus, xbus::RawSubscription) {
