@@ -320,7 +320,7 @@ fn ca_file_roots(path: &std::path::Path, server: &str) -> Result<RootCertStore, 
 }
 
 fn tls_config(roots: RootCertStore, server: &str) -> Result<Arc<ClientConfig>, ConnectError> {
-    let config = ClientConfig::builder_with_provider(Arc::new(crypto::ring::default_provider()))
+    let config = ClientConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| ConnectError::Tls {
             server: server.to_owned(),
@@ -329,6 +329,23 @@ fn tls_config(roots: RootCertStore, server: &str) -> Result<Arc<ClientConfig>, C
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// The rustls crypto provider: the process-wide default when the
+/// application installed one, else *ring*.
+///
+/// *ring* has no post-quantum key exchange, which rustls 0.23.48 marks by
+/// deprecating its provider. xbus builds on *ring* so that it needs no C
+/// toolchain; an application that wants X25519MLKEM768 installs aws-lc-rs
+/// with `CryptoProvider::install_default` before connecting, and xbus uses it.
+fn crypto_provider() -> Arc<crypto::CryptoProvider> {
+    crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| {
+            #[allow(deprecated)]
+            let ring = crypto::ring::default_provider();
+            Arc::new(ring)
+        })
 }
 
 // Keeps the trait bounds honest: the boxed stream must be usable by tokio-xmpp.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
-use tokio_rustls::rustls::crypto::ring;
+use tokio_rustls::rustls::crypto::{CryptoProvider, ring};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -65,11 +65,22 @@ pub(crate) fn from_pem(cert: &[u8], key: &[u8]) -> Result<TlsSetup, ServerError>
     })
 }
 
+/// The rustls crypto provider: the process-wide default when the
+/// application installed one, else *ring* (deprecated in rustls 0.23.48 for
+/// lacking post-quantum key exchange; kept so that no C toolchain is needed).
+fn crypto_provider() -> Arc<CryptoProvider> {
+    CryptoProvider::get_default().cloned().unwrap_or_else(|| {
+        #[allow(deprecated)]
+        let ring = ring::default_provider();
+        Arc::new(ring)
+    })
+}
+
 fn acceptor(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<TlsAcceptor, ServerError> {
-    let config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+    let config = ServerConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| ServerError::Tls(e.to_string()))?
         .with_no_client_auth()

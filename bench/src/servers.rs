@@ -1,0 +1,220 @@
+//! The XMPP servers a run measures: the embedded one as a child process
+//! (`xbus server`), Prosody and ejabberd started by the test harness (its
+//! configs lift the servers' throttles).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use xbus_integration_tests::{Ejabberd, Prosody, XmppServer};
+
+/// An account on a benchmark server.
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// Bare JID, `name@localhost`.
+    pub jid: String,
+    /// Its password.
+    pub password: String,
+}
+
+/// A running XMPP server, as the XMPP drivers see it.
+pub struct XmppTarget {
+    /// `embedded`, `prosody` or `ejabberd`.
+    pub server: &'static str,
+    /// Client-to-server address (plaintext allowed on loopback).
+    pub addr: SocketAddr,
+    /// The XMPP domain, `localhost`.
+    pub domain: String,
+    /// The pubsub service, `pubsub.localhost`.
+    pub pubsub: String,
+    /// The server's process, for its CPU time.
+    pub pid: Option<u32>,
+    backend: Backend,
+}
+
+enum Backend {
+    /// `xbus server` with open accounts: any name registers on first login;
+    /// its process, unless it runs elsewhere (the tests run it in theirs).
+    Embedded {
+        child: Option<Child>,
+        next: AtomicU64,
+    },
+    Harness(Box<dyn XmppServer>),
+}
+
+impl std::fmt::Debug for XmppTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XmppTarget")
+            .field("server", &self.server)
+            .field("addr", &self.addr)
+            .field("pid", &self.pid)
+            .finish()
+    }
+}
+
+impl XmppTarget {
+    /// A fresh account.
+    pub fn account(&self) -> anyhow::Result<Account> {
+        match &self.backend {
+            Backend::Embedded { next, .. } => {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                Ok(Account {
+                    jid: format!("bench{n}@{}", self.domain),
+                    password: "bench".to_owned(),
+                })
+            }
+            Backend::Harness(server) => {
+                let account = server.account()?;
+                Ok(Account {
+                    jid: account.jid,
+                    password: account.password,
+                })
+            }
+        }
+    }
+}
+
+impl Drop for XmppTarget {
+    fn drop(&mut self) {
+        if let Backend::Embedded {
+            child: Some(child), ..
+        } = &mut self.backend
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Which XMPP servers can run here, and for the others why not.
+pub fn available(names: &[String]) -> (Vec<&'static str>, Vec<String>) {
+    let mut ok = Vec::new();
+    let mut notes = Vec::new();
+    for name in names {
+        match name.as_str() {
+            "embedded" => ok.push("embedded"),
+            "prosody" if in_path("prosody") => ok.push("prosody"),
+            "ejabberd" if in_path("ejabberdctl") => ok.push("ejabberd"),
+            "prosody" => notes.push(format!(
+                "prosody: not installed ({})",
+                xbus_integration_tests::PROSODY_INSTALL_HINT
+            )),
+            "ejabberd" => notes.push(format!(
+                "ejabberd: not installed ({})",
+                xbus_integration_tests::EJABBERD_INSTALL_HINT
+            )),
+            other => notes.push(format!("{other}: unknown XMPP server")),
+        }
+    }
+    (ok, notes)
+}
+
+/// Starts the server called `name` (one of [`available`]'s).
+pub fn start(name: &'static str) -> anyhow::Result<Arc<XmppTarget>> {
+    let target = match name {
+        "embedded" => start_embedded()?,
+        "prosody" => harness(name, Prosody::start()?, |s| s.pid()),
+        "ejabberd" => harness(name, Ejabberd::start()?, |s| s.pid()),
+        other => bail!("unknown XMPP server {other:?}"),
+    };
+    Ok(Arc::new(target))
+}
+
+fn harness<S: XmppServer + 'static>(
+    name: &'static str,
+    server: S,
+    pid: impl Fn(&S) -> Option<u32>,
+) -> XmppTarget {
+    XmppTarget {
+        server: name,
+        addr: server.addr(),
+        domain: server.domain().to_owned(),
+        pubsub: server.pubsub_service(),
+        pid: pid(&server),
+        backend: Backend::Harness(Box::new(server)),
+    }
+}
+
+/// `xbus server --bind 127.0.0.1:0` as a child process: the embedded
+/// server gets its own process, so its CPU time is measured apart from the
+/// clients', as Prosody's and NATS's are.
+fn start_embedded() -> anyhow::Result<XmppTarget> {
+    let exe = std::env::current_exe().context("find the xbus executable")?;
+    let mut child = Command::new(exe)
+        .args(["server", "--bind", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("start `xbus server`")?;
+    let stdout = child.stdout.take().context("stdout of `xbus server`")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next();
+        let _ = tx.send(first);
+        // Keep draining so the server never blocks on a full pipe.
+        for _ in lines {}
+    });
+    let line = match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(Some(Ok(line))) => line,
+        other => {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("`xbus server` did not print its address within 10 s ({other:?})");
+        }
+    };
+    let addr = parse_listening(&line)
+        .with_context(|| format!("`xbus server` printed {line:?}, not `listening on ADDR`"))?;
+    Ok(XmppTarget {
+        server: "embedded",
+        addr,
+        domain: "localhost".to_owned(),
+        pubsub: "pubsub.localhost".to_owned(),
+        pid: Some(child.id()),
+        backend: Backend::Embedded {
+            child: Some(child),
+            next: AtomicU64::new(1),
+        },
+    })
+}
+
+/// The embedded server already listening at `addr` (started by the
+/// caller, e.g. in a test's process): open accounts, no process to stop.
+#[cfg(test)]
+pub fn embedded_at(addr: SocketAddr) -> XmppTarget {
+    XmppTarget {
+        server: "embedded",
+        addr,
+        domain: "localhost".to_owned(),
+        pubsub: "pubsub.localhost".to_owned(),
+        pid: None,
+        backend: Backend::Embedded {
+            child: None,
+            next: AtomicU64::new(1),
+        },
+    }
+}
+
+/// Reads `listening on 127.0.0.1:PORT ...`, the first line `xbus server` prints.
+pub fn parse_listening(line: &str) -> Option<SocketAddr> {
+    line.strip_prefix("listening on ")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Whether `name` is an executable in `PATH`.
+pub fn in_path(name: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            let file = dir.join(name);
+            std::fs::metadata(&file).is_ok_and(|m| m.is_file())
+        })
+    })
+}
