@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs the XMPP servers the
-# integration tests start and nats-server (when missing), then fmt, clippy
-# and every test.
+# integration tests start and nats-server (when missing), then fmt, clippy,
+# docs, `cargo package`, a user's build on the newest dependencies, and
+# every test.
 #
 # The integration tests run against every server in XBUS_TEST_SERVERS
 # (comma-separated; unset: the harness's default, embedded,prosody,ejabberd). Both
@@ -17,7 +18,7 @@ command -v prosody >/dev/null 2>&1 || need+=(prosody)
 # its daemon does not start without an init system, and the tests start
 # their own).
 command -v ejabberdctl >/dev/null 2>&1 || need+=(ejabberd)
-# nats-server: the peer `xbus bench` compares with; its driver's tests start one.
+# nats-server: the peer the benchmark (bench/, xbus-bench) compares with; its driver's tests start one.
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing ${need[*]} (Debian packages)"
@@ -35,6 +36,8 @@ echo "== cargo doc (broken links are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 echo "== cargo package (the publishable crates, xbus-macros resolved from the workspace)"
 cargo package -p xbus-macros -p xbus -p xbus-server --allow-dirty --quiet
+echo "== user build (a new crate on xbus, newest compatible dependencies, warnings denied)"
+scripts/user-build.sh
 echo "== slixmpp venv for the interop test (target/slixmpp-venv)"
 scripts/slixmpp-venv.sh
 echo "== cargo test (servers: ${XBUS_TEST_SERVERS:-default})"

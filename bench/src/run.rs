@@ -1,8 +1,8 @@
 //! One benchmark run: the options, the plan, and the rows.
 //!
 //! [`run`] plans the rows (scenario × system), starts one group of systems
-//! at a time ([`systems`](crate::systems)), runs each scenario ([`scenario`](crate::scenario)) under a
-//! deadline, and hands the [`Report`] to [`report`](crate::report).
+//! at a time ([`systems`]), runs each scenario ([`scenario`]) under a
+//! deadline, and hands the [`Report`] to [`report`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -161,7 +161,11 @@ pub(crate) struct GroupPlan {
 
 /// Groups in run order: each XMPP server (xbus, then raw-xmpp), NATS, HTTP
 /// and polling, the mock. Systems without a scenario are left out.
-pub(crate) fn plan(kinds: &[Kind], servers: &[&'static str], scenarios: &[Scenario]) -> Vec<GroupPlan> {
+pub(crate) fn plan(
+    kinds: &[Kind],
+    servers: &[&'static str],
+    scenarios: &[Scenario],
+) -> Vec<GroupPlan> {
     let mut groups: Vec<Group> = servers.iter().map(|&s| Group::Xmpp(s)).collect();
     groups.extend([Group::Nats, Group::Http, Group::Mock]);
     groups

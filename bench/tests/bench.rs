@@ -17,7 +17,9 @@ fn bench(args: &[&str], limit: Duration) -> Output {
     while child.try_wait().expect("wait for xbus-bench").is_none() {
         if start.elapsed() > limit {
             let _ = child.kill();
-            let output = child.wait_with_output().expect("collect xbus-bench's output");
+            let output = child
+                .wait_with_output()
+                .expect("collect xbus-bench's output");
             panic!(
                 "xbus-bench {args:?} still ran after {limit:?}; stderr:\n{}",
                 String::from_utf8_lossy(&output.stderr)
@@ -25,7 +27,9 @@ fn bench(args: &[&str], limit: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    child.wait_with_output().expect("collect xbus-bench's output")
+    child
+        .wait_with_output()
+        .expect("collect xbus-bench's output")
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! `xbus`: the command-line companion of the xbus library.
 //!
 //! Publish, subscribe, call, watch the instances of a service, run the
-//! embedded server, and benchmark xbus against the alternatives.
+//! embedded server, and run the benchmark.
 //!
 //! | command | what it does |
 //! |---|---|
@@ -11,7 +11,7 @@
 //! | `xbus consume TOPIC --group NAME` | takes a share of a consumer group's events, prints each job as JSON and acks it (`--nak` to nak) |
 //! | `xbus req TARGET METHOD JSON` | calls a service, prints its answer as JSON |
 //! | `xbus services SERVICE` | the live table of a service's instances |
-//! | `xbus bench` | xbus beside raw tokio-xmpp, NATS and HTTP |
+//! | `xbus bench ARGS` | runs `xbus-bench ARGS`, the benchmark (its own crate, `bench/`): xbus beside raw tokio-xmpp, NATS and HTTP |
 //!
 //! The bus commands take `--jid`, `--password`, `--server`, `--pubsub` and
 //! `--tls`, or the variables `XBUS_JID`, `XBUS_PASSWORD`, `XBUS_SERVER`,
@@ -43,14 +43,12 @@
 //! xbus: invalid JSON: key must be a string at line 1 column 2
 //! ```
 
-mod bench;
 mod cmd;
+mod logs;
 
-use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 /// The xbus command line.
 #[derive(Debug, Parser)]
@@ -75,13 +73,14 @@ enum Command {
     Services(cmd::services::ServicesArgs),
     /// Runs the embedded XMPP server.
     Server(cmd::server::ServerArgs),
-    /// Measures xbus beside raw tokio-xmpp, NATS and HTTP.
-    Bench(bench::BenchArgs),
+    /// Measures xbus beside raw tokio-xmpp, NATS and HTTP: runs
+    /// `xbus-bench`, the benchmark, when it is installed.
+    Bench(cmd::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs();
+    logs::init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -90,36 +89,27 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
+        let done = match cli.command {
             Command::Pub(args) => cmd::publish::run(args).await,
             Command::Sub(args) => cmd::subscribe::run(args).await,
             Command::Consume(args) => cmd::consume::run(args).await,
             Command::Req(args) => cmd::request::run(args).await,
             Command::Services(args) => cmd::services::run(args).await,
             Command::Server(args) => cmd::server::run(args).await,
-            Command::Bench(args) => bench::run(args).await,
-        }
+            // Waits for the benchmark's process: nothing else runs here.
+            Command::Bench(args) => return cmd::bench::run(args),
+        };
+        done.map(|()| ExitCode::SUCCESS)
     });
     // Tasks still running (a bus's connection task) must not hold the exit up.
     runtime.shutdown_background();
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("xbus: {}", cmd::flatten(&error));
             ExitCode::FAILURE
         }
     }
-}
-
-/// Logs to stderr, filtered by `RUST_LOG` (default `warn`).
-fn init_logs() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    // `try_init`: a subcommand may set up its own subscriber on top.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
 }
 
 #[cfg(test)]

@@ -391,3 +391,28 @@ async fn consume_prints_each_job_and_acks_or_naks_it() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_runs_xbus_bench_or_says_how_to() {
+    // Not installed: the error says how to run the benchmark.
+    let empty = tempfile::tempdir().expect("a temporary directory");
+    let mut bench = xbus(&["bench", "--quick", "--systems", "mock"]);
+    bench.env("PATH", empty.path());
+    run(bench).await.error(&[
+        "`xbus-bench`",
+        "cargo run --release -p xbus-bench -- --quick --systems mock",
+        "cargo install --path bench",
+    ]);
+
+    // Installed on PATH: it runs with every option, help included, and
+    // `xbus` exits as it does.
+    let fake = empty.path().join("xbus-bench");
+    std::fs::write(&fake, "#!/bin/sh\necho \"xbus-bench $*\"\nexit 3\n").expect("write a fake");
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("make the fake executable");
+    let mut bench = xbus(&["bench", "--help", "--out", "x"]);
+    bench.env("PATH", empty.path());
+    let out = run(bench).await;
+    assert_eq!(out.code, Some(3), "{out:?}");
+    assert_eq!(out.stdout, "xbus-bench --help --out x\n", "{out:?}");
+}

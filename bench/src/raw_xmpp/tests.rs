@@ -147,12 +147,9 @@ async fn idle_clients_connect() {
     // Logins cost CPU (SCRAM), most of all in a debug build: a few here,
     // the 1,000 of the memory scenario run on the embedded server.
     let started = Instant::now();
-    let buses = bounded(
-        "idle buses",
-        crate::xmpp::connect_idle_buses(&target, 12),
-    )
-    .await
-    .unwrap();
+    let buses = bounded("idle buses", crate::xmpp::connect_idle_buses(&target, 12))
+        .await
+        .unwrap();
     assert_eq!(buses.len(), 12);
     eprintln!("12 idle buses connected in {:?}", started.elapsed());
 }

@@ -1,7 +1,8 @@
-//! The subcommands other than `bench`, one module each, and what they share:
+//! The subcommands, one module each, and what they share:
 //! connection options ([`connect`]), JSON and payload encodings ([`json`]),
 //! and writing to stdout.
 
+pub mod bench;
 pub mod connect;
 pub mod consume;
 pub mod json;
