@@ -53,6 +53,10 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(flatten)]
     args: run::BenchArgs,
+    /// Runs the embedded server and nothing else: the benchmark starts
+    /// itself so, to measure the server's CPU apart from the clients'.
+    #[arg(long, hide = true)]
+    serve_embedded: bool,
 }
 
 fn main() -> ExitCode {
@@ -65,7 +69,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run::run(cli.args));
+    let result = runtime.block_on(async {
+        if cli.serve_embedded {
+            servers::serve_embedded().await
+        } else {
+            run::run(cli.args).await
+        }
+    });
     // Clients still closing their streams must not hold the exit up.
     runtime.shutdown_background();
     match result {

@@ -1,5 +1,5 @@
 //! The XMPP servers a run measures: the embedded one as a child process
-//! (`xbus server`), Prosody and ejabberd started by the test harness (its
+//! (`xbus-bench --serve-embedded`), Prosody and ejabberd started by the test harness (its
 //! configs lift the servers' throttles).
 
 use std::io::{BufRead, BufReader};
@@ -37,7 +37,7 @@ pub struct XmppTarget {
 }
 
 enum Backend {
-    /// `xbus server` with open accounts: any name registers on first login;
+    /// The embedded server with open accounts: any name registers on first login;
     /// its process, unless it runs elsewhere (the tests run it in theirs).
     Embedded {
         child: Option<Child>,
@@ -139,19 +139,22 @@ fn harness<S: XmppServer + 'static>(
     }
 }
 
-/// `xbus server --bind 127.0.0.1:0` as a child process: the embedded
-/// server gets its own process, so its CPU time is measured apart from the
-/// clients', as Prosody's and NATS's are.
+/// The embedded server (open accounts, plaintext, a free loopback port) in
+/// a child process, `xbus-bench --serve-embedded`: its CPU time is then
+/// measured apart from the clients', as Prosody's and NATS's are.
 fn start_embedded() -> anyhow::Result<XmppTarget> {
-    let exe = std::env::current_exe().context("find the xbus executable")?;
+    let exe = std::env::current_exe().context("find the xbus-bench executable")?;
     let mut child = Command::new(exe)
-        .args(["server", "--bind", "127.0.0.1:0"])
+        .arg("--serve-embedded")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .context("start `xbus server`")?;
-    let stdout = child.stdout.take().context("stdout of `xbus server`")?;
+        .context("start the embedded server")?;
+    let stdout = child
+        .stdout
+        .take()
+        .context("stdout of the embedded server")?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut lines = BufReader::new(stdout).lines();
@@ -165,11 +168,12 @@ fn start_embedded() -> anyhow::Result<XmppTarget> {
         other => {
             let _ = child.kill();
             let _ = child.wait();
-            bail!("`xbus server` did not print its address within 10 s ({other:?})");
+            bail!("the embedded server did not print its address within 10 s ({other:?})");
         }
     };
-    let addr = parse_listening(&line)
-        .with_context(|| format!("`xbus server` printed {line:?}, not `listening on ADDR`"))?;
+    let addr = parse_listening(&line).with_context(|| {
+        format!("the embedded server printed {line:?}, not `listening on ADDR`")
+    })?;
     Ok(XmppTarget {
         server: "embedded",
         addr,
@@ -200,7 +204,23 @@ pub fn embedded_at(addr: SocketAddr) -> XmppTarget {
     }
 }
 
-/// Reads `listening on 127.0.0.1:PORT ...`, the first line `xbus server` prints.
+/// `xbus-bench --serve-embedded`: runs the embedded server with open
+/// accounts in plaintext on a free loopback port, prints `listening on
+/// ADDR` and serves until the process is killed (as `xbus server --bind
+/// 127.0.0.1:0` does).
+pub async fn serve_embedded() -> anyhow::Result<()> {
+    let server = xbus_server::Server::builder()
+        .bind("127.0.0.1:0")
+        .start()
+        .await
+        .context("start the embedded server")?;
+    println!("listening on {}", server.addr());
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+/// Reads `listening on 127.0.0.1:PORT ...`, the first line the embedded
+/// server prints.
 pub fn parse_listening(line: &str) -> Option<SocketAddr> {
     line.strip_prefix("listening on ")?
         .split_whitespace()

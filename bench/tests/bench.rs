@@ -105,3 +105,42 @@ fn unknown_names_are_refused() {
     let output = bench(&["--scenarios", "warp"], Duration::from_secs(30));
     assert!(!output.status.success());
 }
+
+/// The embedded server runs as a child process of the benchmark (its CPU
+/// is measured apart): one small row on it, through the binary.
+#[test]
+fn bench_on_the_embedded_server_measures() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results");
+    let output = bench(
+        &[
+            "--systems",
+            "xbus,raw-xmpp",
+            "--servers",
+            "embedded",
+            "--scenarios",
+            "rpc-sequential,throughput",
+            "--rpc-calls",
+            "50",
+            "--events",
+            "200",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        Duration::from_secs(120),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "stderr:\n{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    // xbus: both scenarios; raw-xmpp: throughput only (it has no RPC).
+    assert!(rows.len() >= 3, "{report:#}");
+    for row in rows {
+        assert_eq!(row["outcome"]["status"], "measured", "{row:#}");
+        assert!(
+            row["system"].as_str().unwrap().ends_with("/embedded"),
+            "{row:#}"
+        );
+    }
+}
