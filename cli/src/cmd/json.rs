@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use serde_json::Value;
-use xbus::{Encoding, Headers};
+use xbus::{Encoding, Headers, RawPayload, RawRequest};
 
 /// The payload encodings a user can pick with `--encoding`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -42,6 +42,67 @@ pub fn encode(value: &Value, encoding: Encoding) -> anyhow::Result<Vec<u8>> {
     match encoding {
         Encoding::Json => Ok(serde_json::to_vec(value)?),
         _ => rmp_serde::to_vec_named(value).context("cannot encode as MessagePack"),
+    }
+}
+
+/// What `xbus pub` and `xbus req` send: the JSON argument encoded, with
+/// its schema version and headers.
+pub struct Body {
+    encoding: Encoding,
+    version: u32,
+    data: Vec<u8>,
+    headers: Headers,
+}
+
+impl Body {
+    /// Parses `json` (`-`: stdin) and encodes it as `encoding`.
+    pub fn from_args(
+        json: &str,
+        encoding: EncodingArg,
+        version: u32,
+        headers: &[(String, String)],
+    ) -> anyhow::Result<Body> {
+        let encoding = encoding.into();
+        Ok(Body {
+            data: encode(&parse_arg(json)?, encoding)?,
+            encoding,
+            version,
+            headers: self::headers(headers),
+        })
+    }
+
+    /// The body as an event of `topic`.
+    pub fn into_payload(self, topic: String) -> RawPayload {
+        let Body {
+            encoding,
+            version,
+            data,
+            headers,
+        } = self;
+        RawPayload {
+            topic,
+            encoding,
+            version,
+            data,
+            headers,
+        }
+    }
+
+    /// The body as a call of `method`.
+    pub fn into_request(self, method: String) -> RawRequest {
+        let Body {
+            encoding,
+            version,
+            data,
+            headers,
+        } = self;
+        RawRequest {
+            method,
+            encoding,
+            version,
+            data,
+            headers,
+        }
     }
 }
 

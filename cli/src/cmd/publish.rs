@@ -1,10 +1,8 @@
 //! `xbus pub TOPIC JSON`: publishes one event and prints its item id.
 
-use anyhow::Context as _;
-use xbus::RawPayload;
-
 use super::connect::ConnectArgs;
-use super::json::{self, EncodingArg};
+use super::json::{self, Body, EncodingArg};
+use anyhow::Context as _;
 
 /// Options of `xbus pub`.
 #[derive(Debug, clap::Args)]
@@ -30,15 +28,13 @@ pub struct PubArgs {
 /// Publishes the event, waits for the server's confirmation and prints the
 /// item id.
 pub async fn run(args: PubArgs) -> anyhow::Result<()> {
-    let value = json::parse_arg(&args.json)?;
-    let encoding = args.encoding.into();
-    let payload = RawPayload {
-        topic: args.topic.clone(),
-        encoding,
-        version: args.schema_version,
-        data: json::encode(&value, encoding)?,
-        headers: json::headers(&args.headers),
-    };
+    let body = Body::from_args(
+        &args.json,
+        args.encoding,
+        args.schema_version,
+        &args.headers,
+    )?;
+    let payload = body.into_payload(args.topic.clone());
     let bus = args.connect.connect(|config| config).await?;
     let published = bus.publish_raw(payload).await;
     let closed = bus.close().await;

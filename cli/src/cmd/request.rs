@@ -2,10 +2,8 @@
 
 use std::time::Duration;
 
-use xbus::RawRequest;
-
 use super::connect::ConnectArgs;
-use super::json::{self, EncodingArg};
+use super::json::{self, Body, EncodingArg};
 
 /// How long a call to a service (a bare JID) waits at most for the
 /// presence of its instances.
@@ -40,15 +38,13 @@ pub struct ReqArgs {
 
 /// Makes the call and prints the answer as one line of JSON.
 pub async fn run(args: ReqArgs) -> anyhow::Result<()> {
-    let value = json::parse_arg(&args.json)?;
-    let encoding = args.encoding.into();
-    let request = RawRequest {
-        method: args.method.clone(),
-        encoding,
-        version: args.schema_version,
-        data: json::encode(&value, encoding)?,
-        headers: json::headers(&args.headers),
-    };
+    let body = Body::from_args(
+        &args.json,
+        args.encoding,
+        args.schema_version,
+        &args.headers,
+    )?;
+    let request = body.into_request(args.method.clone());
     // Each run is a bus's first call: give the service's presence time.
     let discovery = args.timeout.min(DISCOVERY);
     let bus = args
