@@ -80,7 +80,7 @@ use tempfile::TempDir;
 use crate::ejabberd_config::{config_text, ctl_config_text};
 use crate::ejabberd_register::register_in_band;
 use crate::ejabberd_user::{chown_tree, ejabberd_user};
-use crate::exit_hook;
+use crate::launch::{LaunchOutput, ServerHome};
 use crate::process::{self, LaunchError, ServerProcess};
 use crate::{Account, EJABBERD_INSTALL_HINT, HarnessError, ServerKind, XmppServer, certs};
 
@@ -136,16 +136,8 @@ impl Ejabberd {
         crate::require_binary("ejabberdctl", EJABBERD_INSTALL_HINT);
         crate::require_binary("erl", EJABBERD_INSTALL_HINT);
         let user = ejabberd_user();
-        let certs = certs::shared()?;
-        let dir = process::server_dir("xbus-ejabberd-")?;
-        let root = dir.path().to_owned();
-        exit_hook::remove_dir_at_exit(&root);
-        for sub in ["spool", "logs", "certs"] {
-            fs::create_dir(root.join(sub)).map_err(|e| {
-                HarnessError::io(format!("creating {}", root.join(sub).display()), e)
-            })?;
-        }
-        let ca_file = certs::install(certs, &root.join("certs"))?;
+        let home = ServerHome::create("xbus-ejabberd-", &["spool", "logs"])?;
+        let (root, certs) = (home.root, certs::shared()?);
         let pem = root.join("certs/localhost.pem");
         fs::write(&pem, format!("{}{}", certs.cert_pem, certs.key_pem))
             .and_then(|()| {
@@ -166,9 +158,9 @@ impl Ejabberd {
             })
             .map_err(|e| HarnessError::io(format!("writing {}", inetrc.display()), e))?;
         let mut server = Ejabberd {
-            dir: Some(dir),
+            dir: Some(home.dir),
             root,
-            ca_file,
+            ca_file: home.ca_file,
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             node: format!(
                 "xbus-{}@localhost",
@@ -189,42 +181,6 @@ impl Ejabberd {
         Ok(server)
     }
 
-    /// The XMPP domain, `"localhost"`.
-    pub fn domain(&self) -> &str {
-        DOMAIN
-    }
-
-    /// The pubsub service's JID, `"pubsub.localhost"`.
-    pub fn pubsub_service(&self) -> String {
-        PUBSUB.to_owned()
-    }
-
-    /// The c2s address, `127.0.0.1:PORT` (the same across
-    /// [`Ejabberd::restart`]).
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// The PEM certificate of the test CA that signed the server's
-    /// certificate; trust it for STARTTLS.
-    pub fn ca_file(&self) -> &Path {
-        &self.ca_file
-    }
-
-    /// Registers a fresh account (`u1@localhost`, `u2@localhost`, ...;
-    /// random password) in-band over loopback, at most 10 s. The account
-    /// exists when this returns. Needs the server running. Thread-safe.
-    pub fn account(&self) -> Result<Account, HarnessError> {
-        let n = self.next_account.fetch_add(1, Ordering::SeqCst) + 1;
-        let user = format!("u{n}");
-        let password = process::random_alnum(20)?;
-        register_in_band(self.addr, &user, &password)?;
-        Ok(Account {
-            jid: format!("{user}@{DOMAIN}"),
-            password,
-        })
-    }
-
     /// Runs `ejabberdctl ARGS` against this server's node (at most 15 s)
     /// and returns its stdout, e.g. `ctl(&["registered_users",
     /// "localhost"])`. Each call boots a small Erlang VM (about 0.5 s).
@@ -238,42 +194,6 @@ impl Ejabberd {
         );
         let output = process::run(command, &shown, CTL_TIMEOUT)?;
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    }
-
-    /// Kills the server with `SIGKILL` (no clean shutdown, like a crash) and
-    /// waits for it. Does nothing if it is not running.
-    ///
-    /// Like a real crash, this loses what ejabberd wrote in the last 3 s:
-    /// Mnesia's `disc_only` tables (accounts, rosters, pubsub items) are
-    /// dets files, and dets delays writes by up to 3 s.
-    pub fn kill(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            // The VM first, so that the script reaps it (this machine's
-            // init may not reap orphans); then the whole group.
-            if let Some(beam) = self.beam.take() {
-                if process.exited().is_none() {
-                    process::signal_pid(beam, libc::SIGKILL);
-                }
-                process.wait_exit(STOP_GRACE);
-            }
-            process.kill();
-        }
-    }
-
-    /// Stops the server if it runs (cleanly, see [`Ejabberd`]), then starts
-    /// it again on the same c2s port with the same data (accounts, nodes,
-    /// items), waiting at most 30 s until it accepts connections.
-    pub fn restart(&mut self) -> Result<(), HarnessError> {
-        self.stop();
-        self.launch()
-            .map_err(|(LaunchError::PortTaken(e) | LaunchError::Fatal(e))| e)
-    }
-
-    /// ejabberd's main log file (`info` level unless
-    /// `XBUS_TEST_EJABBERD_LOG_LEVEL` says otherwise; `debug` logs every
-    /// stanza).
-    pub fn log_path(&self) -> PathBuf {
-        self.root.join("logs/ejabberd.log")
     }
 
     /// The generated `ejabberd.yml`.
@@ -382,53 +302,23 @@ impl Ejabberd {
         if let Some((uid, gid)) = self.user {
             chown_tree(&self.root, uid, gid).map_err(fatal)?;
         }
-        let (log, console) = (self.log_path(), self.console_path());
-        let log_offset = process::file_len(&log);
-        let console_offset = process::file_len(&console);
-        let output = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&console)
-            .and_then(|file| Ok((file.try_clone()?, file)))
-            .map_err(|e| {
-                fatal(HarnessError::io(
-                    format!("opening {}", console.display()),
-                    e,
-                ))
-            })?;
+        let output = LaunchOutput::begin(self.log_path(), self.console_path());
+        let stdio = output.console_stdio().map_err(fatal)?;
         let mut command = self.ejabberdctl();
         command
             .env("NOTIFY_SOCKET", &notify_path)
             .arg("foreground-quiet")
             .stdin(Stdio::null())
-            .stdout(output.0)
-            .stderr(output.1);
+            .stdout(stdio.0)
+            .stderr(stdio.1);
         let mut child = ServerProcess::spawn_group(command)
             .map_err(|e| fatal(HarnessError::io("spawning `ejabberdctl foreground`", e)))?;
 
         let error_log = self.root.join("logs/error.log");
-        let failure = |reason: String| HarnessError::Startup {
-            server: ServerKind::Ejabberd,
-            reason,
-            log: log.clone(),
-            log_tail: format!(
-                "{}\n--- last lines of {} ---\n{}\n--- last lines of {} ---\n{}",
-                process::tail(&log, log_offset, 30),
-                error_log.display(),
-                process::tail(&error_log, 0, 10),
-                console.display(),
-                process::tail(&console, console_offset, 15)
-            ),
-        };
+        let failure = |reason| output.failure(ServerKind::Ejabberd, reason, Some(&error_log));
         let in_use = || {
-            let recent = |path: &Path, offset: u64| {
-                fs::read(path).is_ok_and(|bytes| {
-                    let start = usize::try_from(offset).unwrap_or(0).min(bytes.len());
-                    let text = String::from_utf8_lossy(&bytes[start..]);
-                    text.contains("eaddrinuse") || text.contains("address already in use")
-                })
-            };
-            recent(&log, log_offset) || recent(&console, console_offset)
+            let needles = ["eaddrinuse", "address already in use"];
+            output.log_says(&needles) || output.console_says(&needles)
         };
         let deadline = Instant::now() + START_TIMEOUT;
         let mut ready = false;
@@ -507,29 +397,67 @@ impl XmppServer for Ejabberd {
     fn kind(&self) -> ServerKind {
         ServerKind::Ejabberd
     }
-    fn domain(&self) -> &str {
-        Ejabberd::domain(self)
-    }
-    fn pubsub_service(&self) -> String {
-        Ejabberd::pubsub_service(self)
-    }
+
+    /// The c2s address, `127.0.0.1:PORT` (the same across
+    /// [`Self::restart`]).
     fn addr(&self) -> SocketAddr {
-        Ejabberd::addr(self)
+        self.addr
     }
+
+    /// The PEM certificate of the test CA that signed the server's
+    /// certificate; trust it for STARTTLS.
     fn ca_file(&self) -> &Path {
-        Ejabberd::ca_file(self)
+        &self.ca_file
     }
+
+    /// Registers a fresh account (`u1@localhost`, `u2@localhost`, ...;
+    /// random password) in-band over loopback, at most 10 s. The account
+    /// exists when this returns. Needs the server running. Thread-safe.
     fn account(&self) -> Result<Account, HarnessError> {
-        Ejabberd::account(self)
+        let n = self.next_account.fetch_add(1, Ordering::SeqCst) + 1;
+        let user = format!("u{n}");
+        let password = process::random_alnum(20)?;
+        register_in_band(self.addr, &user, &password)?;
+        Ok(Account {
+            jid: format!("{user}@{DOMAIN}"),
+            password,
+        })
     }
+
+    /// Kills the server with `SIGKILL` (no clean shutdown, like a crash) and
+    /// waits for it. Does nothing if it is not running.
+    ///
+    /// Like a real crash, this loses what ejabberd wrote in the last 3 s:
+    /// Mnesia's `disc_only` tables (accounts, rosters, pubsub items) are
+    /// dets files, and dets delays writes by up to 3 s.
     fn kill(&mut self) {
-        Ejabberd::kill(self)
+        if let Some(mut process) = self.process.take() {
+            // The VM first, so that the script reaps it (this machine's
+            // init may not reap orphans); then the whole group.
+            if let Some(beam) = self.beam.take() {
+                if process.exited().is_none() {
+                    process::signal_pid(beam, libc::SIGKILL);
+                }
+                process.wait_exit(STOP_GRACE);
+            }
+            process.kill();
+        }
     }
+
+    /// Stops the server if it runs (cleanly, see [`Ejabberd`]), then starts
+    /// it again on the same c2s port with the same data (accounts, nodes,
+    /// items), waiting at most 30 s until it accepts connections.
     fn restart(&mut self) -> Result<(), HarnessError> {
-        Ejabberd::restart(self)
+        self.stop();
+        self.launch()
+            .map_err(|(LaunchError::PortTaken(e) | LaunchError::Fatal(e))| e)
     }
+
+    /// ejabberd's main log file (`info` level unless
+    /// `XBUS_TEST_EJABBERD_LOG_LEVEL` says otherwise; `debug` logs every
+    /// stanza).
     fn log_path(&self) -> PathBuf {
-        Ejabberd::log_path(self)
+        self.root.join("logs/ejabberd.log")
     }
 }
 

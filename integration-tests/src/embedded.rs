@@ -104,14 +104,6 @@ impl XmppServer for Embedded {
         ServerKind::Embedded
     }
 
-    fn domain(&self) -> &str {
-        "localhost"
-    }
-
-    fn pubsub_service(&self) -> String {
-        "pubsub.localhost".into()
-    }
-
     fn addr(&self) -> SocketAddr {
         self.addr
     }

@@ -63,6 +63,7 @@ mod ejabberd_user;
 mod embedded;
 mod exit_hook;
 pub mod instance;
+mod launch;
 mod process;
 mod prosody;
 pub mod proxy;
@@ -312,9 +313,13 @@ pub trait XmppServer: Send + Sync + fmt::Debug {
     /// Which kind of server this is.
     fn kind(&self) -> ServerKind;
     /// The XMPP domain, `"localhost"`.
-    fn domain(&self) -> &str;
+    fn domain(&self) -> &str {
+        "localhost"
+    }
     /// The JID of the pubsub service, `"pubsub.localhost"`.
-    fn pubsub_service(&self) -> String;
+    fn pubsub_service(&self) -> String {
+        format!("pubsub.{}", self.domain())
+    }
     /// The client-to-server address, `127.0.0.1:PORT`.
     fn addr(&self) -> SocketAddr;
     /// PEM certificate the server presents for `localhost` and

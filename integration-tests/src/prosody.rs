@@ -69,11 +69,9 @@ use tempfile::TempDir;
 
 mod config;
 
-use crate::exit_hook;
+use crate::launch::{LaunchOutput, ServerHome};
 use crate::process::{self, LaunchError, ServerProcess};
-use crate::{
-    Account, HarnessError, PROSODY_INSTALL_HINT, ServerKind, XmppServer, certs, require_binary,
-};
+use crate::{Account, HarnessError, PROSODY_INSTALL_HINT, ServerKind, XmppServer, require_binary};
 
 /// How many accounts one [`Prosody`] can hand out (names `u1`..`u500`, all
 /// admins of the pubsub component).
@@ -127,21 +125,12 @@ impl Prosody {
             sqlite_driver,
             "Prosody's SQLite driver (lua-dbi-sqlite3) is not installed; install it with: {PROSODY_INSTALL_HINT}"
         );
-        let certs = certs::shared()?;
-        let dir = process::server_dir("xbus-prosody-")?;
-        let root = dir.path().to_owned();
-        exit_hook::remove_dir_at_exit(&root);
-        for sub in ["data", "certs"] {
-            fs::create_dir(root.join(sub)).map_err(|e| {
-                HarnessError::io(format!("creating {}", root.join(sub).display()), e)
-            })?;
-        }
-        let ca_file = certs::install(certs, &root.join("certs"))?;
+        let home = ServerHome::create("xbus-prosody-", &["data"])?;
         let mut server = Prosody {
-            config: root.join("prosody.cfg.lua"),
-            dir: Some(dir),
-            root,
-            ca_file,
+            config: home.root.join("prosody.cfg.lua"),
+            dir: Some(home.dir),
+            root: home.root,
+            ca_file: home.ca_file,
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             process: None,
             next_account: AtomicUsize::new(0),
@@ -152,86 +141,6 @@ impl Prosody {
             Ok((server.addr, server.root.clone()))
         })?;
         Ok(server)
-    }
-
-    /// The XMPP domain, `"localhost"`.
-    pub fn domain(&self) -> &str {
-        DOMAIN
-    }
-
-    /// The pubsub component's JID, `"pubsub.localhost"`.
-    pub fn pubsub_service(&self) -> String {
-        PUBSUB.to_owned()
-    }
-
-    /// The c2s address, `127.0.0.1:PORT` (the same across [`Prosody::restart`]).
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// The PEM certificate of the test CA that signed the server's
-    /// certificate (for `localhost` and `pubsub.localhost`); trust it for
-    /// STARTTLS.
-    pub fn ca_file(&self) -> &Path {
-        &self.ca_file
-    }
-
-    /// Registers a fresh account with `prosodyctl register` (at most 10 s).
-    ///
-    /// Names come from a pool of [`ACCOUNT_POOL_SIZE`] (`u1@localhost`,
-    /// `u2@localhost`, ...), all admins of the pubsub component, so every
-    /// account may create nodes and publish. Passwords are random. Works
-    /// while the server runs (and while it does not). Thread-safe.
-    pub fn account(&self) -> Result<Account, HarnessError> {
-        let n = self.next_account.fetch_add(1, Ordering::SeqCst) + 1;
-        if n > ACCOUNT_POOL_SIZE {
-            return Err(HarnessError::AccountPoolExhausted {
-                server: ServerKind::Prosody,
-                size: ACCOUNT_POOL_SIZE,
-            });
-        }
-        let user = format!("u{n}");
-        let password = process::random_alnum(20)?;
-        let mut command = Command::new("prosodyctl");
-        command
-            .arg("--config")
-            .arg(&self.config)
-            .args(["register", &user, DOMAIN, &password])
-            .current_dir(&self.root);
-        let shown = format!(
-            "prosodyctl --config {} register {user} {DOMAIN} <password>",
-            self.config.display()
-        );
-        process::run(command, &shown, PROSODYCTL_TIMEOUT)?;
-        Ok(Account {
-            jid: format!("{user}@{DOMAIN}"),
-            password,
-        })
-    }
-
-    /// Kills the server with `SIGKILL` (no clean shutdown, like a crash) and
-    /// waits for it. Does nothing if it is not running.
-    pub fn kill(&mut self) {
-        if let Some(process) = self.process.take() {
-            process.kill();
-        }
-    }
-
-    /// Stops the server if it runs (`SIGTERM`, `SIGKILL` after 2 s), then
-    /// starts it again on the same port with the same data (accounts, nodes,
-    /// items), waiting at most 10 s until it accepts connections.
-    pub fn restart(&mut self) -> Result<(), HarnessError> {
-        if let Some(process) = self.process.take() {
-            process.stop();
-        }
-        self.launch()
-            .map_err(|(LaunchError::PortTaken(e) | LaunchError::Fatal(e))| e)
-    }
-
-    /// Prosody's log file (`info` level unless `XBUS_TEST_PROSODY_LOG_LEVEL`
-    /// says otherwise).
-    pub fn log_path(&self) -> PathBuf {
-        self.root.join("prosody.log")
     }
 
     /// The generated `prosody.cfg.lua`.
@@ -269,20 +178,8 @@ impl Prosody {
                 e,
             ))
         })?;
-        let (log, console) = (self.log_path(), self.console_path());
-        let log_offset = process::file_len(&log);
-        let console_offset = process::file_len(&console);
-        let output = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&console)
-            .and_then(|file| Ok((file.try_clone()?, file)))
-            .map_err(|e| {
-                fatal(HarnessError::io(
-                    format!("opening {}", console.display()),
-                    e,
-                ))
-            })?;
+        let output = LaunchOutput::begin(self.log_path(), self.console_path());
+        let stdio = output.console_stdio().map_err(fatal)?;
         let mut command = Command::new("prosody");
         command
             .arg("--config")
@@ -290,28 +187,13 @@ impl Prosody {
             .arg("-F")
             .current_dir(&self.root)
             .stdin(Stdio::null())
-            .stdout(output.0)
-            .stderr(output.1);
+            .stdout(stdio.0)
+            .stderr(stdio.1);
         let mut child = ServerProcess::spawn(command)
             .map_err(|e| fatal(HarnessError::io("spawning `prosody`", e)))?;
 
-        let failure = |reason: String| HarnessError::Startup {
-            server: ServerKind::Prosody,
-            reason,
-            log: log.clone(),
-            log_tail: format!(
-                "{}\n--- last lines of {} ---\n{}",
-                process::tail(&log, log_offset, 30),
-                console.display(),
-                process::tail(&console, console_offset, 15)
-            ),
-        };
-        let bind_failed = || {
-            fs::read(&log).is_ok_and(|bytes| {
-                let start = usize::try_from(log_offset).unwrap_or(0).min(bytes.len());
-                String::from_utf8_lossy(&bytes[start..]).contains(BIND_FAILED)
-            })
-        };
+        let failure = |reason| output.failure(ServerKind::Prosody, reason, None);
+        let bind_failed = || output.log_says(&[BIND_FAILED]);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = child.exited() {
@@ -359,28 +241,74 @@ impl XmppServer for Prosody {
     fn kind(&self) -> ServerKind {
         ServerKind::Prosody
     }
-    fn domain(&self) -> &str {
-        Prosody::domain(self)
-    }
-    fn pubsub_service(&self) -> String {
-        Prosody::pubsub_service(self)
-    }
+
+    /// The c2s address, `127.0.0.1:PORT` (the same across [`Self::restart`]).
     fn addr(&self) -> SocketAddr {
-        Prosody::addr(self)
+        self.addr
     }
+
+    /// The PEM certificate of the test CA that signed the server's
+    /// certificate (for `localhost` and `pubsub.localhost`); trust it for
+    /// STARTTLS.
     fn ca_file(&self) -> &Path {
-        Prosody::ca_file(self)
+        &self.ca_file
     }
+
+    /// Registers a fresh account with `prosodyctl register` (at most 10 s).
+    ///
+    /// Names come from a pool of [`ACCOUNT_POOL_SIZE`] (`u1@localhost`,
+    /// `u2@localhost`, ...), all admins of the pubsub component, so every
+    /// account may create nodes and publish. Passwords are random. Works
+    /// while the server runs (and while it does not). Thread-safe.
     fn account(&self) -> Result<Account, HarnessError> {
-        Prosody::account(self)
+        let n = self.next_account.fetch_add(1, Ordering::SeqCst) + 1;
+        if n > ACCOUNT_POOL_SIZE {
+            return Err(HarnessError::AccountPoolExhausted {
+                server: ServerKind::Prosody,
+                size: ACCOUNT_POOL_SIZE,
+            });
+        }
+        let user = format!("u{n}");
+        let password = process::random_alnum(20)?;
+        let mut command = Command::new("prosodyctl");
+        command
+            .arg("--config")
+            .arg(&self.config)
+            .args(["register", &user, DOMAIN, &password])
+            .current_dir(&self.root);
+        let shown = format!(
+            "prosodyctl --config {} register {user} {DOMAIN} <password>",
+            self.config.display()
+        );
+        process::run(command, &shown, PROSODYCTL_TIMEOUT)?;
+        Ok(Account {
+            jid: format!("{user}@{DOMAIN}"),
+            password,
+        })
     }
+
+    /// Kills the server with `SIGKILL` (no clean shutdown, like a crash) and
+    /// waits for it. Does nothing if it is not running.
     fn kill(&mut self) {
-        Prosody::kill(self)
+        if let Some(process) = self.process.take() {
+            process.kill();
+        }
     }
+
+    /// Stops the server if it runs (`SIGTERM`, `SIGKILL` after 2 s), then
+    /// starts it again on the same port with the same data (accounts, nodes,
+    /// items), waiting at most 10 s until it accepts connections.
     fn restart(&mut self) -> Result<(), HarnessError> {
-        Prosody::restart(self)
+        if let Some(process) = self.process.take() {
+            process.stop();
+        }
+        self.launch()
+            .map_err(|(LaunchError::PortTaken(e) | LaunchError::Fatal(e))| e)
     }
+
+    /// Prosody's log file (`info` level unless `XBUS_TEST_PROSODY_LOG_LEVEL`
+    /// says otherwise).
     fn log_path(&self) -> PathBuf {
-        Prosody::log_path(self)
+        self.root.join("prosody.log")
     }
 }
