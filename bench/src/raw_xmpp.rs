@@ -20,15 +20,17 @@ mod stanzas;
 mod tests;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
 use xmpp_parsers::jid::FullJid;
 
 use self::client::{Deliveries, RawClient};
-use super::servers::{Account, XmppTarget};
-use super::system::{BenchEvent, Caller, EventSystem, Publisher, RpcSystem, Subscriber};
+use super::servers::XmppTarget;
+use super::system::{
+    BenchEvent, Caller, EventSystem, LastResponder, Publisher, RpcSystem, Subscriber,
+};
 
 /// Deliveries a subscriber buffers before its connection waits for it (as
 /// the xbus driver's subscriptions).
@@ -42,7 +44,7 @@ const IDLE_CAPACITY: usize = 1024;
 pub struct RawXmppSystem {
     target: Arc<XmppTarget>,
     /// The full JID of the last responder started, for the callers.
-    responder: Mutex<Option<FullJid>>,
+    responder: LastResponder<FullJid>,
 }
 
 impl RawXmppSystem {
@@ -50,27 +52,18 @@ impl RawXmppSystem {
     pub fn new(target: Arc<XmppTarget>) -> RawXmppSystem {
         RawXmppSystem {
             target,
-            responder: Mutex::new(None),
+            responder: LastResponder::default(),
         }
     }
 
     /// A client with a fresh account, connected to `addr` (the server, or
     /// a relay in front of it); with `echo` it answers `bench.echo`.
     async fn connect(&self, addr: SocketAddr, echo: bool) -> anyhow::Result<RawClient> {
-        let account = fresh_account(&self.target).await?;
+        let account = self.target.fresh_account().await?;
         RawClient::connect(addr, &account, &self.target.pubsub, echo)
             .await
             .with_context(|| format!("connect raw client {} to {addr}", account.jid))
     }
-}
-
-/// A fresh account on `target`; registering one may run a server tool
-/// (`prosodyctl`), so it runs off the async threads.
-async fn fresh_account(target: &Arc<XmppTarget>) -> anyhow::Result<Account> {
-    let target = target.clone();
-    tokio::task::spawn_blocking(move || target.account())
-        .await
-        .context("account registration panicked")?
 }
 
 #[async_trait]
@@ -154,17 +147,12 @@ impl RpcSystem for RawXmppSystem {
 
     async fn responder(&self) -> anyhow::Result<Box<dyn Send + Sync>> {
         let client = self.connect(self.target.addr, true).await?;
-        *self.responder.lock().expect("lock poisoned") = Some(client.jid().clone());
+        self.responder.set(client.jid().clone());
         Ok(Box::new(RawResponder { _client: client }))
     }
 
     async fn caller(&self) -> anyhow::Result<Box<dyn Caller>> {
-        let to = self
-            .responder
-            .lock()
-            .expect("lock poisoned")
-            .clone()
-            .context("no responder started: call responder() first")?;
+        let to = self.responder.get()?;
         let client = self.connect(self.target.addr, false).await?;
         Ok(Box::new(RawCaller { client, to }))
     }

@@ -57,6 +57,15 @@ impl std::fmt::Debug for XmppTarget {
 }
 
 impl XmppTarget {
+    /// A fresh account, from a task: registering one may run a server tool
+    /// (`prosodyctl`), so it runs off the async threads.
+    pub async fn fresh_account(self: &Arc<Self>) -> anyhow::Result<Account> {
+        let target = self.clone();
+        tokio::task::spawn_blocking(move || target.account())
+            .await
+            .context("account registration panicked")?
+    }
+
     /// A fresh account.
     pub fn account(&self) -> anyhow::Result<Account> {
         match &self.backend {

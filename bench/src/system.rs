@@ -7,7 +7,7 @@
 //! same payloads ([`BenchEvent`]).
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -136,6 +136,31 @@ pub trait RpcSystem: Send + Sync {
 
     /// A caller of that responder; `&self` calls may run concurrently.
     async fn caller(&self) -> anyhow::Result<Box<dyn Caller>>;
+}
+
+/// The address of the responder an XMPP system started last, which the
+/// callers it makes afterwards call.
+#[derive(Debug)]
+pub struct LastResponder<T>(Mutex<Option<T>>);
+
+impl<T> Default for LastResponder<T> {
+    fn default() -> Self {
+        LastResponder(Mutex::new(None))
+    }
+}
+
+impl<T: Clone> LastResponder<T> {
+    /// Remembers `to` as the responder to call.
+    pub fn set(&self, to: T) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(to);
+    }
+
+    /// The responder to call; an error before [`RpcSystem::responder`].
+    pub fn get(&self) -> anyhow::Result<T> {
+        use anyhow::Context as _;
+        (self.0.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .context("no responder started: call responder() first")
+    }
 }
 
 /// Makes calls to the echo responder of its [`RpcSystem`].

@@ -19,7 +19,7 @@
 //! jobs.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
@@ -31,7 +31,7 @@ use xbus::{
 
 use super::servers::{Account, XmppTarget};
 use super::system::{
-    BenchEvent, Caller, EventSystem, GroupSystem, Publisher, RpcSystem, Subscriber,
+    BenchEvent, Caller, EventSystem, GroupSystem, LastResponder, Publisher, RpcSystem, Subscriber,
 };
 
 /// Most publishes (and calls) one client keeps in flight: the outbox and
@@ -57,7 +57,7 @@ pub const IDLE_CONNECT_CONCURRENCY: usize = 32;
 pub struct XbusSystem {
     target: Arc<XmppTarget>,
     /// The full JID of the last responder started, for the callers.
-    responder: Mutex<Option<String>>,
+    responder: LastResponder<String>,
 }
 
 impl XbusSystem {
@@ -65,28 +65,19 @@ impl XbusSystem {
     pub fn new(target: Arc<XmppTarget>) -> XbusSystem {
         XbusSystem {
             target,
-            responder: Mutex::new(None),
+            responder: LastResponder::default(),
         }
     }
 
     /// A bus with a fresh account, connected to `addr` (the server, or a
     /// relay in front of it), with the bench's buffer sizes.
     async fn connect(&self, addr: SocketAddr) -> anyhow::Result<Bus> {
-        let account = fresh_account(&self.target).await?;
+        let account = self.target.fresh_account().await?;
         let config = bench_config(&self.target.pubsub, &account, addr)?;
         Bus::connect(config)
             .await
             .with_context(|| format!("connect {} to {addr}", account.jid))
     }
-}
-
-/// A fresh account on `target`; registering one may run a server tool
-/// (`prosodyctl`), so it runs off the async threads.
-async fn fresh_account(target: &Arc<XmppTarget>) -> anyhow::Result<Account> {
-    let target = target.clone();
-    tokio::task::spawn_blocking(move || target.account())
-        .await
-        .context("account registration panicked")?
 }
 
 /// The configuration every bench bus uses: plaintext on loopback, the
@@ -147,7 +138,7 @@ impl EventSystem for XbusSystem {
         via: SocketAddr,
         topic: &str,
     ) -> anyhow::Result<Box<dyn Send + Sync>> {
-        let account = fresh_account(&self.target).await?;
+        let account = self.target.fresh_account().await?;
         let bus = Bus::connect(idle_config(&self.target, &account, via)?)
             .await
             .with_context(|| format!("connect {} via {via}", account.jid))?;
@@ -230,7 +221,7 @@ impl GroupSystem for XbusSystem {
         topic: &str,
         instances: usize,
     ) -> anyhow::Result<Vec<Box<dyn Subscriber>>> {
-        let account = fresh_account(&self.target).await?;
+        let account = self.target.fresh_account().await?;
         let mut members = Vec::with_capacity(instances);
         for i in 1..=instances {
             let instance = Account {
@@ -294,17 +285,12 @@ impl RpcSystem for XbusSystem {
         bus.serve(|request: BenchEvent, _ctx: Context| async move { Ok::<_, RpcError>(request) })
             .await
             .context("serve bench.echo")?;
-        *self.responder.lock().expect("lock poisoned") = Some(bus.jid().to_string());
+        self.responder.set(bus.jid().to_string());
         Ok(Box::new(Responder { _bus: bus }))
     }
 
     async fn caller(&self) -> anyhow::Result<Box<dyn Caller>> {
-        let to = self
-            .responder
-            .lock()
-            .expect("lock poisoned")
-            .clone()
-            .context("no responder started: call responder() first")?;
+        let to = self.responder.get()?;
         let bus = self.connect(self.target.addr).await?;
         Ok(Box::new(XbusCaller { bus, to }))
     }
