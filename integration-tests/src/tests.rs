@@ -8,7 +8,9 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::{Account, Ejabberd, Prosody, ServerKind, XmppServer, process, require_binary};
+use crate::{
+    Account, Ejabberd, HarnessError, Prosody, ServerKind, XmppServer, process, require_binary,
+};
 
 /// Upper bound for every wait in these tests.
 const STEP: Duration = Duration::from_secs(10);
@@ -202,46 +204,60 @@ fn drop_stops_the_process_closes_the_port_and_removes_the_dir() {
 
 #[test]
 fn two_servers_run_at_once() {
-    let starts: Vec<_> = (0..2)
-        .map(|_| thread::spawn(|| Prosody::start().expect("start prosody")))
-        .collect();
-    let servers: Vec<Prosody> = starts.into_iter().map(|t| t.join().unwrap()).collect();
-    assert_ne!(servers[0].addr(), servers[1].addr());
+    let servers = two_at_once(Prosody::start);
     assert_ne!(servers[0].dir(), servers[1].dir());
+}
+
+#[test]
+fn two_ejabberds_run_at_once() {
+    let servers = two_at_once(Ejabberd::start);
+    assert_ne!(servers[0].node(), servers[1].node());
+    assert_ne!(servers[0].dist_port(), servers[1].dist_port());
+}
+
+/// Two servers started from two threads at once: on different ports, each
+/// serving its own accounts.
+fn two_at_once<S: XmppServer + 'static>(start: fn() -> Result<S, HarnessError>) -> Vec<S> {
+    let starts: Vec<_> = (0..2)
+        .map(|_| thread::spawn(move || start().expect("start the server")))
+        .collect();
+    let servers: Vec<S> = starts.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_ne!(servers[0].addr(), servers[1].addr());
     for server in &servers {
         let account = server.account().expect("account");
         assert_answers_stream_header(server.addr());
         Raw::login(server.addr(), &account);
     }
+    servers
 }
 
 #[test]
 fn kill_and_restart_keep_port_and_data() {
     let mut server = Prosody::start().expect("start prosody");
-    let account = server.account().unwrap();
-    let (addr, pid) = (server.addr(), server.pid().unwrap());
-    server.kill();
-    assert_eq!(server.pid(), None);
-    assert!(process_gone(pid));
-    assert!(!process::accepts_tcp(addr));
-    server.restart().expect("restart after kill");
-    assert_eq!(server.addr(), addr);
-    Raw::login(addr, &account);
-    // Restart of a running server: graceful stop, then start.
-    server.restart().expect("restart while running");
-    Raw::login(addr, &account);
-    assert!(server.account().is_ok());
+    kill_and_restart_keep_port_and_data_on(&mut server, Prosody::pid, Duration::ZERO);
 }
 
 #[test]
 fn ejabberd_kill_and_restart_keep_port_and_data() {
     let mut server = Ejabberd::start().expect("start ejabberd");
-    let account = server.account().unwrap();
-    let (addr, pid) = (server.addr(), server.pid().unwrap());
     // Mnesia keeps accounts in dets tables, and dets delays writes by up
     // to 3 s (its default `delayed_write` cache): a crash within 3 s of a
     // registration loses it, as it would in production.
-    std::thread::sleep(Duration::from_millis(3500));
+    let dets_delay = Duration::from_millis(3500);
+    kill_and_restart_keep_port_and_data_on(&mut server, Ejabberd::pid, dets_delay);
+}
+
+/// A `SIGKILL`, a restart after it, a restart of the running server: the
+/// port and the accounts stay, and new accounts work. `settle` passes
+/// between the registration and the kill.
+fn kill_and_restart_keep_port_and_data_on<S: XmppServer>(
+    server: &mut S,
+    pid: fn(&S) -> Option<u32>,
+    settle: Duration,
+) {
+    let account = server.account().unwrap();
+    let (addr, before) = (server.addr(), pid(server).unwrap());
+    std::thread::sleep(settle);
     let started = Instant::now();
     server.kill();
     assert!(
@@ -249,8 +265,8 @@ fn ejabberd_kill_and_restart_keep_port_and_data() {
         "kill took {:?}",
         started.elapsed()
     );
-    assert_eq!(server.pid(), None);
-    assert!(process_gone(pid), "beam.smp (pid {pid}) still there");
+    assert_eq!(pid(server), None);
+    assert!(process_gone(before), "pid {before} still there");
     assert!(!process::accepts_tcp(addr));
     server.restart().expect("restart after kill");
     assert_eq!(server.addr(), addr);
@@ -341,22 +357,6 @@ fn ejabberd_drop_stops_the_vm_closes_the_port_and_removes_the_dir() {
     assert!(!process::accepts_tcp(dist), "{dist} still accepts");
     if !crate::keep_dirs() {
         assert!(!dir.exists(), "{} still there", dir.display());
-    }
-}
-
-#[test]
-fn two_ejabberds_run_at_once() {
-    let starts: Vec<_> = (0..2)
-        .map(|_| thread::spawn(|| Ejabberd::start().expect("start ejabberd")))
-        .collect();
-    let servers: Vec<Ejabberd> = starts.into_iter().map(|t| t.join().unwrap()).collect();
-    assert_ne!(servers[0].addr(), servers[1].addr());
-    assert_ne!(servers[0].node(), servers[1].node());
-    assert_ne!(servers[0].dist_port(), servers[1].dist_port());
-    for server in &servers {
-        let account = server.account().expect("account");
-        assert_answers_stream_header(server.addr());
-        Raw::login(server.addr(), &account);
     }
 }
 
