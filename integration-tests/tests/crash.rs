@@ -58,6 +58,19 @@ async fn three_instances(
     (processes, jids, account.jid, caller, watch)
 }
 
+/// [`call_continuously`] in a task of its own, while the test kills or
+/// freezes an instance.
+fn spawn_calls(
+    caller: &Bus,
+    service: &str,
+    zero: Instant,
+    run: Duration,
+    timeout: Duration,
+) -> tokio::task::JoinHandle<Vec<Outcome>> {
+    let (caller, service) = (caller.clone(), service.to_owned());
+    tokio::spawn(async move { call_continuously(&caller, &service, zero, run, timeout).await })
+}
+
 /// Calls `service` every [`PACE`] for `run`, each with `timeout`, without
 /// waiting for one call to end before the next starts; the outcomes, with
 /// times measured from `zero`.
@@ -144,20 +157,7 @@ async fn a_killed_instance_leaves_the_rotation_within_two_seconds() {
 
         let killed = jids[1].clone();
         let kill = Instant::now();
-        let calls = {
-            let caller = caller.clone();
-            let service = service.clone();
-            tokio::spawn(async move {
-                call_continuously(
-                    &caller,
-                    &service,
-                    kill,
-                    Duration::from_secs(10),
-                    Duration::from_secs(1),
-                )
-                .await
-            })
-        };
+        let calls = spawn_calls(&caller, &service, kill, Duration::from_secs(10), Duration::from_secs(1));
         processes[1].kill();
         let reported = left(&mut watch, &killed, kill, Duration::from_secs(5)).await;
         let listed_two = within("instances() lists 2", async {
@@ -233,20 +233,13 @@ async fn a_frozen_instance_leaves_the_rotation_and_comes_back() {
         let stop = Instant::now();
         // A timeout longer than the freeze: every call the frozen instance
         // had received is answered after SIGCONT, and must come back Ok.
-        let calls = {
-            let caller = caller.clone();
-            let service = service.clone();
-            tokio::spawn(async move {
-                call_continuously(
-                    &caller,
-                    &service,
-                    stop,
-                    Duration::from_secs(6),
-                    Duration::from_secs(5),
-                )
-                .await
-            })
-        };
+        let calls = spawn_calls(
+            &caller,
+            &service,
+            stop,
+            Duration::from_secs(6),
+            Duration::from_secs(5),
+        );
         processes[1].stop();
         let reported = left(&mut watch, &frozen, stop, Duration::from_secs(3)).await;
         tokio::time::sleep(Duration::from_secs(3).saturating_sub(stop.elapsed())).await;
