@@ -95,7 +95,7 @@ async fn inventory(config: BusConfig) -> anyhow::Result<Bus> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     xbus_examples::init_logs();
-    let configs = configs().await?;
+    let configs = xbus_examples::configs().await?;
     let first = inventory(configs.instance("inv-1")?).await?;
     let second = inventory(configs.instance("inv-2")?).await?;
     let shop = Bus::connect(configs.client()?).await?;
@@ -188,49 +188,4 @@ async fn next(watch: &mut xbus::Watch) -> Option<InstanceEvent> {
         .await
         .ok()
         .flatten()
-}
-
-/// Where the three buses log in.
-enum Configs {
-    /// One account from the environment, told apart by resource.
-    Env,
-    /// An embedded server with a service account and a client account.
-    Local(Box<xbus_server::Server>),
-}
-
-async fn configs() -> anyhow::Result<Configs> {
-    if std::env::var_os("XBUS_JID").is_some() {
-        return Ok(Configs::Env);
-    }
-    println!("XBUS_JID is not set: starting an embedded XMPP server on loopback");
-    let server = xbus_server::Server::start_local().await?;
-    Ok(Configs::Local(Box::new(server)))
-}
-
-impl Configs {
-    fn instance(&self, resource: &str) -> anyhow::Result<BusConfig> {
-        match self {
-            Configs::Env => env_with_resource(resource),
-            Configs::Local(server) => Ok(server
-                .bus_config(&format!("inventory/{resource}"))?
-                .build()?),
-        }
-    }
-
-    fn client(&self) -> anyhow::Result<BusConfig> {
-        match self {
-            Configs::Env => env_with_resource("shop"),
-            Configs::Local(server) => Ok(server.bus_config("shop")?.build()?),
-        }
-    }
-}
-
-fn env_with_resource(resource: &str) -> anyhow::Result<BusConfig> {
-    Ok(BusConfig::from_lookup(|name| {
-        let value = std::env::var(name).ok()?;
-        Some(match name {
-            "XBUS_JID" => format!("{value}/{resource}"),
-            _ => value,
-        })
-    })?)
 }
