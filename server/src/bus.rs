@@ -10,6 +10,7 @@ const DEV_PASSWORD: &str = "xbus-dev";
 /// [`start_with_bus`] failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+#[cfg_attr(docsrs, doc(cfg(feature = "bus")))]
 pub enum EmbeddedError {
     /// The server did not start.
     #[error(transparent)]
@@ -22,6 +23,7 @@ pub enum EmbeddedError {
     Config(#[from] xbus::ConfigError),
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "bus")))]
 impl Server {
     /// A [`BusConfig`](xbus::BusConfig) builder for `user` on this server:
     /// its address, and STARTTLS trusting its generated certificate (or
@@ -62,6 +64,7 @@ impl Server {
 /// let other = server.bus("billing").await?;
 /// # Ok(()) }
 /// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "bus")))]
 pub async fn start_with_bus(user: &str) -> Result<(Server, xbus::Bus), EmbeddedError> {
     let server = Server::start_local().await?;
     let bus = server.bus(user).await?;

@@ -56,6 +56,8 @@
 //!   resources or offline storage) and requests are answered with
 //!   `service-unavailable`.
 #![deny(missing_docs)]
+// docs.rs: items of the `bus` feature say so.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod auth;
 #[cfg(feature = "bus")]
