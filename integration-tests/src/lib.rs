@@ -20,7 +20,7 @@
 //! [`DEFAULT_SERVERS`]); an unknown name is an error, never a skip.
 //!
 //! ```no_run
-//! use xbus_integration_tests::Prosody;
+//! use xbus_integration_tests::{Prosody, XmppServer};
 //!
 //! let server = Prosody::start()?;
 //! let alice = server.account()?;
