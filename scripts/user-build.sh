@@ -2,6 +2,8 @@
 # Builds the publishable crates as a user's project does: a new crate that
 # depends on xbus and xbus-server, resolved afresh to the newest compatible
 # versions (not this workspace's Cargo.lock), checked with warnings denied.
+# Then installs the `xbus` command as the README says (`cargo install --path
+# cli`, which resolves afresh too), with warnings denied, and runs it.
 # Cargo caps lints of registry crates, so what -D warnings catches is a
 # warning in xbus, xbus-macros, xbus-server or the code the derives expand
 # to, e.g. a dependency's newly deprecated API.
@@ -67,5 +69,12 @@ cd "$dir"
 # Newest compatible versions of everything, as `cargo add xbus` would pick.
 cargo generate-lockfile --quiet
 RUSTFLAGS="-D warnings" cargo check --quiet --target-dir "$dir/target"
-echo "user build: no warnings in xbus, xbus-macros, xbus-server, with" \
+cd "$root"
+# The debug profile and the same target directory: the library crates
+# checked above are not built twice over.
+RUSTFLAGS="-D warnings" cargo install --quiet --debug --path cli \
+  --root "$dir/install" --target-dir "$dir/target"
+"$dir/install/bin/xbus" --version
+cd "$dir"
+echo "user build: no warnings in xbus, xbus-macros, xbus-server, xbus-cli, with" \
   $(cargo tree --quiet -e normal --prefix none | grep -E '^(rustls|tokio-rustls|tokio-xmpp|xmpp-parsers|tokio|serde) v' | sed 's/ (\*)//' | sort -u | tr '\n' ' ')
