@@ -14,6 +14,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v prosody >/dev/null 2>&1 || need+=(prosody)
 [ -e /usr/lib/x86_64-linux-gnu/lua/5.4/dbd/sqlite3.so ] || need+=(lua-dbi-sqlite3)
+# sqlite3: the harness creates Prosody's database in WAL mode (Storage::Tuned).
+command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
 # ejabberd (Debian's package also brings Erlang and creates user ejabberd;
 # its daemon does not start without an init system, and the tests start
 # their own).

@@ -82,7 +82,7 @@ use crate::ejabberd_register::register_in_band;
 use crate::ejabberd_user::{chown_tree, ejabberd_user};
 use crate::launch::{LaunchOutput, ServerHome};
 use crate::process::{self, LaunchError, ServerProcess};
-use crate::{Account, EJABBERD_INSTALL_HINT, HarnessError, ServerKind, XmppServer, certs};
+use crate::{Account, EJABBERD_INSTALL_HINT, HarnessError, ServerKind, Storage, XmppServer, certs};
 
 pub(crate) const DOMAIN: &str = "localhost";
 pub(crate) const PUBSUB: &str = "pubsub.localhost";
@@ -121,6 +121,10 @@ pub struct Ejabberd {
     next_account: AtomicUsize,
 }
 
+/// Mnesia's table types that [`Storage::Tuned`] changes (read by ejabberd
+/// at start-up from the spool directory; see docs/DEPLOYMENT.md).
+const TUNED_SCHEMA: &str = "pubsub_item:\n  storage_type: disc_copies\n";
+
 impl Ejabberd {
     /// Starts an ejabberd on a free port of 127.0.0.1 and waits (at most
     /// 30 s) until it accepts connections.
@@ -133,11 +137,27 @@ impl Ejabberd {
     /// If `ejabberdctl`, `erl` or `openssl` is not installed, or the user
     /// `ejabberd` does not exist; the message says how to install them.
     pub fn start() -> Result<Ejabberd, HarnessError> {
+        Ejabberd::start_with(Storage::Tuned)
+    }
+
+    /// [`Ejabberd::start`] with the given item storage: with
+    /// [`Storage::Tuned`], `spool/ejabberd.schema` declares `pubsub_item` a
+    /// `disc_copies` table, and the server is started three times, since
+    /// ejabberd 23.01 applies the file to existing tables only and drops
+    /// the table's index while it converts it (see the code). Mnesia then keeps
+    /// the items in RAM and logs every write to disk, instead of a DETS
+    /// file whose per-node index costs O(`max_items`) per publish.
+    pub fn start_with(storage: Storage) -> Result<Ejabberd, HarnessError> {
         crate::require_binary("ejabberdctl", EJABBERD_INSTALL_HINT);
         crate::require_binary("erl", EJABBERD_INSTALL_HINT);
         let user = ejabberd_user();
         let home = ServerHome::create("xbus-ejabberd-", &["spool", "logs"])?;
         let (root, certs) = (home.root, certs::shared()?);
+        if storage == Storage::Tuned {
+            let schema = root.join("spool/ejabberd.schema");
+            fs::write(&schema, TUNED_SCHEMA)
+                .map_err(|e| HarnessError::io(format!("writing {}", schema.display()), e))?;
+        }
         let pem = root.join("certs/localhost.pem");
         fs::write(&pem, format!("{}{}", certs.cert_pem, certs.key_pem))
             .and_then(|()| {
@@ -178,6 +198,21 @@ impl Ejabberd {
             server.launch()?;
             Ok((server.addr, server.root.clone()))
         })?;
+        if storage == Storage::Tuned {
+            // ejabberd 23.01 creates a missing table with its default type
+            // and applies ejabberd.schema to existing tables only. The
+            // second start converts pubsub_item ("Changing Mnesia table
+            // 'pubsub_item' from disc_only_copies to disc_copies") but
+            // drops its index on the node ("Deleting index 'nodeidx'"),
+            // without which no item can be read back; the third start adds
+            // the index again ("Adding index 'nodeidx'").
+            for _ in 0..2 {
+                server.stop();
+                server
+                    .launch()
+                    .map_err(|(LaunchError::PortTaken(e) | LaunchError::Fatal(e))| e)?;
+            }
+        }
         Ok(server)
     }
 

@@ -81,9 +81,26 @@ pub use instance::{InstanceProcess, InstanceSettings};
 pub use prosody::{ACCOUNT_POOL_SIZE, Prosody};
 pub use proxy::CutProxy;
 
-/// How `apt-get` installs Prosody; part of the panic message when it is missing.
+/// How `apt-get` installs Prosody; part of the panic message when it is
+/// missing. `sqlite3` creates its database in WAL mode ([`Storage::Tuned`]).
 pub const PROSODY_INSTALL_HINT: &str =
-    "apt-get update && apt-get install -y prosody lua-dbi-sqlite3";
+    "apt-get update && apt-get install -y prosody lua-dbi-sqlite3 sqlite3";
+
+/// How Prosody and ejabberd store pubsub items. Both keep what they
+/// acknowledged across a `SIGKILL` either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Storage {
+    /// What docs/DEPLOYMENT.md recommends, and what the tests run on:
+    /// ejabberd's `pubsub_item` table as `disc_copies` (in RAM, logged to
+    /// disk) through `ejabberd.schema` in the spool directory, and
+    /// Prosody's SQLite database created in WAL mode.
+    #[default]
+    Tuned,
+    /// The servers' own defaults: ejabberd's `pubsub_item` on disk only
+    /// (DETS), Prosody's SQLite in its default rollback-journal mode. For
+    /// the benchmark's side-by-side rows.
+    Stock,
+}
 
 /// How `apt-get` installs ejabberd; part of the panic message when it is missing.
 pub const EJABBERD_INSTALL_HINT: &str = "apt-get update && apt-get install -y ejabberd";

@@ -9,7 +9,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::{
-    Account, Ejabberd, HarnessError, Prosody, ServerKind, XmppServer, process, require_binary,
+    Account, Ejabberd, HarnessError, Prosody, ServerKind, Storage, XmppServer, process,
+    require_binary,
 };
 
 /// Upper bound for every wait in these tests.
@@ -506,4 +507,55 @@ fn missing_binary_panics_with_install_hint() {
         "xbus-no-such-server-binary",
         "apt-get update && apt-get install -y no-such-server",
     );
+}
+
+/// `ejabberd.schema` took: `pubsub_item` is `disc_copies` and keeps its
+/// index on the node, and the stock server keeps the default.
+#[test]
+fn ejabberd_storage_is_tuned_or_stock() {
+    let table = |server: &Ejabberd| {
+        let info = server
+            .ctl(&["mnesia_table_info", "pubsub_item"])
+            .expect("mnesia_table_info");
+        let pick = |key: &str| {
+            info.lines()
+                .map(str::trim)
+                .find(|line| line.starts_with(&format!("{{{key},")))
+                .unwrap_or_else(|| panic!("no {key} in {info}"))
+                .to_owned()
+        };
+        (pick("storage_type"), pick("index"))
+    };
+    let tuned = Ejabberd::start().expect("start ejabberd");
+    assert_eq!(
+        table(&tuned),
+        ("{storage_type,disc_copies},".into(), "{index,[3]},".into())
+    );
+    let stock = Ejabberd::start_with(Storage::Stock).expect("start ejabberd");
+    assert_eq!(
+        table(&stock),
+        (
+            "{storage_type,disc_only_copies},".into(),
+            "{index,[3]},".into()
+        )
+    );
+}
+
+/// Prosody's SQLite database is in WAL mode when tuned, not when stock.
+#[test]
+fn prosody_storage_is_tuned_or_stock() {
+    let mode = |server: &Prosody| {
+        let out = std::process::Command::new("sqlite3")
+            .arg(server.dir().join("data/prosody.sqlite"))
+            .arg("PRAGMA journal_mode;")
+            .output()
+            .expect("run sqlite3");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let tuned = Prosody::start().expect("start prosody");
+    assert_eq!(mode(&tuned), "wal");
+    let stock = Prosody::start_with(Storage::Stock).expect("start prosody");
+    // Prosody creates the file on its first write; before that, sqlite3
+    // makes an empty one in the default mode.
+    assert_eq!(mode(&stock), "delete");
 }

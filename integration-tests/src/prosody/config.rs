@@ -98,11 +98,14 @@ Component "{PUBSUB}" "pubsub"
         data = path("data"),
         certs = path("certs"),
         log = path("prosody.log"),
-        sqlite = path("data/prosody.sqlite"),
+        sqlite = path(SQLITE_FILE),
         port = port,
         smacks_queue = SMACKS_MAX_QUEUE_SIZE,
     )
 }
+
+/// Prosody's SQLite database, relative to the server's directory.
+pub(crate) const SQLITE_FILE: &str = "data/prosody.sqlite";
 
 /// A Lua string literal.
 fn lua_string(text: &str) -> String {
