@@ -19,7 +19,7 @@ use crate::config::BusConfig;
 use crate::error::{
     CloseError, ConnectError, PublishError, SendError, ServerError, SubscribeError,
 };
-use crate::event::{Event, validate_topic};
+use crate::event::{Event, Persistence, validate_topic};
 use crate::headers::Headers;
 use crate::login::Login;
 use crate::pubsub;
@@ -27,7 +27,7 @@ use crate::pubsub::{Incoming, Repeatable};
 use crate::queue::{self, Consumer, Producer};
 use crate::reconnect::reconnector;
 use crate::status::{StatusSender, StatusStream};
-use crate::subscription::{DropGuard, RawSubscription, SubscribeOptions, Subscription};
+use crate::subscription::{DropGuard, RawSubscription, Replay, SubscribeOptions, Subscription};
 use crate::task::{Channels, Task};
 
 /// Confirmation that the pubsub service stored an event.
@@ -222,10 +222,13 @@ impl Bus {
     }
 
     /// Publishes `event` to its topic and resolves once the server has
-    /// stored it. The topic's node is created on first use, with persistent
-    /// items and the configured `max_items`.
+    /// stored it (a [transient](Persistence::Transient) topic: accepted
+    /// it). The topic's node is created on first use, with persistent
+    /// items and the configured `max_items`, or for a transient event type
+    /// with `persist_items` off.
     pub async fn publish<E: Event>(&self, event: &E) -> Result<PublishReceipt, PublishError> {
-        self.publish_raw(RawPayload::encode(event)?).await
+        self.publish_raw_with(RawPayload::encode(event)?, E::PERSISTENCE)
+            .await
     }
 
     /// Publishes `event` with XEP-0131 headers (trace ids, correlation ids).
@@ -236,12 +239,25 @@ impl Bus {
     ) -> Result<PublishReceipt, PublishError> {
         let mut payload = RawPayload::encode(event)?;
         payload.headers = headers;
-        self.publish_raw(payload).await
+        self.publish_raw_with(payload, E::PERSISTENCE).await
     }
 
     /// Publishes an already serialized payload: the untyped form, for
-    /// tools and bridges.
+    /// tools and bridges. A topic it creates keeps its events; see
+    /// [`publish_raw_with`](Self::publish_raw_with) for a transient one.
     pub async fn publish_raw(&self, payload: RawPayload) -> Result<PublishReceipt, PublishError> {
+        self.publish_raw_with(payload, Persistence::Persistent)
+            .await
+    }
+
+    /// [`publish_raw`](Self::publish_raw), creating the topic (if this bus
+    /// is the first to use it) with the given [`Persistence`]. A topic
+    /// that exists keeps its configuration.
+    pub async fn publish_raw_with(
+        &self,
+        payload: RawPayload,
+        persistence: Persistence,
+    ) -> Result<PublishReceipt, PublishError> {
         validate_topic(&payload.topic)?;
         payload.headers.validate()?;
         if let Some((size, max)) = self.oversize(&payload) {
@@ -271,7 +287,7 @@ impl Bus {
                     after: timeout,
                 });
             };
-            self.ensure_node(&topic, deadline)
+            self.ensure_node(&topic, persistence, deadline)
                 .await
                 .map_err(|e| match e {
                     IqError::TimedOut => timed_out(),
@@ -312,6 +328,7 @@ impl Bus {
         &self,
         options: impl Into<SubscribeOptions>,
     ) -> Result<Subscription<E>, SubscribeError> {
+        let options = options.into().persistence(E::PERSISTENCE);
         Ok(Subscription::new(
             self.subscribe_raw_with(E::TOPIC, options).await?,
         ))
@@ -331,13 +348,19 @@ impl Bus {
     ) -> Result<RawSubscription, SubscribeError> {
         let options = options.into();
         validate_topic(topic)?;
+        let transient = options.persistence == Persistence::Transient;
+        if transient && options.replay != Replay::None {
+            return Err(SubscribeError::TransientTopic {
+                topic: topic.to_owned(),
+            });
+        }
         let timeout = self.inner.config.publish_timeout;
         let deadline = Instant::now() + timeout;
         let timed_out = || SubscribeError::TimedOut {
             topic: topic.to_owned(),
             after: timeout,
         };
-        self.ensure_node(topic, deadline)
+        self.ensure_node(topic, options.persistence, deadline)
             .await
             .map_err(|e| match e {
                 IqError::TimedOut => timed_out(),
@@ -349,6 +372,7 @@ impl Bus {
             topic: topic.to_owned(),
             tx,
             replay: options.replay.count(),
+            transient,
             reply,
         })
         .await
@@ -527,7 +551,12 @@ impl Bus {
     /// existing node (`conflict`) is fine; other refusals are left for the
     /// publish or subscribe itself to report (some servers create nodes on
     /// publish, or let only admins create them).
-    async fn ensure_node(&self, topic: &str, deadline: Instant) -> Result<(), IqError> {
+    async fn ensure_node(
+        &self,
+        topic: &str,
+        persistence: Persistence,
+        deadline: Instant,
+    ) -> Result<(), IqError> {
         let cell = {
             let mut nodes = self.inner.known_nodes.lock().expect("lock poisoned");
             // Every publish comes here: a known node costs a lookup, no
@@ -540,7 +569,7 @@ impl Bus {
         };
         // Boxed: the creation's future is large, and inline it would make
         // every publish's future as large.
-        Box::pin(self.create_node(&cell, topic, deadline)).await
+        Box::pin(self.create_node(&cell, topic, persistence, deadline)).await
     }
 
     /// Creates the node unless `cell` says it was; concurrent first
@@ -549,12 +578,14 @@ impl Bus {
         &self,
         cell: &OnceCell<()>,
         topic: &str,
+        persistence: Persistence,
         deadline: Instant,
     ) -> Result<(), IqError> {
         cell.get_or_try_init(|| async {
             let request = Repeatable::Create {
                 node: topic.to_owned(),
                 max_items: self.inner.config.max_items,
+                persistence,
             };
             match self.iq(request, deadline).await {
                 Ok(_) => debug!(topic, "node created"),

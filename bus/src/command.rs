@@ -45,6 +45,8 @@ pub(crate) enum Command {
         tx: Producer<Incoming>,
         /// Deliver the last this many stored items first.
         replay: usize,
+        /// The topic keeps no items: no gap fill after a session reset.
+        transient: bool,
         reply: oneshot::Sender<Result<u64, SubscribeError>>,
     },
     /// Join a consumer group; the reply carries where jobs are settled.

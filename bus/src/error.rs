@@ -209,6 +209,17 @@ pub enum SubscribeError {
     /// The bus is closed.
     #[error("the bus is closed")]
     Closed,
+    /// A replay was asked of a transient topic, whose events the server
+    /// does not keep.
+    #[error(
+        "topic {topic:?} is transient (`#[event(transient)]`): the server keeps none of its \
+         events, so there is nothing to replay; subscribe without `Replay`, or make the \
+         event type persistent"
+    )]
+    TransientTopic {
+        /// The topic.
+        topic: String,
+    },
 }
 
 /// [`Bus::consume`](crate::Bus::consume) failed.
@@ -234,6 +245,17 @@ pub enum ConsumeError {
     /// The bus is closed.
     #[error("the bus is closed")]
     Closed,
+    /// A consumer group was asked of a transient topic: a group hands out
+    /// events the server stores, and this topic's are not stored.
+    #[error(
+        "topic {topic:?} is transient (`#[event(transient)]`): a consumer group needs the \
+         server to keep the topic's events until they are handled; use `subscribe`, or make \
+         the event type persistent"
+    )]
+    TransientTopic {
+        /// The topic.
+        topic: String,
+    },
 }
 
 /// [`Bus::send`](crate::Bus::send) failed.

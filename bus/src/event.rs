@@ -21,6 +21,30 @@ pub trait Event: Serialize + DeserializeOwned + Send + 'static {
     /// Schema version of this event type; a delivery with another version
     /// is reported as a [`DeliveryError`](crate::DeliveryError).
     const VERSION: u32;
+    /// Whether the server keeps the topic's events:
+    /// [`Persistent`](Persistence::Persistent) unless the type says
+    /// `#[event(transient)]`.
+    const PERSISTENCE: Persistence = Persistence::Persistent;
+}
+
+/// Whether the server stores a topic's events (`pubsub#persist_items`).
+///
+/// A **transient** topic (`#[event(transient)]`) is for events that lose
+/// their worth within seconds: telemetry, cache invalidation, state that
+/// the next event replaces. The server stores none of them, so a publish
+/// costs no storage write. Live sessions still get every event, and XEP-0198
+/// resumption still redelivers what a session missed while its connection
+/// was down; what goes is replay ([`Replay`](crate::Replay) is refused with
+/// [`SubscribeError::TransientTopic`](crate::SubscribeError::TransientTopic))
+/// and the gap fill after a session reset. docs/RELIABILITY.md has the
+/// whole table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Persistence {
+    /// The server keeps the last `max_items` events (the default).
+    #[default]
+    Persistent,
+    /// The server keeps none.
+    Transient,
 }
 
 /// How an event's fields are serialized before base64 encoding.

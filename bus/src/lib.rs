@@ -113,12 +113,15 @@
 //!
 //! ## `#[derive(Event)]`
 //!
-//! `#[event(topic = "...", encoding = "msgpack" | "json", version = N)]`,
-//! every key optional: the topic defaults to the type name in snake case
-//! (`OrderCreated` → `order_created`), the encoding to MessagePack, the
-//! version to 1. A topic is 1 to 255 ASCII letters, digits, `.`, `_` and
-//! `-` without empty `.`-segments; an invalid one is a compile error.
-//! The type must also implement serde's `Serialize` and `Deserialize`.
+//! `#[event(topic = "...", encoding = "msgpack" | "json", version = N,
+//! transient)]`, every key optional: the topic defaults to the type name in
+//! snake case (`OrderCreated` → `order_created`), the encoding to
+//! MessagePack, the version to 1. A topic is 1 to 255 ASCII letters,
+//! digits, `.`, `_` and `-` without empty `.`-segments; an invalid one is a
+//! compile error. The flag `transient` makes a topic whose events the
+//! server does not keep ([`Persistence::Transient`]: no storage cost, no
+//! replay, no gap fill after a session reset). The type must also
+//! implement serde's `Serialize` and `Deserialize`.
 //!
 //! ## `#[derive(Request)]`
 //!
@@ -171,7 +174,9 @@ pub use error::{
     CloseError, ConfigError, ConnectError, ConsumeError, DecodeError, DeliveryError, EncodeError,
     PublishError, SendError, ServerError, SubscribeError,
 };
-pub use event::{Encoding, Event, MAX_TOPIC_LEN, TopicError, UnknownEncoding, validate_topic};
+pub use event::{
+    Encoding, Event, MAX_TOPIC_LEN, Persistence, TopicError, UnknownEncoding, validate_topic,
+};
 pub use headers::{Headers, InvalidHeader};
 pub use liveness::Liveness;
 pub use presence::{Instance, InstanceEvent, Status, SubscriptionPolicy, Watch, WatchError};
@@ -196,7 +201,7 @@ pub mod __private {
     pub use ::core;
     pub use ::serde;
 
-    pub use crate::event::{Encoding, Event};
+    pub use crate::event::{Encoding, Event, Persistence};
     pub use crate::request::Request;
 }
 #[cfg(any(test, feature = "fuzzing"))]

@@ -11,6 +11,7 @@ use xmpp_parsers::stanza_error::StanzaError;
 
 use crate::codec::{RawPayload, find_payload, name};
 use crate::error::{DecodeError, ServerError};
+use crate::event::Persistence;
 use crate::headers::Headers;
 
 pub(crate) const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
@@ -30,14 +31,19 @@ fn field(var: &str, value: &str) -> Element {
         .build()
 }
 
-/// `<create node/>` with persistent items and `max_items`.
-pub(crate) fn create(node: &str, max_items: u32) -> Element {
+/// `<create node/>` with persistent items and `max_items`, or (transient)
+/// with `persist_items` off.
+pub(crate) fn create(node: &str, max_items: u32, persistence: Persistence) -> Element {
     let form = Element::builder("x", NS_DATA)
         .attr(name("type"), "submit")
-        .append(field("FORM_TYPE", NS_NODE_CONFIG))
-        .append(field("pubsub#persist_items", "1"))
-        .append(field("pubsub#max_items", &max_items.to_string()))
-        .build();
+        .append(field("FORM_TYPE", NS_NODE_CONFIG));
+    let form = match persistence {
+        Persistence::Persistent => form
+            .append(field("pubsub#persist_items", "1"))
+            .append(field("pubsub#max_items", &max_items.to_string())),
+        Persistence::Transient => form.append(field("pubsub#persist_items", "0")),
+    }
+    .build();
     Element::builder("pubsub", NS_PUBSUB)
         .append(
             Element::builder("create", NS_PUBSUB)
@@ -94,7 +100,11 @@ pub(crate) enum Repeatable {
         payload: Arc<RawPayload>,
     },
     /// A [`create`] (once per topic and bus).
-    Create { node: String, max_items: u32 },
+    Create {
+        node: String,
+        max_items: u32,
+        persistence: Persistence,
+    },
 }
 
 impl Repeatable {
@@ -106,7 +116,11 @@ impl Repeatable {
                 &item_id_text(*item_id),
                 payload.to_element(),
             ),
-            Repeatable::Create { node, max_items } => create(node, *max_items),
+            Repeatable::Create {
+                node,
+                max_items,
+                persistence,
+            } => create(node, *max_items, *persistence),
         }
     }
 }
@@ -372,8 +386,45 @@ mod tests {
         let create = Repeatable::Create {
             node: "orders".into(),
             max_items: 9,
+            persistence: Persistence::Persistent,
         };
-        assert_eq!(create.to_element(), super::create("orders", 9));
+        assert_eq!(
+            create.to_element(),
+            super::create("orders", 9, Persistence::Persistent)
+        );
+    }
+
+    #[test]
+    fn transient_nodes_persist_nothing() {
+        let fields = |persistence| {
+            let create = super::create("t", 9, persistence);
+            let form = create
+                .get_child("configure", NS_PUBSUB)
+                .and_then(|c| c.get_child("x", NS_DATA))
+                .unwrap();
+            form.children()
+                .map(|f| {
+                    let value = f.get_child("value", NS_DATA).map(Element::text);
+                    (f.attr("var").unwrap().to_owned(), value.unwrap_or_default())
+                })
+                .collect::<Vec<_>>()
+        };
+        let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+        assert_eq!(
+            fields(Persistence::Persistent),
+            [
+                pair("FORM_TYPE", NS_NODE_CONFIG),
+                pair("pubsub#persist_items", "1"),
+                pair("pubsub#max_items", "9"),
+            ]
+        );
+        assert_eq!(
+            fields(Persistence::Transient),
+            [
+                pair("FORM_TYPE", NS_NODE_CONFIG),
+                pair("pubsub#persist_items", "0"),
+            ]
+        );
     }
 
     #[test]

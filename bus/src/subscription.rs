@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use crate::codec::RawPayload;
 use crate::command::Dropped;
 use crate::error::DeliveryError;
-use crate::event::Event;
+use crate::event::{Event, Persistence};
 use crate::headers::Headers;
 use crate::pubsub::Incoming;
 use crate::queue::{BufferPolicy, Consumer};
@@ -48,6 +48,7 @@ pub struct SubscribeOptions {
     pub(crate) replay: Replay,
     pub(crate) buffer: Option<BufferPolicy>,
     pub(crate) capacity: Option<usize>,
+    pub(crate) persistence: Persistence,
 }
 
 impl SubscribeOptions {
@@ -66,6 +67,16 @@ impl SubscribeOptions {
     /// [`buffer_policy`](crate::BusConfigBuilder::buffer_policy).
     pub fn buffer_policy(mut self, policy: BufferPolicy) -> Self {
         self.buffer = Some(policy);
+        self
+    }
+
+    /// Whether the topic keeps its events, for
+    /// [`subscribe_raw_with`](crate::Bus::subscribe_raw_with): a
+    /// [`Transient`](Persistence::Transient) topic gets no gap fill after a
+    /// session reset, and refuses a replay. A typed subscription takes it
+    /// from its event type. Default: [`Persistence::Persistent`].
+    pub fn persistence(mut self, persistence: Persistence) -> Self {
+        self.persistence = persistence;
         self
     }
 

@@ -278,3 +278,19 @@ fn derived_events_round_trip_through_serde() {
         WithVersion { id: 1 }.id,
     );
 }
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(topic = "telemetry.cpu", transient, version = 2)]
+struct CpuLoad {
+    percent: u8,
+}
+
+#[test]
+fn transient_is_a_flag_and_persistent_the_default() {
+    assert_eq!(CpuLoad::PERSISTENCE, xbus::Persistence::Transient);
+    assert_eq!(
+        consts::<CpuLoad>(),
+        ("telemetry.cpu", Encoding::MessagePack, 2)
+    );
+    assert_eq!(OrderCreated::PERSISTENCE, xbus::Persistence::Persistent);
+}

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{config, init_tracing, matrix, next, raw_client, start, two_buses, within};
+use common::{config, init_tracing, matrix, next, start, two_buses, within};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use xbus::{BufferPolicy, Bus, ConnectionEvent, Event, Replay, SubscribeOptions, Subscription};
@@ -171,42 +171,16 @@ async fn a_session_reset_is_reported_and_its_gap_filled_from_the_topic() {
         let server = start(kind);
         let publisher = common::bus(&server).await;
         let account = server.account().unwrap();
-        let subscriber = within(
-            "connect",
-            Bus::connect(config(&server, &account).build().unwrap()),
-        )
-        .await
-        .unwrap();
-        let mut status = subscriber.status();
-        assert_eq!(
-            next("status", &mut status).await,
-            ConnectionEvent::Connected
-        );
+        let (subscriber, mut status) = common::bus_with_status(&server, &account).await;
         let mut seq = within("subscribe", subscriber.subscribe::<Seq>())
             .await
             .unwrap();
 
         let publishing = publish_in_background(&publisher, 0..400, Duration::from_millis(2));
         tokio::time::sleep(Duration::from_millis(200)).await;
-        // Another login with the subscriber's full JID takes its resource:
-        // the server ends the subscriber's session (RFC 6120 §7.7.2.2), so
-        // it cannot be resumed. Events go on being published meanwhile.
-        let mut intruder_account = account.clone();
-        intruder_account.jid = subscriber.jid().to_string();
-        let intruder = raw_client(&server, &intruder_account).await;
-        drop(intruder);
-
-        let mut events = Vec::new();
-        within("reconnect and session reset", async {
-            loop {
-                let event = next("status", &mut status).await;
-                events.push(event.clone());
-                if event == ConnectionEvent::SessionReset {
-                    return;
-                }
-            }
-        })
-        .await;
+        // The session ends and cannot be resumed; events go on being
+        // published meanwhile.
+        let events = common::steal_session(&server, &account, &subscriber, &mut status).await;
         assert!(
             matches!(events[0], ConnectionEvent::Reconnecting { attempt: 1 }),
             "{events:?}"

@@ -29,13 +29,19 @@ pub struct Kind {
     pub name_example: &'static str,
     /// Whether the attribute takes `response = Type`.
     pub response: bool,
+    /// Whether the attribute takes the `transient` flag.
+    pub transient: bool,
 }
 
 impl Kind {
     /// The keys the attribute accepts, for the "unknown key" message.
     fn keys(&self) -> String {
         let response = if self.response { "`response`, " } else { "" };
-        format!("`{}`, {response}`encoding`, `version`", self.name_key)
+        let transient = if self.transient { ", `transient`" } else { "" };
+        format!(
+            "`{}`, {response}`encoding`, `version`{transient}",
+            self.name_key
+        )
     }
 }
 
@@ -82,6 +88,8 @@ pub struct Attrs {
     pub encoding: Option<Encoding>,
     /// `version = N`.
     pub version: Option<u32>,
+    /// The `transient` flag (only `#[event]` takes it).
+    pub transient: Option<()>,
 }
 
 /// The first attribute of `kind` in `attrs`, if any.
@@ -110,6 +118,11 @@ fn parse_key(out: &mut Attrs, meta: &ParseNestedMeta<'_>, kind: &Kind) -> syn::R
         }
         Some(key @ "encoding") => set(&mut out.encoding, meta, kind, key, || encoding_value(meta)),
         Some(key @ "version") => set(&mut out.version, meta, kind, key, || version_value(meta)),
+        Some(key @ "transient") if kind.transient => {
+            set(&mut out.transient, meta, kind, key, || {
+                flag_value(meta, kind, key)
+            })
+        }
         _ => {
             let path = &meta.path;
             let shown = quote!(#path).to_string().replace(' ', "");
@@ -123,6 +136,20 @@ fn parse_key(out: &mut Attrs, meta: &ParseNestedMeta<'_>, kind: &Kind) -> syn::R
             ))
         }
     }
+}
+
+/// A flag: the key alone, as in `#[event(transient)]`.
+fn flag_value(meta: &ParseNestedMeta<'_>, kind: &Kind, key: &str) -> syn::Result<()> {
+    if meta.input.is_empty() || meta.input.peek(syn::Token![,]) {
+        return Ok(());
+    }
+    Err(syn::Error::new_spanned(
+        &meta.path,
+        format!(
+            "`{key}` is a flag and takes no value: write `#[{}({key})]`, or leave it out",
+            kind.attr
+        ),
+    ))
 }
 
 /// Fills `slot` with `value()`, or fails on the key if it is already set.
@@ -282,7 +309,7 @@ mod tests {
         let cases: [(Vec<Attribute>, &str); 10] = [
             (
                 vec![parse_quote!(#[event(nope = 1)])],
-                "unknown `event` key `nope`; expected one of `topic`, `encoding`, `version`",
+                "unknown `event` key `nope`; expected one of `topic`, `encoding`, `version`, `transient`",
             ),
             (
                 vec![parse_quote!(#[event(a::b)])],

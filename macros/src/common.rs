@@ -116,7 +116,7 @@ fn default_name(input: &DeriveInput) -> String {
 }
 
 /// The impl of `::xbus::__private::{kind.derive}`, with `type Response` when
-/// `response` is given.
+/// `response` is given, and `items` (further associated items) when given.
 ///
 /// For a generic type it requires the trait's supertraits of the type itself
 /// (not of each parameter), so whatever bounds serde's derive chose
@@ -127,6 +127,7 @@ pub fn impl_trait(
     kind: &Kind,
     spec: &Spec,
     response: Option<&Type>,
+    items: Option<TokenStream>,
 ) -> TokenStream {
     let ident = &input.ident;
     let (_, ty_generics, _) = input.generics.split_for_impl();
@@ -166,6 +167,7 @@ pub fn impl_trait(
             const #name_const: &'static ::xbus::__private::core::primitive::str = #name;
             const ENCODING: ::xbus::__private::Encoding = #encoding;
             const VERSION: ::xbus::__private::core::primitive::u32 = #version;
+            #items
         }
     }
 }
@@ -306,7 +308,13 @@ mod tests {
             where
                 T: Clone;
         );
-        let code = impl_trait(&input, &EVENT, &spec_of(&input, &EVENT).unwrap(), None);
+        let code = impl_trait(
+            &input,
+            &EVENT,
+            &spec_of(&input, &EVENT).unwrap(),
+            None,
+            None,
+        );
         let code = code.to_string();
         assert!(code.contains("T : Clone , W < T > : :: xbus :: __private :: serde :: Serialize"));
         assert!(code.contains(
@@ -321,7 +329,7 @@ mod tests {
             struct S;
         );
         let spec = spec_of(&input, &REQUEST).unwrap();
-        let code = impl_trait(&input, &REQUEST, &spec, Some(&parse_quote!(u8))).to_string();
+        let code = impl_trait(&input, &REQUEST, &spec, Some(&parse_quote!(u8)), None).to_string();
         assert!(!code.contains("where"), "{code}");
         assert!(code.contains("impl :: xbus :: __private :: Request for S {"));
         assert!(code.contains("type Response = u8 ;"), "{code}");

@@ -8,6 +8,7 @@
 //! sees the one real error and not a cascade of "trait not implemented".
 
 use proc_macro2::TokenStream;
+use quote::quote;
 use syn::DeriveInput;
 
 use crate::attrs::Kind;
@@ -20,12 +21,20 @@ pub const KIND: Kind = Kind {
     name_key: "topic",
     name_example: "\"orders.created\"",
     response: false,
+    transient: true,
 };
 
 /// Expands `#[derive(Event)]` on `input`, or says what is wrong with it.
+/// `#[event(transient)]` adds `const PERSISTENCE = Persistence::Transient`.
 pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
-    let (_, spec) = common::spec(input, &KIND)?;
-    Ok(common::impl_trait(input, &KIND, &spec, None))
+    let (attrs, spec) = common::spec(input, &KIND)?;
+    let persistence = attrs.transient.map(|()| {
+        quote! {
+            const PERSISTENCE: ::xbus::__private::Persistence =
+                ::xbus::__private::Persistence::Transient;
+        }
+    });
+    Ok(common::impl_trait(input, &KIND, &spec, None, persistence))
 }
 
 /// An impl with default values, emitted next to the error when [`expand`]
@@ -33,7 +42,7 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
 /// Nothing for a union (see [`Spec::fallback`]).
 pub fn fallback(input: &DeriveInput) -> TokenStream {
     match Spec::fallback(input) {
-        Some(spec) => common::impl_trait(input, &KIND, &spec, None),
+        Some(spec) => common::impl_trait(input, &KIND, &spec, None, None),
         None => TokenStream::new(),
     }
 }
@@ -56,6 +65,48 @@ mod tests {
         assert!(code.contains("= \"a.b\" ;"), "{code}");
         assert!(code.contains("= :: xbus :: __private :: Encoding :: Json ;"));
         assert!(code.contains("u32 = 3u32 ;"), "{code}");
+    }
+
+    #[test]
+    fn transient_events_say_so() {
+        let code = expand(&parse_quote! {
+            #[event(topic = "telemetry.cpu", transient)]
+            struct Cpu;
+        })
+        .unwrap()
+        .to_string();
+        assert!(
+            code.contains("const PERSISTENCE : :: xbus :: __private :: Persistence = :: xbus :: __private :: Persistence :: Transient ;"),
+            "{code}"
+        );
+        let persistent = expand(&parse_quote! {
+            #[event(topic = "orders.created")]
+            struct Order;
+        })
+        .unwrap()
+        .to_string();
+        assert!(!persistent.contains("PERSISTENCE"), "{persistent}");
+        for (input, expected) in [
+            (
+                quote!(
+                    #[event(transient = true)]
+                    struct A;
+                ),
+                "`transient` is a flag and takes no value: write `#[event(transient)]`",
+            ),
+            (
+                quote!(
+                    #[event(transient, transient)]
+                    struct A;
+                ),
+                "duplicate `transient` key",
+            ),
+        ] {
+            let error = expand(&syn::parse2(input).unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(expected), "{error}");
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub const KIND: Kind = Kind {
     name_key: "method",
     name_example: "\"inventory.check\"",
     response: true,
+    transient: false,
 };
 
 /// Expands `#[derive(Request)]` on `input`, or says what is wrong with it.
@@ -34,7 +35,13 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
              a handler answers with",
         )
     })?;
-    Ok(common::impl_trait(input, &KIND, &spec, Some(&response)))
+    Ok(common::impl_trait(
+        input,
+        &KIND,
+        &spec,
+        Some(&response),
+        None,
+    ))
 }
 
 /// An impl with default values, emitted next to the error when [`expand`]
@@ -47,7 +54,7 @@ pub fn fallback(input: &DeriveInput) -> TokenStream {
         return TokenStream::new();
     };
     let response = scan_response(&input.attrs).unwrap_or_else(|| parse_quote!(()));
-    common::impl_trait(input, &KIND, &spec, Some(&response))
+    common::impl_trait(input, &KIND, &spec, Some(&response), None)
 }
 
 /// The first `response = Type` of the `#[request(...)]` attributes, found

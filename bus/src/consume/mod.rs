@@ -529,6 +529,11 @@ impl Bus {
         group: &str,
         options: ConsumeOptions,
     ) -> Result<Consumer<E>, ConsumeError> {
+        if E::PERSISTENCE == crate::event::Persistence::Transient {
+            return Err(ConsumeError::TransientTopic {
+                topic: E::TOPIC.to_owned(),
+            });
+        }
         Ok(Consumer {
             raw: self.consume_raw(E::TOPIC, group, options).await?,
             _event: PhantomData,

@@ -479,8 +479,12 @@ impl Task {
                 topic,
                 tx,
                 replay,
+                transient,
                 reply,
-            } => self.add_subscription(topic, tx, replay, reply).await,
+            } => {
+                self.add_subscription(topic, tx, replay, transient, reply)
+                    .await
+            }
             Command::Consume {
                 key,
                 options,

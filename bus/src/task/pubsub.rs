@@ -39,6 +39,9 @@ pub(super) struct Topic {
     /// Consumer groups this bus leads on the topic: they need the server
     /// subscription too.
     pub(super) groups: usize,
+    /// The server keeps none of the topic's items: nothing to fetch after
+    /// a session reset.
+    transient: bool,
 }
 
 impl Topic {
@@ -93,6 +96,7 @@ impl Task {
         topic: String,
         tx: Producer<Incoming>,
         replay: usize,
+        transient: bool,
         reply: oneshot::Sender<Result<u64, SubscribeError>>,
     ) {
         let id = self.next_id();
@@ -107,6 +111,7 @@ impl Task {
             }),
         };
         let entry = self.topics.entry(topic.clone()).or_default();
+        entry.transient |= transient;
         entry.subs.push(sub);
         if entry.active {
             let _ = reply.send(Ok(id));
@@ -134,12 +139,17 @@ impl Task {
 
     /// After a session reset: the server forgot our subscriptions, and
     /// items may have been published while the old session was dying.
-    /// Every subscription catches up once the server confirms it again.
+    /// Every subscription catches up once the server confirms it again,
+    /// except on a transient topic, which keeps nothing to catch up from.
     pub(super) async fn resubscribe_all(&mut self) {
         let topics: Vec<String> = self.topics.keys().cloned().collect();
         for topic in topics {
             if let Some(entry) = self.topics.get_mut(&topic) {
                 entry.active = false;
+                if entry.transient {
+                    self.subscribe_on_server(topic).await;
+                    continue;
+                }
                 for sub in &mut entry.subs {
                     match &mut sub.catch_up {
                         // A replay whose fetch was lost: fetch again.

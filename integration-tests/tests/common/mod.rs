@@ -286,3 +286,49 @@ pub async fn serving_process(
     let jid = process.ready(STEP).await;
     (process, jid)
 }
+
+/// A bus of `account` and its status stream, read up to `Connected`.
+pub async fn bus_with_status(
+    server: &dyn XmppServer,
+    account: &Account,
+) -> (Bus, xbus::StatusStream) {
+    let bus = within(
+        "connect",
+        Bus::connect(config(server, account).build().expect("config")),
+    )
+    .await
+    .expect("connect");
+    let mut status = bus.status();
+    assert_eq!(
+        next("status", &mut status).await,
+        xbus::ConnectionEvent::Connected
+    );
+    (bus, status)
+}
+
+/// Ends `bus`'s session from outside: another login with its full JID
+/// takes the resource (RFC 6120 §7.7.2.2), so the session cannot be
+/// resumed and the bus starts a new one. Returns the status events up to
+/// and including `SessionReset`.
+pub async fn steal_session(
+    server: &dyn XmppServer,
+    account: &Account,
+    bus: &Bus,
+    status: &mut xbus::StatusStream,
+) -> Vec<xbus::ConnectionEvent> {
+    let mut intruder = account.clone();
+    intruder.jid = bus.jid().to_string();
+    drop(raw_client(server, &intruder).await);
+    let mut events = Vec::new();
+    within("reconnect and session reset", async {
+        loop {
+            let event = next("status", status).await;
+            events.push(event.clone());
+            if event == xbus::ConnectionEvent::SessionReset {
+                return;
+            }
+        }
+    })
+    .await;
+    events
+}

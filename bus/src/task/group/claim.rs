@@ -14,6 +14,7 @@ use xmpp_parsers::jid::{FullJid, Jid};
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
+use crate::event::Persistence;
 use crate::group::GroupKey;
 use crate::group::fence::{Claim, Leadership};
 use crate::group::wire::{self, Outcome};
@@ -139,11 +140,11 @@ impl Task {
             to: to.clone(),
             what: "create the group's topic",
         };
-        let create = pubsub::create(&key.topic, max_items);
+        let create = pubsub::create(&key.topic, max_items, Persistence::Persistent);
         self.send_iq(to.clone(), true, create, pending).await;
         self.group_interest(&key.topic, 1).await;
         let node = key.state_node();
-        let create = pubsub::create(&node, 1);
+        let create = pubsub::create(&node, 1, Persistence::Persistent);
         let pending = PendingIq::Fire {
             to: to.clone(),
             what: "create group state node",

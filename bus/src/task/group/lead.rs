@@ -11,6 +11,7 @@ use xmpp_parsers::minidom::Element;
 use xmpp_parsers::stanza_error::StanzaError;
 
 use crate::consume::{Handed, JobRoute, StartAt, Verdict};
+use crate::event::Persistence;
 use crate::group::GroupKey;
 use crate::group::fence::{Claim, Leadership};
 use crate::group::ledger::{Dead, Ledger, Rules};
@@ -461,7 +462,11 @@ impl Task {
         leading.dirty = true;
         let to = self.pubsub.clone();
         if self.groups.dead_letter_nodes.insert(topic.clone()) {
-            let create = pubsub::create(&topic, u32::try_from(self.max_items).unwrap_or(u32::MAX));
+            let create = pubsub::create(
+                &topic,
+                u32::try_from(self.max_items).unwrap_or(u32::MAX),
+                Persistence::Persistent,
+            );
             let pending = PendingIq::Fire {
                 to: to.clone(),
                 what: "create dead-letter node",
