@@ -31,6 +31,7 @@ pub fn markdown(report: &Report) -> String {
             "Events",
             &[
                 Scenario::Throughput,
+                Scenario::ThroughputTransient,
                 Scenario::Group3,
                 Scenario::Fanout4,
                 Scenario::Fanout16,
@@ -145,6 +146,13 @@ fn caption(report: &Report, scenario: Scenario) -> String {
             count(s.events as f64),
             s.window
         ),
+        Scenario::ThroughputTransient => format!(
+            "Throughput 1→1 on a transient topic (`#[event(transient)]`: the server stores \
+             nothing): {} events, {} publishes in flight (vs persisted: share of the throughput \
+             row's rate)",
+            count(s.events as f64),
+            s.window
+        ),
         Scenario::Group3 => format!(
             "Consumer group of 3 (one account, 3 buses): {} events, {} publishes in flight, \
              each acked by one instance (vs 1→1: share of the throughput row's rate)",
@@ -203,6 +211,17 @@ fn scenario_table(report: &Report, scenario: Scenario) -> Table {
                 "system",
                 "events/s",
                 "vs 1→1",
+                "client CPU s",
+                "server CPU s",
+                "seconds",
+            ],
+            &[false, true, true, true, true, true],
+        ),
+        Scenario::ThroughputTransient => (
+            &[
+                "system",
+                "events/s",
+                "vs persisted",
                 "client CPU s",
                 "server CPU s",
                 "seconds",
@@ -280,7 +299,7 @@ fn figures(report: &Report, row: &Row, m: &Measure) -> Vec<String> {
             server_cpu,
             secs(m.seconds),
         ],
-        Scenario::Group3 => vec![
+        Scenario::Group3 | Scenario::ThroughputTransient => vec![
             count(m.per_second),
             measured(report, Scenario::Throughput, &row.system)
                 .and_then(|one| percent_of(m.per_second, one.per_second))

@@ -58,6 +58,9 @@ pub enum Scenario {
     /// each event handled and acknowledged by one of them.
     #[serde(rename = "group-3")]
     Group3,
+    /// (1) As [`Scenario::Throughput`], on a transient topic: the server
+    /// stores nothing (xbus only).
+    ThroughputTransient,
     /// (2) One publisher, 4 subscribers.
     Fanout4,
     /// (2) One publisher, 16 subscribers.
@@ -76,8 +79,9 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in run order.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Throughput,
+        Scenario::ThroughputTransient,
         Scenario::Group3,
         Scenario::Fanout4,
         Scenario::Fanout16,
@@ -93,6 +97,7 @@ impl Scenario {
         match self {
             Scenario::Throughput => "throughput",
             Scenario::Group3 => "group-3",
+            Scenario::ThroughputTransient => "throughput-transient",
             Scenario::Fanout4 => "fanout-4",
             Scenario::Fanout16 => "fanout-16",
             Scenario::PushLatency => "push-latency",

@@ -234,15 +234,22 @@ async fn idle_memory_counts_heap_and_rss() {
 fn plan_rows() {
     let scenarios = Scenario::ALL;
     let kinds: Vec<Kind> = Kind::ALL.into_iter().filter(|&k| k != Kind::Mock).collect();
-    let plan = crate::run::plan(&kinds, &["embedded", "prosody"], &scenarios);
+    let plan = crate::run::plan(
+        &kinds,
+        &["embedded", "prosody-stock", "prosody"],
+        &scenarios,
+    );
     let rows: Vec<(String, usize)> = plan
         .iter()
         .flat_map(|g| g.systems.iter().map(|(k, s)| (k.label(g.group), s.len())))
         .collect();
     let expected = [
-        ("xbus/embedded", 9),
+        ("xbus/embedded", 10),
         ("raw-xmpp/embedded", 7),
-        ("xbus/prosody", 8),
+        // Stock storage: the throughput row only.
+        ("xbus/prosody-stock", 1),
+        ("raw-xmpp/prosody-stock", 1),
+        ("xbus/prosody", 9),
         ("raw-xmpp/prosody", 7),
         ("nats", 7),
         ("http", 2),
@@ -251,8 +258,8 @@ fn plan_rows() {
     ];
     let expected: Vec<(String, usize)> = expected.iter().map(|&(l, n)| (l.to_owned(), n)).collect();
     assert_eq!(rows, expected);
-    assert_eq!(plan.len(), 4);
-    assert!(matches!(plan[2].group, Group::Nats));
+    assert_eq!(plan.len(), 5);
+    assert!(matches!(plan[3].group, Group::Nats));
 
     let only_rpc = crate::run::plan(&[Kind::Poll1s], &[], &[Scenario::RpcSequential]);
     assert!(only_rpc.is_empty());
@@ -330,10 +337,12 @@ async fn a_whole_run_on_the_mock() {
         .find(|p| p.extension().is_some_and(|e| e == "json"))
         .expect("a JSON report");
     let report: Report = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
-    // Every scenario but the consumer group's (xbus only).
-    assert_eq!(report.rows.len(), Scenario::ALL.len() - 1);
+    // Every scenario but the consumer group's and the transient topic's
+    // (xbus only).
+    assert_eq!(report.rows.len(), Scenario::ALL.len() - 2);
     for row in &report.rows {
         assert_ne!(row.scenario, Scenario::Group3);
+        assert_ne!(row.scenario, Scenario::ThroughputTransient);
         assert_eq!(row.system, "mock");
         assert!(matches!(row.outcome, Outcome::Measured(_)), "{row:?}");
     }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use xbus_integration_tests::{Ejabberd, Prosody, XmppServer};
+use xbus_integration_tests::{Ejabberd, Prosody, Storage, XmppServer};
 
 /// An account on a benchmark server.
 #[derive(Debug, Clone)]
@@ -108,11 +108,13 @@ pub fn available(names: &[String]) -> (Vec<&'static str>, Vec<String>) {
             "embedded" => ok.push("embedded"),
             "prosody" if in_path("prosody") => ok.push("prosody"),
             "ejabberd" if in_path("ejabberdctl") => ok.push("ejabberd"),
-            "prosody" => notes.push(format!(
+            "prosody-stock" if in_path("prosody") => ok.push("prosody-stock"),
+            "ejabberd-stock" if in_path("ejabberdctl") => ok.push("ejabberd-stock"),
+            "prosody" | "prosody-stock" => notes.push(format!(
                 "prosody: not installed ({})",
                 xbus_integration_tests::PROSODY_INSTALL_HINT
             )),
-            "ejabberd" => notes.push(format!(
+            "ejabberd" | "ejabberd-stock" => notes.push(format!(
                 "ejabberd: not installed ({})",
                 xbus_integration_tests::EJABBERD_INSTALL_HINT
             )),
@@ -122,12 +124,21 @@ pub fn available(names: &[String]) -> (Vec<&'static str>, Vec<String>) {
     (ok, notes)
 }
 
+/// Whether `server` is one of the harness's servers with the servers' own
+/// item storage (`prosody-stock`, `ejabberd-stock`), beside the tuned one
+/// the plain names start (see `Storage` in the harness).
+pub fn is_stock(server: &str) -> bool {
+    server.ends_with("-stock")
+}
+
 /// Starts the server called `name` (one of [`available`]'s).
 pub fn start(name: &'static str) -> anyhow::Result<Arc<XmppTarget>> {
     let target = match name {
         "embedded" => start_embedded()?,
         "prosody" => harness(name, Prosody::start()?, |s| s.pid()),
         "ejabberd" => harness(name, Ejabberd::start()?, |s| s.pid()),
+        "prosody-stock" => harness(name, Prosody::start_with(Storage::Stock)?, |s| s.pid()),
+        "ejabberd-stock" => harness(name, Ejabberd::start_with(Storage::Stock)?, |s| s.pid()),
         other => bail!("unknown XMPP server {other:?}"),
     };
     Ok(Arc::new(target))

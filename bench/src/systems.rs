@@ -17,6 +17,7 @@ use super::scenario::IdleConnections;
 use super::servers::{self, XmppTarget};
 use super::system::{EventSystem, GroupSystem, RpcSystem};
 use super::{http, nats, raw_xmpp, xmpp};
+use xbus::Persistence;
 
 /// A system as named on the command line (`--systems`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +96,11 @@ impl Kind {
     /// systems, RPC scenarios for RPC systems, the consumer group for xbus
     /// (on every server), idle memory for xbus on the embedded server (and
     /// the mock).
+    ///
+    /// A server with stock storage (`prosody-stock`, `ejabberd-stock`) runs
+    /// the throughput scenario only: storage is what it is there to show.
     pub fn scenarios(self, group: Group, selected: &[Scenario]) -> Vec<Scenario> {
+        let stock = matches!(group, Group::Xmpp(server) if servers::is_stock(server));
         let events = !matches!(self, Kind::Http);
         let rpc = !matches!(self, Kind::Poll100ms | Kind::Poll1s);
         let groups = matches!(self, Kind::Xbus);
@@ -106,7 +111,9 @@ impl Kind {
         selected
             .iter()
             .copied()
+            .filter(|s| !stock || *s == Scenario::Throughput)
             .filter(|s| match s {
+                Scenario::ThroughputTransient => groups,
                 Scenario::Throughput
                 | Scenario::Fanout4
                 | Scenario::Fanout16
@@ -183,6 +190,8 @@ pub struct Sut {
     pub rpc: Option<Arc<dyn RpcSystem>>,
     /// Its consumer groups, if it has them.
     pub groups: Option<Arc<dyn GroupSystem>>,
+    /// Its event side on transient topics, if it has them.
+    pub transient: Option<Arc<dyn EventSystem>>,
     /// The server process, for its CPU time.
     pub server_pid: Option<u32>,
     /// For the idle-memory scenario.
@@ -206,12 +215,16 @@ pub async fn start_system(state: &GroupState, kind: Kind) -> anyhow::Result<Sut>
         events: None,
         rpc: None,
         groups: None,
+        transient: None,
         server_pid: None,
         idle_connect: None,
     };
     match (kind, state) {
         (Kind::Xbus, GroupState::Xmpp(target)) => {
             let system = Arc::new(xmpp::XbusSystem::new(target.clone()));
+            let transient =
+                xmpp::XbusSystem::with_persistence(target.clone(), Persistence::Transient);
+            sut.transient = Some(Arc::new(transient));
             sut.events = Some(system.clone());
             sut.rpc = Some(system.clone());
             sut.groups = Some(system);

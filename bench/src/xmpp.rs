@@ -25,8 +25,8 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use futures::StreamExt;
 use xbus::{
-    BufferPolicy, Bus, BusConfig, ConsumeOptions, Context, RawConsumer, RawPayload,
-    RawSubscription, RpcError,
+    BufferPolicy, Bus, BusConfig, ConsumeOptions, Context, Persistence, RawConsumer, RawPayload,
+    RawSubscription, RpcError, SubscribeOptions,
 };
 
 use super::servers::{Account, XmppTarget};
@@ -58,6 +58,8 @@ pub struct XbusSystem {
     target: Arc<XmppTarget>,
     /// The full JID of the last responder started, for the callers.
     responder: LastResponder<String>,
+    /// Whether the topics it publishes to keep their events.
+    persistence: Persistence,
 }
 
 impl XbusSystem {
@@ -66,6 +68,15 @@ impl XbusSystem {
         XbusSystem {
             target,
             responder: LastResponder::default(),
+            persistence: Persistence::Persistent,
+        }
+    }
+
+    /// xbus clients of `target` whose events topics are `persistence`.
+    pub fn with_persistence(target: Arc<XmppTarget>, persistence: Persistence) -> XbusSystem {
+        XbusSystem {
+            persistence,
+            ..XbusSystem::new(target)
         }
     }
 
@@ -126,11 +137,16 @@ impl EventSystem for XbusSystem {
     }
 
     async fn publisher(&self) -> anyhow::Result<Box<dyn Publisher>> {
-        Ok(publisher(self.connect(self.target.addr).await?))
+        let bus = self.connect(self.target.addr).await?;
+        Ok(Box::new(XbusPublisher {
+            bus,
+            persistence: self.persistence,
+        }))
     }
 
     async fn subscriber(&self, topic: &str) -> anyhow::Result<Box<dyn Subscriber>> {
-        subscriber(self.connect(self.target.addr).await?, topic).await
+        let bus = self.connect(self.target.addr).await?;
+        subscriber_with(bus, topic, self.persistence).await
     }
 
     async fn idle_client(
@@ -153,15 +169,32 @@ impl EventSystem for XbusSystem {
     }
 }
 
-/// The bench publisher that publishes through `bus`.
+/// The bench publisher that publishes through `bus` (for the raw client's
+/// side-by-side tests).
+#[cfg(test)]
 pub(crate) fn publisher(bus: Bus) -> Box<dyn Publisher> {
-    Box::new(XbusPublisher { bus })
+    Box::new(XbusPublisher {
+        bus,
+        persistence: Persistence::Persistent,
+    })
 }
 
-/// The bench subscriber of `topic` on `bus`.
+/// The bench subscriber of `topic` on `bus` (for the raw client's
+/// side-by-side tests).
+#[cfg(test)]
 pub(crate) async fn subscriber(bus: Bus, topic: &str) -> anyhow::Result<Box<dyn Subscriber>> {
+    subscriber_with(bus, topic, Persistence::Persistent).await
+}
+
+/// The bench subscriber of `topic`, a topic that is `persistence`.
+async fn subscriber_with(
+    bus: Bus,
+    topic: &str,
+    persistence: Persistence,
+) -> anyhow::Result<Box<dyn Subscriber>> {
+    let options = SubscribeOptions::new().persistence(persistence);
     let subscription = bus
-        .subscribe_raw(topic)
+        .subscribe_raw_with(topic, options)
         .await
         .with_context(|| format!("subscribe to {topic}"))?;
     Ok(Box::new(XbusSubscriber {
@@ -173,6 +206,7 @@ pub(crate) async fn subscriber(bus: Bus, topic: &str) -> anyhow::Result<Box<dyn 
 /// Publishes through one bus; many publishes may be in flight.
 struct XbusPublisher {
     bus: Bus,
+    persistence: Persistence,
 }
 
 #[async_trait]
@@ -180,7 +214,7 @@ impl Publisher for XbusPublisher {
     async fn publish(&self, topic: &str, event: &BenchEvent) -> anyhow::Result<()> {
         let mut payload = RawPayload::encode(event)?;
         payload.topic = topic.to_owned();
-        self.bus.publish_raw(payload).await?;
+        self.bus.publish_raw_with(payload, self.persistence).await?;
         Ok(())
     }
 }

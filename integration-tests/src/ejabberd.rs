@@ -122,7 +122,7 @@ pub struct Ejabberd {
 }
 
 /// Mnesia's table types that [`Storage::Tuned`] changes (read by ejabberd
-/// at start-up from the spool directory; see docs/DEPLOYMENT.md).
+/// at start-up from the spool directory; see docs/SERVERS.md).
 const TUNED_SCHEMA: &str = "pubsub_item:\n  storage_type: disc_copies\n";
 
 impl Ejabberd {

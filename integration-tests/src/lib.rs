@@ -90,7 +90,7 @@ pub const PROSODY_INSTALL_HINT: &str =
 /// acknowledged across a `SIGKILL` either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Storage {
-    /// What docs/DEPLOYMENT.md recommends, and what the tests run on:
+    /// The storage docs/SERVERS.md recommends, and what the tests run on:
     /// ejabberd's `pubsub_item` table as `disc_copies` (in RAM, logged to
     /// disk) through `ejabberd.schema` in the spool directory, and
     /// Prosody's SQLite database created in WAL mode.
