@@ -1,0 +1,100 @@
+//! A topic's node: created once per bus and topic, with the bus's
+//! `max_items` or as transient, and read back to warn when the server keeps
+//! fewer events than asked.
+
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::{Bus, IqError};
+use crate::event::Persistence;
+use crate::pubsub::{self, Repeatable};
+
+impl Bus {
+    /// Creates the topic's node with persistent items, once per bus. An
+    /// existing node (`conflict`) is fine; other refusals are left for the
+    /// publish or subscribe itself to report (some servers create nodes on
+    /// publish, or let only admins create them).
+    pub(super) async fn ensure_node(
+        &self,
+        topic: &str,
+        persistence: Persistence,
+        deadline: Instant,
+    ) -> Result<(), IqError> {
+        let cell = {
+            let mut nodes = self.inner.known_nodes.lock().expect("lock poisoned");
+            // Every publish comes here: a known node costs a lookup, no
+            // allocation and no await.
+            match nodes.get(topic) {
+                Some(cell) if cell.initialized() => return Ok(()),
+                Some(cell) => cell.clone(),
+                None => nodes.entry(topic.to_owned()).or_default().clone(),
+            }
+        };
+        // Boxed: the creation's future is large, and inline it would make
+        // every publish's future as large.
+        Box::pin(self.create_node(&cell, topic, persistence, deadline)).await
+    }
+
+    /// Creates the node unless `cell` says it was; concurrent first
+    /// publishes to a topic share one create request.
+    async fn create_node(
+        &self,
+        cell: &OnceCell<()>,
+        topic: &str,
+        persistence: Persistence,
+        deadline: Instant,
+    ) -> Result<(), IqError> {
+        cell.get_or_try_init(|| async {
+            let request = Repeatable::Create {
+                node: topic.to_owned(),
+                max_items: self.inner.config.max_items,
+                persistence,
+            };
+            let asked = self.inner.config.max_items;
+            match self.iq(request, deadline).await {
+                Ok(_) => {
+                    debug!(topic, "node created");
+                    if persistence == Persistence::Persistent {
+                        self.check_kept(topic, asked, deadline).await;
+                    }
+                }
+                Err(IqError::Server(error)) if error.condition == "conflict" => {}
+                // Over a server's limit: the embedded server says
+                // not-acceptable, Prosody bad-request ("max_items: out of
+                // bounds"), and its autocreate then makes the node with
+                // its default of 20 items.
+                Err(IqError::Server(error))
+                    if matches!(error.condition.as_str(), "not-acceptable" | "bad-request") =>
+                {
+                    warn!("{}", pubsub::refused_configuration(topic, asked, &error));
+                }
+                Err(IqError::Server(error)) => {
+                    debug!(topic, %error, "node not created; relying on an existing or auto-created node");
+                }
+                Err(other) => return Err(other),
+            }
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Reads back what the node of `topic`, just created, keeps, and warns
+    /// when the server keeps fewer events than `asked` (a server may lower
+    /// `max_items` to its cap instead of refusing).
+    async fn check_kept(&self, topic: &str, asked: u32, deadline: Instant) {
+        let payload = pubsub::configuration(topic);
+        match self.pubsub_iq(false, payload, None, deadline).await {
+            Ok(Some(result)) => {
+                let kept = pubsub::kept(&result);
+                debug!(topic, ?kept, "node configuration");
+                if let Some(warning) = pubsub::shortfall(topic, asked, kept) {
+                    warn!("{warning}");
+                }
+            }
+            Ok(None) => {}
+            Err(error) => debug!(topic, ?error, "node configuration not read"),
+        }
+    }
+}
