@@ -136,7 +136,7 @@ pub fn start(name: &'static str) -> anyhow::Result<Arc<XmppTarget>> {
     let target = match name {
         "embedded" => start_embedded()?,
         "prosody" => harness(name, Prosody::start()?, |s| s.pid()),
-        "ejabberd" => harness(name, Ejabberd::start_with(Storage::Tuned)?, |s| s.pid()),
+        "ejabberd" => harness(name, Ejabberd::start()?, |s| s.pid()),
         "prosody-stock" => harness(name, Prosody::start_with(Storage::Stock)?, |s| s.pid()),
         "ejabberd-stock" => harness(name, Ejabberd::start_with(Storage::Stock)?, |s| s.pid()),
         other => bail!("unknown XMPP server {other:?}"),

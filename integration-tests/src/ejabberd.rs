@@ -136,14 +136,8 @@ impl Ejabberd {
     ///
     /// If `ejabberdctl`, `erl` or `openssl` is not installed, or the user
     /// `ejabberd` does not exist; the message says how to install them.
-    ///
-    /// With ejabberd's own item storage ([`Storage::Stock`]): the tuned
-    /// one failed the consumer group's server-`SIGKILL` test once in CI
-    /// (more events handled twice than the bound allows), and is not what
-    /// the tests run on until that is understood. The benchmark measures
-    /// both.
     pub fn start() -> Result<Ejabberd, HarnessError> {
-        Ejabberd::start_with(Storage::Stock)
+        Ejabberd::start_with(Storage::Tuned)
     }
 
     /// [`Ejabberd::start`] with the given item storage: with

@@ -90,16 +90,15 @@ pub const PROSODY_INSTALL_HINT: &str =
 /// acknowledged across a `SIGKILL` either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Storage {
-    /// The faster storage docs/SERVERS.md describes: ejabberd's
-    /// `pubsub_item` table as `disc_copies` (in RAM, logged to disk)
-    /// through `ejabberd.schema` in the spool directory, and Prosody's
-    /// SQLite database created in WAL mode. `Prosody::start` uses it.
+    /// The storage docs/SERVERS.md recommends, and what the tests run on:
+    /// ejabberd's `pubsub_item` table as `disc_copies` (in RAM, logged to
+    /// disk) through `ejabberd.schema` in the spool directory, and
+    /// Prosody's SQLite database created in WAL mode.
     #[default]
     Tuned,
     /// The servers' own defaults: ejabberd's `pubsub_item` on disk only
-    /// (DETS), Prosody's SQLite in its default rollback-journal mode.
-    /// `Ejabberd::start` uses it (see there why); the benchmark's `-stock`
-    /// rows too.
+    /// (DETS), Prosody's SQLite in its default rollback-journal mode. For
+    /// the benchmark's side-by-side rows.
     Stock,
 }
 

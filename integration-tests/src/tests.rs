@@ -526,7 +526,7 @@ fn ejabberd_storage_is_tuned_or_stock() {
         };
         (pick("storage_type"), pick("index"))
     };
-    let tuned = Ejabberd::start_with(Storage::Tuned).expect("start ejabberd");
+    let tuned = Ejabberd::start().expect("start ejabberd");
     assert_eq!(
         table(&tuned),
         ("{storage_type,disc_copies},".into(), "{index,[3]},".into())
