@@ -1,0 +1,66 @@
+//! A topic's node, created once per bus and topic: with the bus's
+//! `max_items`, or transient.
+
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::{Bus, IqError};
+use crate::event::Persistence;
+use crate::pubsub::Repeatable;
+
+impl Bus {
+    /// Creates the topic's node (persistent or transient), once per bus. An
+    /// existing node (`conflict`) is fine; other refusals are left for the
+    /// publish or subscribe itself to report (some servers create nodes on
+    /// publish, or let only admins create them).
+    pub(super) async fn ensure_node(
+        &self,
+        topic: &str,
+        persistence: Persistence,
+        deadline: Instant,
+    ) -> Result<(), IqError> {
+        let cell = {
+            let mut nodes = self.inner.known_nodes.lock().expect("lock poisoned");
+            // Every publish comes here: a known node costs a lookup, no
+            // allocation and no await.
+            match nodes.get(topic) {
+                Some(cell) if cell.initialized() => return Ok(()),
+                Some(cell) => cell.clone(),
+                None => nodes.entry(topic.to_owned()).or_default().clone(),
+            }
+        };
+        // Boxed: the creation's future is large, and inline it would make
+        // every publish's future as large.
+        Box::pin(self.create_node(&cell, topic, persistence, deadline)).await
+    }
+
+    /// Creates the node unless `cell` says it was; concurrent first
+    /// publishes to a topic share one create request.
+    async fn create_node(
+        &self,
+        cell: &OnceCell<()>,
+        topic: &str,
+        persistence: Persistence,
+        deadline: Instant,
+    ) -> Result<(), IqError> {
+        cell.get_or_try_init(|| async {
+            let request = Repeatable::Create {
+                node: topic.to_owned(),
+                max_items: self.inner.config.max_items,
+                persistence,
+            };
+            match self.iq(request, deadline).await {
+                Ok(_) => debug!(topic, "node created"),
+                Err(IqError::Server(error)) if error.condition == "conflict" => {}
+                Err(IqError::Server(error)) => {
+                    debug!(topic, %error, "node not created; relying on an existing or auto-created node");
+                }
+                Err(other) => return Err(other),
+            }
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+}
