@@ -145,22 +145,6 @@ pub(crate) fn unsubscribe(node: &str, jid: &str) -> Element {
     )
 }
 
-/// `<items node><item id/></items>`: one item by its id (the current
-/// version of an item that is republished under the same id; `max_items`
-/// would be read oldest first by some servers).
-pub(crate) fn item(node: &str, id: &str) -> Element {
-    pubsub(
-        Element::builder("items", NS_PUBSUB)
-            .attr(name("node"), node)
-            .append(
-                Element::builder("item", NS_PUBSUB)
-                    .attr(name("id"), id)
-                    .build(),
-            )
-            .build(),
-    )
-}
-
 /// `<items node max_items/>`: the last `max` items of a node, oldest first
 /// (so the embedded server, Prosody 0.12 and ejabberd 23.01 answer).
 pub(crate) fn items(node: &str, max: usize) -> Element {

@@ -198,12 +198,13 @@ pub(crate) fn reconcile(state: &GroupState, stored: &[String]) -> Reconciled {
     let (high_at, floor_at) = (at(&state.high), at(&state.floor));
     let hashes: HashSet<u64> = state.done.iter().copied().collect();
     let mut done: HashSet<String> = HashSet::new();
-    if let Some(high_at) = high_at {
-        for (i, item) in stored[..=high_at].iter().enumerate() {
-            let below_floor = floor_at.is_some_and(|f| i <= f);
-            if !attempts.contains_key(item) && (below_floor || hashes.contains(&done_hash(item))) {
-                done.insert(item.clone());
-            }
+    for (i, item) in stored.iter().enumerate() {
+        // Up to the floor by position; anywhere by hash: a publisher that
+        // repeats its last publishes after a session reset moves them to
+        // the end of the stored order, after the high mark.
+        let below_floor = high_at.is_some() && floor_at.is_some_and(|f| i <= f);
+        if !attempts.contains_key(item) && (below_floor || hashes.contains(&done_hash(item))) {
+            done.insert(item.clone());
         }
     }
     done.shrink_to_fit();
@@ -219,6 +220,34 @@ pub(crate) fn reconcile(state: &GroupState, stored: &[String]) -> Reconciled {
         attempts,
         lost,
     }
+}
+
+/// Reads every stored state against `stored`. Each state is one leader's
+/// view, saved under its own item: an item any of them saw done is done,
+/// its deliveries are the most any of them counted, and losses are judged
+/// by the newest (highest epoch) state.
+pub(crate) fn reconcile_all(states: &[GroupState], stored: &[String]) -> Reconciled {
+    let newest = states.iter().map(|s| s.epoch).max();
+    let mut merged = Reconciled {
+        done: HashSet::new(),
+        attempts: HashMap::new(),
+        lost: None,
+    };
+    for state in states {
+        let one = reconcile(state, stored);
+        merged.done.extend(one.done);
+        for (item, count) in one.attempts {
+            let most = merged.attempts.entry(item).or_default();
+            *most = (*most).max(count);
+        }
+        if Some(state.epoch) == newest && merged.lost.is_none() {
+            merged.lost = one.lost;
+        }
+    }
+    merged
+        .attempts
+        .retain(|item, _| !merged.done.contains(item));
+    merged
 }
 
 /// A leader's progress: `trail` are the done items before `seen` (in the

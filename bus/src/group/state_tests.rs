@@ -157,3 +157,55 @@ fn too_many_pending_lower_the_mark_instead_of_dropping_any() {
     assert_eq!(state.pending.len(), MAX_ENTRIES);
     assert_eq!(state.high, Some(format!("i{}", MAX_ENTRIES - 1)));
 }
+
+#[test]
+fn a_done_item_republished_after_the_mark_stays_done() {
+    // "b" and "d" were done; a publisher's repeat after its session reset
+    // moved "b" to the end, after the high mark. "n" is new.
+    let stored = ids(&["a", "c", "d", "e", "b", "n"]);
+    let state = GroupState {
+        epoch: 2,
+        high: Some("d".into()),
+        floor: Some("a".into()),
+        pending: vec![("c".into(), 1)],
+        done: vec![done_hash("b"), done_hash("d")],
+    };
+    let r = reconcile(&state, &stored);
+    assert_eq!(r.done, ids(&["a", "b", "d"]).into_iter().collect());
+}
+
+#[test]
+fn every_leaders_state_counts_and_the_newest_judges_losses() {
+    let stored = ids(&["a", "b", "c", "d", "e"]);
+    // An old leader saw "a" and "c" done, "b" pending after 2 deliveries.
+    let old = GroupState {
+        epoch: 3,
+        high: Some("c".into()),
+        floor: None,
+        pending: vec![("b".into(), 2)],
+        done: vec![done_hash("a"), done_hash("c")],
+    };
+    // A newer one, whose save the old one's late save did not overwrite:
+    // "b" done, "d" pending after 1.
+    let newer = GroupState {
+        epoch: 4,
+        high: Some("d".into()),
+        floor: None,
+        pending: vec![("d".into(), 1)],
+        done: vec![done_hash("a"), done_hash("b")],
+    };
+    let r = reconcile_all(&[old.clone(), newer], &stored);
+    assert_eq!(r.done, ids(&["a", "b", "c"]).into_iter().collect());
+    assert_eq!(r.attempts, [("d".to_owned(), 1)].into_iter().collect());
+    assert_eq!(r.lost, None);
+    // A stale state's mark that is gone is no loss; the newest's is.
+    let gone = GroupState {
+        epoch: 1,
+        high: Some("gone".into()),
+        ..GroupState::default()
+    };
+    assert_eq!(reconcile_all(&[gone.clone(), old], &stored).lost, None);
+    let lost = reconcile_all(&[gone], &stored).lost;
+    assert_eq!(lost.map(|l| l.last_known), Some("gone".to_owned()));
+    assert_eq!(reconcile_all(&[], &stored).done.len(), 0);
+}

@@ -62,6 +62,9 @@ pub(super) enum PendingIq {
     GroupState { to: Jid, key: GroupKey },
     /// The group's topic's stored items, read while claiming.
     GroupStored { to: Jid, key: GroupKey },
+    /// The group's stored states read again once the stored items are:
+    /// what another leader saved meanwhile.
+    GroupCatchUp { to: Jid, key: GroupKey },
     /// Our claim of a group, announced to another member.
     GroupClaim {
         to: FullJid,
@@ -100,6 +103,7 @@ impl PendingIq {
             | PendingIq::StaleRemove { to, .. }
             | PendingIq::GroupState { to, .. }
             | PendingIq::GroupStored { to, .. }
+            | PendingIq::GroupCatchUp { to, .. }
             | PendingIq::GroupSave { to, .. } => to.clone(),
             PendingIq::Call { to, .. }
             | PendingIq::Liveness { to }
@@ -125,6 +129,7 @@ impl PendingIq {
             | PendingIq::StaleRemove { to, .. }
             | PendingIq::GroupState { to, .. }
             | PendingIq::GroupStored { to, .. }
+            | PendingIq::GroupCatchUp { to, .. }
             | PendingIq::GroupSave { to, .. } => from == to,
             PendingIq::Call { to, .. }
             | PendingIq::Liveness { to }
@@ -232,6 +237,7 @@ impl Task {
             }
             PendingIq::GroupState { key, .. } => self.on_group_state(key, answer).await,
             PendingIq::GroupStored { key, .. } => self.on_group_stored(key, answer).await,
+            PendingIq::GroupCatchUp { key, .. } => self.on_group_catch_up(key, answer).await,
             PendingIq::GroupJob { to, key, item, .. } => {
                 self.on_job_answer(to, key, item, answer).await
             }

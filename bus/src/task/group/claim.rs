@@ -144,7 +144,7 @@ impl Task {
         self.send_iq(to.clone(), true, create, pending).await;
         self.group_interest(&key.topic, 1).await;
         let node = key.state_node();
-        let create = pubsub::create(&node, 1, Persistence::Persistent);
+        let create = pubsub::create(&node, STATE_ITEMS as u32, Persistence::Persistent);
         let pending = PendingIq::Fire {
             to: to.clone(),
             what: "create group state node",
@@ -154,7 +154,7 @@ impl Task {
             to: to.clone(),
             key: key.clone(),
         };
-        self.send_iq(to, false, pubsub::item(&node, STATE_ITEM), pending)
+        self.send_iq(to, false, pubsub::items(&node, STATE_ITEMS), pending)
             .await;
     }
 

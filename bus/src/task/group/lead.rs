@@ -1,7 +1,5 @@
-//! The leader's side of a group: claiming, dispatching, settling,
-//! dead-lettering and saving progress.
-
-use std::collections::{HashMap, VecDeque};
+//! The leader's side of a group: dispatching, settling, dead-lettering
+//! and saving progress (taking over is in `takeover`).
 
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -10,12 +8,11 @@ use xmpp_parsers::jid::{FullJid, Jid};
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::stanza_error::StanzaError;
 
-use crate::consume::{Handed, JobRoute, StartAt, Verdict};
+use crate::consume::{Handed, JobRoute, Verdict};
 use crate::event::Persistence;
 use crate::group::GroupKey;
-use crate::group::fence::{Claim, Leadership};
-use crate::group::ledger::{Dead, Ledger, Rules};
-use crate::group::state::{self, GroupState, NS};
+use crate::group::fence::Leadership;
+use crate::group::ledger::Dead;
 use crate::group::wire::{self, JobOffer, Outcome};
 use crate::pubsub::{self, Incoming};
 use crate::task::Task;
@@ -24,184 +21,6 @@ use crate::task::iq::PendingIq;
 use super::*;
 
 impl Task {
-    /// The group's stored state, while claiming.
-    pub(in crate::task) async fn on_group_state(
-        &mut self,
-        key: GroupKey,
-        answer: Result<Option<Element>, StanzaError>,
-    ) {
-        let me = self.bound().to_string();
-        let Some(group) = self.groups.local.get_mut(&key) else {
-            return;
-        };
-        let reading = group.claiming.as_ref().is_some_and(|c| c.reading);
-        if group.leadership != Leadership::Claim || !reading {
-            return;
-        }
-        let stored = answer.ok().flatten().and_then(|result| {
-            let item = result
-                .get_child("items", pubsub::NS_PUBSUB)?
-                .children()
-                .find(|i| i.is("item", pubsub::NS_PUBSUB))?;
-            let element = item.get_child("group", NS)?;
-            match GroupState::from_element(element) {
-                Ok(state) => Some(state),
-                Err(error) => {
-                    warn!(group = key.group, %error, "the group's stored state is unreadable; starting over");
-                    None
-                }
-            }
-        });
-        let fresh = stored.is_none();
-        let state = stored.unwrap_or_default();
-        let claimed = group.claiming.take().map_or(0, |c| c.epoch);
-        group.leadership = group.leadership.state_read(state.epoch, claimed);
-        let Leadership::Lead { epoch } = group.leadership else {
-            return;
-        };
-        if epoch > claimed {
-            // The stored epoch was higher than the one announced: jobs
-            // carry this one, which the members will take as newer.
-            let _ = group.fence.admit(&Claim { epoch, leader: me });
-        }
-        let rules = Rules {
-            ack_wait: group.options.ack_wait,
-            backoff: group.options.backoff.clone(),
-            max_deliver: group.options.max_deliver,
-            max_in_flight: group.options.max_in_flight,
-        };
-        group.leading = Some(Leading {
-            epoch,
-            ledger: Ledger::new(rules, Vec::new()),
-            events: HashMap::new(),
-            seen: VecDeque::new(),
-            below: None,
-            trail: VecDeque::new(),
-            trail_cap: self.max_items.saturating_mul(2).max(state::DONE_WINDOW),
-            early: Some(Vec::new()),
-            read: Some((state, fresh)),
-            dirty: true,
-            saved_at: None,
-            saving: 0,
-            unsaved: 0,
-            unconfirmed: 0,
-            closing: false,
-        });
-        let to = self.pubsub.clone();
-        let pending = PendingIq::GroupStored {
-            to: to.clone(),
-            key: key.clone(),
-        };
-        let fetch = pubsub::items(&key.topic, self.max_items);
-        self.send_iq(to, false, fetch, pending).await;
-    }
-
-    /// The topic's stored items, while claiming: what is left to do.
-    pub(in crate::task) async fn on_group_stored(
-        &mut self,
-        key: GroupKey,
-        answer: Result<Option<Element>, StanzaError>,
-    ) {
-        let max_payload = self.max_payload;
-        let Some(leading) = self.groups.leading_mut(&key) else {
-            return;
-        };
-        let Some((mut state, fresh)) = leading.read.take() else {
-            return;
-        };
-        let stored = match &answer {
-            Ok(Some(result)) => pubsub::fetched_items(result, max_payload),
-            _ => Vec::new(),
-        };
-        let ids: Vec<String> = stored.iter().filter_map(|i| i.item_id.clone()).collect();
-        let start = self.groups.local.get(&key).map(|g| g.options.start.clone());
-        if fresh {
-            state.high = match start {
-                Some(StartAt::New) => ids.last().cloned(),
-                Some(StartAt::AfterItem(id)) => Some(id),
-                _ => None,
-            };
-            state.floor = state.high.clone();
-        }
-        let reconciled = state::reconcile(&state, &ids);
-        tracing::debug!(
-            group = key.group,
-            stored = ids.len(),
-            high = ?state.high,
-            high_at = ?state.high.as_ref().and_then(|h| ids.iter().position(|i| i == h)),
-            pending = state.pending.len(),
-            done = reconciled.done.len(),
-            "read the group's progress"
-        );
-        if let Some(lost) = &reconciled.lost {
-            warn!(
-                group = key.group,
-                topic = key.topic,
-                last_known = lost.last_known,
-                oldest_stored = ?lost.oldest_stored,
-                "events were lost to the group: the topic dropped them (max_items) before the group handled them"
-            );
-            self.counters.group_events_lost += 1;
-            if let Some(group) = self.groups.local.get(&key) {
-                let notice = crate::consume::GroupError::Lost {
-                    topic: key.topic.clone(),
-                    group: key.group.clone(),
-                    last_known: lost.last_known.clone(),
-                    oldest_stored: lost.oldest_stored.clone(),
-                };
-                let _ = group.notices.try_send(notice);
-            }
-        }
-        let Some(group) = self.groups.local.get_mut(&key) else {
-            return;
-        };
-        // What members reported settled for earlier leaders is done too.
-        let reported = std::mem::take(&mut group.reported);
-        tracing::debug!(
-            group = key.group,
-            reported = reported.len(),
-            "reports applied"
-        );
-        let Some(leading) = group.leading.as_mut() else {
-            return;
-        };
-        leading.ledger = Ledger::new(
-            leading.ledger.rules().clone(),
-            reconciled.done.iter().cloned().chain(reported),
-        );
-        let now = Instant::now();
-        let early = leading.early.take().unwrap_or_default();
-        for item in stored {
-            let Some(id) = item.item_id.clone() else {
-                continue;
-            };
-            if leading.ledger.is_done(&id) {
-                // Kept in order (they move on to the trail), so that the
-                // next save still counts them done.
-                leading.seen.push_back(id);
-                continue;
-            }
-            let attempts = reconciled.attempts.get(&id).copied().unwrap_or(0);
-            leading.offer(id, item, attempts, now);
-        }
-        for item in early {
-            let Some(id) = item.item_id.clone() else {
-                continue;
-            };
-            leading.offer(id, item, 0, now);
-        }
-        info!(
-            group = key.group,
-            topic = key.topic,
-            epoch = leading.epoch,
-            pending = leading.ledger.pending(),
-            "leading the group"
-        );
-        self.counters.group_takeovers += 1;
-        self.save_group(&key, true).await;
-        self.dispatch(&key).await;
-    }
-
     /// A live event on `topic`: each group we lead on it gets it.
     pub(in crate::task) fn offer_to_groups(&mut self, item: &Incoming) {
         let Some(id) = item.item_id.clone() else {
@@ -278,7 +97,7 @@ impl Task {
         let Some(leading) = group.leading.as_mut() else {
             return;
         };
-        if leading.early.is_some() || leading.closing {
+        if leading.early.is_some() || leading.catching_up || leading.closing {
             return;
         }
         // No more settled ahead of the saved progress than can be out at
@@ -522,7 +341,8 @@ impl Task {
             pending = state.pending.len(),
             "saving the group's progress"
         );
-        let publish = pubsub::publish(&key.state_node(), STATE_ITEM, state.to_element());
+        let item = state_item(state.epoch, &self.bound().to_string());
+        let publish = pubsub::publish(&key.state_node(), &item, state.to_element());
         let to = self.pubsub.clone();
         let pending = PendingIq::GroupSave {
             to: to.clone(),
@@ -542,7 +362,11 @@ impl Task {
     ) {
         if let Some(leading) = self.groups.leading_mut(&key) {
             leading.saving = leading.saving.saturating_sub(1);
-            if leading.saving == 0 {
+            if answer.is_err() {
+                // Not saved: what it covered counts as ahead until a later
+                // save is confirmed.
+                leading.dirty = true;
+            } else if leading.saving == 0 {
                 leading.unconfirmed = 0;
             }
         }

@@ -25,6 +25,7 @@ mod claim;
 mod follow;
 mod lead;
 mod report;
+mod takeover;
 
 /// How long a member that joins (or whose session was reset) waits for
 /// the other members' presence before it takes part in elections.
@@ -37,8 +38,19 @@ const SAVE_EVERY: Duration = Duration::from_millis(50);
 /// A job refused because the instance's buffer is full is tried again
 /// after this.
 const BUSY_RETRY: Duration = Duration::from_millis(100);
-/// The id of the one item of a group's state node.
-const STATE_ITEM: &str = "state";
+/// Items a group's state node keeps: each leader saves its progress as an
+/// item of its own ([`state_item`]), so that a late save of an old leader
+/// (a stanza resent when its session resumed, or a leader that has not
+/// heard of the new one yet) cannot overwrite a newer leader's. A new
+/// leader reads them all and merges them.
+const STATE_ITEMS: usize = 4;
+
+/// The id of the item under which the leader `leader` saves its progress
+/// at `epoch`: `state-EPOCH-HASH`, HASH being the [`state::done_hash`] of
+/// the leader's full JID.
+fn state_item(epoch: u64, leader: &str) -> String {
+    format!("state-{epoch}-{:012x}", state::done_hash(leader))
+}
 /// How long a claim waits for the members' answers before it reads the
 /// group's state anyway (a dead leader never answers).
 const CLAIM_WAIT: Duration = Duration::from_secs(1);
@@ -113,8 +125,15 @@ struct Leading {
     trail_cap: usize,
     /// Until the stored items are read: live items that came meanwhile.
     early: Option<Vec<Incoming>>,
-    /// The state as read, until the stored items are.
-    read: Option<(GroupState, bool)>,
+    /// The states as read (one per leader that saved lately), until the
+    /// stored items are.
+    read: Option<(Vec<GroupState>, bool)>,
+    /// The done hashes of the states read: an event that comes again live
+    /// (a publisher repeating what the server may have lost) is done if
+    /// an earlier leader saw it done.
+    finished: HashSet<u64>,
+    /// The states are being read again before the first job goes out.
+    catching_up: bool,
     dirty: bool,
     saved_at: Option<Instant>,
     /// Saves on their way: a periodic save waits until none is, so that a
@@ -416,6 +435,13 @@ impl Leading {
     }
 
     fn offer(&mut self, id: String, item: Incoming, attempts: u32, now: Instant) {
+        if self.finished.contains(&state::done_hash(&id)) && !self.ledger.is_done(&id) {
+            // Done under an earlier leader: kept in order, as done.
+            self.ledger.done_elsewhere(&id);
+            self.seen.push_back(id);
+            self.dirty = true;
+            return;
+        }
         if self.ledger.offer(&id, attempts, now) {
             self.events.insert(id.clone(), item);
             self.seen.push_back(id);

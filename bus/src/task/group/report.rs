@@ -19,6 +19,11 @@ use crate::task::iq::PendingIq;
 
 /// How long a member remembers what it settled, for a new leader.
 const RECENT_WINDOW: Duration = Duration::from_secs(30);
+/// How many of the events it settled a member remembers (per group), for
+/// a new leader; reported in [`wire::MAX_REPORT`]s. About 80 bytes each.
+/// A state a crashed server lost entirely (a group begun just before the
+/// crash) leaves the new leader with only these.
+const RECENT_MAX: usize = 4 * wire::MAX_REPORT;
 
 impl Task {
     /// This instance acked or termed `item` of `key`.
@@ -27,7 +32,7 @@ impl Task {
             return;
         };
         group.recent.push_back((item.to_owned(), Instant::now()));
-        while group.recent.len() > wire::MAX_REPORT
+        while group.recent.len() > RECENT_MAX
             || group
                 .recent
                 .front()
@@ -50,12 +55,20 @@ impl Task {
             if leader == me || group.reported_to.as_ref() == Some(&claim) {
                 continue;
             }
-            let items = group
+            let items: Vec<&str> = group
                 .recent
                 .iter()
                 .filter(|(_, at)| at.elapsed() <= RECENT_WINDOW)
-                .map(|(item, _)| item.as_str());
-            reports.push((claim.0.clone(), wire::report(&key.group, &key.topic, items)));
+                .map(|(item, _)| item.as_str())
+                .collect();
+            // An empty report too, as ever: the leader learns it is followed.
+            for chunk in items
+                .chunks(wire::MAX_REPORT)
+                .chain(items.is_empty().then_some(&[][..]))
+            {
+                let report = wire::report(&key.group, &key.topic, chunk.iter().copied());
+                reports.push((claim.0.clone(), report));
+            }
             group.reported_to = Some(claim);
         }
         for (leader, report) in reports {
