@@ -93,6 +93,7 @@ impl Drop for InFlight<'_> {
 }
 
 /// What went wrong with one IQ, before it is mapped to a concern's error.
+#[derive(Debug)]
 enum IqError {
     Server(ServerError),
     TimedOut,
@@ -526,14 +527,27 @@ impl Bus {
     /// Sends `request` to the pubsub service; the task sends it again if
     /// the session is reset before the answer comes.
     async fn iq(&self, request: Repeatable, deadline: Instant) -> Result<Option<Element>, IqError> {
-        let (reply, answer) = oneshot::channel::<IqOutcome>();
         // Built here rather than in the task: the task is the bottleneck
         // of a busy bus, the callers are many.
+        let payload = request.to_element();
+        self.pubsub_iq(true, payload, Some(request), deadline).await
+    }
+
+    /// An IQ to the pubsub service, re-sent after a session reset if
+    /// `resend` says how.
+    async fn pubsub_iq(
+        &self,
+        set: bool,
+        payload: Element,
+        resend: Option<Repeatable>,
+        deadline: Instant,
+    ) -> Result<Option<Element>, IqError> {
+        let (reply, answer) = oneshot::channel::<IqOutcome>();
         let send = self.command(Command::Iq {
             to: self.inner.pubsub.clone(),
-            set: true,
-            payload: request.to_element(),
-            resend: Some(request),
+            set,
+            payload,
+            resend,
             reply,
         });
         match tokio::time::timeout_at(deadline, send).await {

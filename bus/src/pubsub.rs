@@ -18,6 +18,7 @@ pub(crate) const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
 pub(crate) const NS_PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
 const NS_DATA: &str = "jabber:x:data";
 const NS_NODE_CONFIG: &str = "http://jabber.org/protocol/pubsub#node_config";
+const NS_PUBSUB_OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
 const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 
 fn pubsub(child: Element) -> Element {
@@ -123,6 +124,83 @@ impl Repeatable {
             } => create(node, *max_items, *persistence),
         }
     }
+}
+
+/// `<configure node/>` of the owner namespace: asks for a node's
+/// configuration form (XEP-0060 §8.2), which its creator may read.
+pub(crate) fn configuration(node: &str) -> Element {
+    Element::builder("pubsub", NS_PUBSUB_OWNER)
+        .append(
+            Element::builder("configure", NS_PUBSUB_OWNER)
+                .attr(name("node"), node)
+                .build(),
+        )
+        .build()
+}
+
+/// What a node keeps, as its configuration form says:
+/// `pubsub#persist_items` and `pubsub#max_items` (`max`: [`u32::MAX`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Kept {
+    pub persist_items: Option<bool>,
+    pub max_items: Option<u32>,
+}
+
+/// Reads [`Kept`] from the answer to [`configuration`].
+pub(crate) fn kept(result: &Element) -> Kept {
+    let form = result
+        .get_child("configure", NS_PUBSUB_OWNER)
+        .and_then(|configure| configure.get_child("x", NS_DATA));
+    let value = |var: &str| {
+        form?
+            .children()
+            .find(|field| field.is("field", NS_DATA) && field.attr("var") == Some(var))?
+            .get_child("value", NS_DATA)
+            .map(Element::text)
+    };
+    Kept {
+        persist_items: value("pubsub#persist_items").and_then(|v| match v.trim() {
+            "1" | "true" => Some(true),
+            "0" | "false" => Some(false),
+            _ => None,
+        }),
+        max_items: value("pubsub#max_items").and_then(|v| match v.trim() {
+            "max" => Some(u32::MAX),
+            n => n.parse().ok(),
+        }),
+    }
+}
+
+/// Where a server's setting caps what a node keeps, for the warnings.
+const RAISE_THE_CAP: &str = "raise the server's cap: on Prosody `pubsub_max_items` on the pubsub \
+     component (default 256; a node asking for more is refused, and the node its autocreate \
+     makes keeps 20), on ejabberd `max_items_node` in mod_pubsub, on the embedded server \
+     `max_items_limit`; or ask for less with BusConfigBuilder::max_items (see docs/SERVERS.md)";
+
+/// The warning for a persistent topic whose node keeps fewer events than
+/// `asked`, or none, if it does.
+pub(crate) fn shortfall(topic: &str, asked: u32, kept: Kept) -> Option<String> {
+    if kept.persist_items == Some(false) {
+        return Some(format!(
+            "topic {topic:?} keeps none of its events (the server has pubsub#persist_items \
+             off for it): replay and the gap fill after a session reset find nothing; check \
+             the server's default node configuration (see docs/SERVERS.md)"
+        ));
+    }
+    let max = kept.max_items.filter(|&max| max < asked)?;
+    Some(format!(
+        "topic {topic:?} keeps only {max} events, not the {asked} this bus asks for: replay \
+         and the gap fill after a session reset reach back {max} events; {RAISE_THE_CAP}"
+    ))
+}
+
+/// The warning for a node the server would not create with this
+/// configuration (`not-acceptable`: over a limit).
+pub(crate) fn refused_configuration(topic: &str, asked: u32, error: &ServerError) -> String {
+    format!(
+        "the server refused to create topic {topic:?} keeping {asked} events ({error}); a node \
+         it creates on the first publish keeps the server's default instead; {RAISE_THE_CAP}"
+    )
 }
 
 /// `<subscribe node jid/>`.
@@ -376,6 +454,46 @@ mod tests {
             create.to_element(),
             super::create("orders", 9, Persistence::Persistent)
         );
+    }
+
+    #[test]
+    fn a_node_that_keeps_less_than_asked_is_named() {
+        let answer = |persist: &str, max: &str| -> Element {
+            format!(
+                "<pubsub xmlns='http://jabber.org/protocol/pubsub#owner'><configure node='t'>\
+                 <x xmlns='jabber:x:data' type='form'>\
+                 <field var='FORM_TYPE' type='hidden'><value>{NS_NODE_CONFIG}</value></field>\
+                 <field var='pubsub#persist_items' type='boolean'><value>{persist}</value></field>\
+                 <field var='pubsub#max_items' type='text-single'><value>{max}</value></field>\
+                 </x></configure></pubsub>"
+            )
+            .parse()
+            .unwrap()
+        };
+        let prosody = kept(&answer("true", "20"));
+        assert_eq!(
+            prosody,
+            Kept {
+                persist_items: Some(true),
+                max_items: Some(20)
+            }
+        );
+        let warning = shortfall("orders", 1000, prosody).unwrap();
+        assert!(
+            warning.contains("keeps only 20 events, not the 1000"),
+            "{warning}"
+        );
+        assert!(warning.contains("`pubsub_max_items`"), "{warning}");
+        assert_eq!(shortfall("orders", 1000, kept(&answer("1", "1000"))), None);
+        assert_eq!(shortfall("orders", 1000, kept(&answer("1", "max"))), None);
+        let off = shortfall("orders", 1000, kept(&answer("0", "1000"))).unwrap();
+        assert!(off.contains("keeps none of its events"), "{off}");
+        // An answer without a form says nothing.
+        let bare: Element = "<pubsub xmlns='http://jabber.org/protocol/pubsub#owner'/>"
+            .parse()
+            .unwrap();
+        assert_eq!(kept(&bare), Kept::default());
+        assert_eq!(shortfall("orders", 1000, Kept::default()), None);
     }
 
     #[test]

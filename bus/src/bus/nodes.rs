@@ -1,13 +1,14 @@
-//! A topic's node, created once per bus and topic: with the bus's
-//! `max_items`, or transient.
+//! A topic's node: created once per bus and topic, with the bus's
+//! `max_items` or as transient, and read back to warn when the server keeps
+//! fewer events than asked.
 
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::{Bus, IqError};
 use crate::event::Persistence;
-use crate::pubsub::Repeatable;
+use crate::pubsub::{self, Repeatable};
 
 impl Bus {
     /// Creates the topic's node (persistent or transient), once per bus. An
@@ -50,9 +51,24 @@ impl Bus {
                 max_items: self.inner.config.max_items,
                 persistence,
             };
+            let asked = self.inner.config.max_items;
             match self.iq(request, deadline).await {
-                Ok(_) => debug!(topic, "node created"),
+                Ok(_) => {
+                    debug!(topic, "node created");
+                    if persistence == Persistence::Persistent {
+                        self.check_kept(topic, asked, deadline).await;
+                    }
+                }
                 Err(IqError::Server(error)) if error.condition == "conflict" => {}
+                // Over a server's limit: the embedded server says
+                // not-acceptable, Prosody bad-request ("max_items: out of
+                // bounds"), and its autocreate then makes the node with
+                // its default of 20 items.
+                Err(IqError::Server(error))
+                    if matches!(error.condition.as_str(), "not-acceptable" | "bad-request") =>
+                {
+                    warn!("{}", pubsub::refused_configuration(topic, asked, &error));
+                }
                 Err(IqError::Server(error)) => {
                     debug!(topic, %error, "node not created; relying on an existing or auto-created node");
                 }
@@ -62,5 +78,23 @@ impl Bus {
         })
         .await
         .map(|_| ())
+    }
+
+    /// Reads back what the node of `topic`, just created, keeps, and warns
+    /// when the server keeps fewer events than `asked` (a server may lower
+    /// `max_items` to its cap instead of refusing).
+    async fn check_kept(&self, topic: &str, asked: u32, deadline: Instant) {
+        let payload = pubsub::configuration(topic);
+        match self.pubsub_iq(false, payload, None, deadline).await {
+            Ok(Some(result)) => {
+                let kept = pubsub::kept(&result);
+                debug!(topic, ?kept, "node configuration");
+                if let Some(warning) = pubsub::shortfall(topic, asked, kept) {
+                    warn!("{warning}");
+                }
+            }
+            Ok(None) => {}
+            Err(error) => debug!(topic, ?error, "node configuration not read"),
+        }
     }
 }
