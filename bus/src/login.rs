@@ -245,7 +245,7 @@ impl Login {
             .await
             .map_err(|e| ConnectError::Tls {
                 server,
-                reason: e.to_string(),
+                reason: with_certificate_hint(e.to_string()),
             })
     }
 
@@ -291,6 +291,25 @@ impl Login {
             identity: self.jid.clone(),
         })
     }
+}
+
+/// A handshake error, with what to do about the certificate problems a
+/// new deployment meets (rustls names them in the error's text).
+fn with_certificate_hint(reason: String) -> String {
+    let hint = if reason.contains("CaUsedAsEndEntity") {
+        "the server presents a CA certificate as its own (a plain self-signed one): \
+         make a CA and a server certificate signed by it"
+    } else if reason.contains("UnknownIssuer") {
+        "the server's certificate is not signed by a trusted CA: give its CA with \
+         BusConfig::ca_file or XBUS_TLS=/path/to/ca.pem"
+    } else if reason.contains("NotValidForName") {
+        "the server's certificate does not name the JID's domain (subjectAltName)"
+    } else if reason.contains("Expired") {
+        "the server's certificate has expired"
+    } else {
+        return reason;
+    };
+    format!("{reason}; {hint} (docs/DEPLOYMENT.md, \"TLS\")")
 }
 
 fn system_roots() -> RootCertStore {
@@ -353,3 +372,23 @@ const _: fn() = || {
     fn assert_io<T: AsyncRead + AsyncWrite + Unpin + Send>() {}
     assert_io::<tokio_rustls::client::TlsStream<TcpStream>>();
 };
+
+#[cfg(test)]
+mod tests {
+    use super::with_certificate_hint;
+
+    #[test]
+    fn certificate_errors_say_what_to_do() {
+        let hinted = with_certificate_hint(
+            "invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))".into(),
+        );
+        assert!(
+            hinted.contains("make a CA and a server certificate"),
+            "{hinted}"
+        );
+        assert!(hinted.contains("docs/DEPLOYMENT.md"), "{hinted}");
+        let hinted = with_certificate_hint("invalid peer certificate: UnknownIssuer".into());
+        assert!(hinted.contains("XBUS_TLS"), "{hinted}");
+        assert_eq!(with_certificate_hint("eof".into()), "eof");
+    }
+}
