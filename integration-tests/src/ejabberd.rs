@@ -77,7 +77,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::ejabberd_config::{config_text, ctl_config_text};
+use crate::ejabberd_config::{TUNED_SCHEMA, config_text, ctl_config_text};
 use crate::ejabberd_register::register_in_band;
 use crate::ejabberd_user::{chown_tree, ejabberd_user};
 use crate::launch::{LaunchOutput, ServerHome};
@@ -85,7 +85,6 @@ use crate::process::{self, LaunchError, ServerProcess};
 use crate::{Account, EJABBERD_INSTALL_HINT, HarnessError, ServerKind, Storage, XmppServer, certs};
 
 pub(crate) const DOMAIN: &str = "localhost";
-pub(crate) const PUBSUB: &str = "pubsub.localhost";
 /// ejabberd needs about 1 s to open its port on an idle machine; much more
 /// when the test threads keep both cores busy.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -120,10 +119,6 @@ pub struct Ejabberd {
     beam: Option<u32>,
     next_account: AtomicUsize,
 }
-
-/// Mnesia's table types that [`Storage::Tuned`] changes (read by ejabberd
-/// at start-up from the spool directory; see docs/SERVERS.md).
-const TUNED_SCHEMA: &str = "pubsub_item:\n  storage_type: disc_copies\n";
 
 impl Ejabberd {
     /// Starts an ejabberd on a free port of 127.0.0.1 and waits (at most

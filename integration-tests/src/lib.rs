@@ -67,6 +67,7 @@ mod launch;
 mod process;
 mod prosody;
 pub mod proxy;
+mod template;
 #[cfg(test)]
 mod tests;
 
