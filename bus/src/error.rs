@@ -113,6 +113,51 @@ impl fmt::Display for ServerError {
 
 impl std::error::Error for ServerError {}
 
+/// The hint for a pubsub address that no service answers at.
+const NO_PUBSUB_SERVICE: &str = "; no pubsub service answers at that address: Prosody needs a \
+     `Component \"pubsub.DOMAIN\" \"pubsub\"` section, ejabberd `mod_pubsub`; or name the \
+     service with BusConfig's `pubsub_service` or XBUS_PUBSUB (docs/DEPLOYMENT.md, \
+     \"Installing the config\")";
+
+impl ServerError {
+    /// For a pubsub refusal that a new deployment meets: what to change,
+    /// and where docs/DEPLOYMENT.md says more; empty otherwise.
+    pub(crate) fn pubsub_hint(&self) -> &'static str {
+        if self.specific.as_deref() == Some("payload-too-big") {
+            return "; raise the server's limit: ejabberd's `max_payload_size` in mod_pubsub's \
+                    `default_node_config`, Prosody's `c2s_stanza_size_limit` \
+                    (docs/DEPLOYMENT.md, \"Throttles\")";
+        }
+        // What each server answers for a pubsub address nobody serves:
+        // the embedded server `remote-server-not-found`, Prosody
+        // `not-allowed` ("Communication with remote domains is not
+        // enabled"), ejabberd `forbidden` ("Access denied by service
+        // policy": its s2s is off).
+        let elsewhere = self
+            .text
+            .as_deref()
+            .is_some_and(|t| t.contains("service policy") || t.contains("remote domains"));
+        match self.condition.as_str() {
+            "forbidden" | "not-allowed" if elsewhere => NO_PUBSUB_SERVICE,
+            "service-unavailable" | "remote-server-not-found" | "recipient-unavailable" => {
+                NO_PUBSUB_SERVICE
+            }
+            "forbidden" => {
+                "; this account may not create or publish to the topic: on Prosody 0.12 only \
+                 admins of the pubsub component may (list the account in the component's \
+                 `admins`); on ejabberd see `access_createnode` and the node's \
+                 `publish_model` (docs/DEPLOYMENT.md, \"Who may create topics\")"
+            }
+            "item-not-found" => {
+                "; the topic does not exist and the server did not create it: on Prosody set \
+                 `autocreate_on_publish = true` in the pubsub component (docs/DEPLOYMENT.md, \
+                 \"Who may create topics\")"
+            }
+            _ => "",
+        }
+    }
+}
+
 /// An event could not be serialized.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot encode as {encoding}: {reason}")]
@@ -146,7 +191,7 @@ pub enum PublishError {
         max: usize,
     },
     /// The pubsub service refused the item (forbidden, payload-too-big, ...).
-    #[error("the server refused to publish to {topic:?}: {error}")]
+    #[error("the server refused to publish to {topic:?}: {error}{}", error.pubsub_hint())]
     Rejected {
         /// The topic.
         topic: String,
@@ -190,7 +235,7 @@ pub enum SubscribeError {
     #[error(transparent)]
     InvalidTopic(#[from] TopicError),
     /// The pubsub service refused the subscription.
-    #[error("the server refused the subscription to {topic:?}: {error}")]
+    #[error("the server refused the subscription to {topic:?}: {error}{}", error.pubsub_hint())]
     Rejected {
         /// The topic.
         topic: String,

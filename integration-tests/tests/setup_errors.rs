@@ -1,0 +1,99 @@
+//! The set-up mistakes a new deployment makes give errors that name the
+//! fix and the section of docs/DEPLOYMENT.md that explains it: a pubsub
+//! service that is not there (all servers), and on Prosody 0.12 an account
+//! that is not an admin of the pubsub component, which may neither create
+//! nor publish to a topic.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde::{Deserialize, Serialize};
+use xbus::{Bus, Event, PublishError, SubscribeError};
+use xbus_integration_tests::{Account, XmppServer};
+
+#[derive(Event, Serialize, Deserialize, Debug)]
+#[event(topic = "setup.orders")]
+struct Order {
+    id: u64,
+}
+
+/// A bus of `account` whose publishes and subscriptions go to `pubsub`.
+async fn bus_to(server: &dyn XmppServer, account: &Account, pubsub: &str) -> Bus {
+    let config = config(server, account)
+        .pubsub_service(pubsub)
+        .build()
+        .expect("valid config");
+    within("connect", Bus::connect(config))
+        .await
+        .unwrap_or_else(|e| panic!("{}connect: {e}", tag()))
+}
+
+#[tokio::test]
+async fn a_missing_pubsub_service_is_named_with_the_fix() {
+    matrix(async |kind| {
+        let server = start(kind);
+        let account = server.account().expect("register account");
+        let bus = bus_to(&*server, &account, "nopubsub.localhost").await;
+        let error = within("publish", bus.publish(&Order { id: 1 }))
+            .await
+            .expect_err("no pubsub service there");
+        let text = error.to_string();
+        eprintln!("{}publish: {text}", tag());
+        assert!(
+            matches!(error, PublishError::Rejected { .. }),
+            "{}{error:?}",
+            tag()
+        );
+        for needle in ["no pubsub service", "XBUS_PUBSUB", "docs/DEPLOYMENT.md"] {
+            assert!(text.contains(needle), "{}{needle:?} in: {text}", tag());
+        }
+        let error = within("subscribe", bus.subscribe::<Order>())
+            .await
+            .expect_err("no pubsub service there");
+        let text = error.to_string();
+        eprintln!("{}subscribe: {text}", tag());
+        assert!(
+            matches!(error, SubscribeError::Rejected { .. }),
+            "{}{error:?}",
+            tag()
+        );
+        assert!(text.contains("no pubsub service"), "{}{text}", tag());
+        bus.close().await.expect("close");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_prosody_account_that_is_not_a_pubsub_admin_is_told_so() {
+    let server = prosody();
+    // An account outside the harness's pool, which the config makes admins.
+    let (user, password) = ("outsider", "outsider-password");
+    let status = Command::new("prosodyctl")
+        .arg("--config")
+        .arg(server.config_path())
+        .args(["register", user, "localhost", password])
+        .status()
+        .expect("run prosodyctl");
+    assert!(status.success(), "prosodyctl register: {status}");
+    let account = Account {
+        jid: format!("{user}@localhost"),
+        password: password.to_owned(),
+    };
+    let bus = bus_to(&server, &account, "pubsub.localhost").await;
+    let error = within("publish", bus.publish(&Order { id: 1 }))
+        .await
+        .expect_err("a non-admin may not create the topic");
+    let text = error.to_string();
+    eprintln!("[prosody] publish: {text}");
+    for needle in [
+        "forbidden",
+        "`admins`",
+        "Who may create topics",
+        "docs/DEPLOYMENT.md",
+    ] {
+        assert!(text.contains(needle), "{needle:?} in: {text}");
+    }
+    bus.close().await.expect("close");
+}
