@@ -99,7 +99,13 @@ pub struct Prosody {
     addr: SocketAddr,
     process: Option<ServerProcess>,
     next_account: AtomicUsize,
+    /// Debian's own `prosody.cfg.lua`, when the server runs on it instead
+    /// of `deploy/prosody/prosody.cfg.lua`.
+    debian: Option<String>,
 }
+
+/// Where Debian's `prosody` package puts its config.
+const DEBIAN_CONFIG: &str = "/etc/prosody/prosody.cfg.lua";
 
 impl Prosody {
     /// Starts a Prosody on a free port of 127.0.0.1 and waits (at most 10 s)
@@ -138,6 +144,34 @@ impl Prosody {
         if storage == Storage::Tuned {
             wal_database(&home.root.join(config::SQLITE_FILE))?;
         }
+        Prosody::start_in(home, None)
+    }
+
+    /// A Prosody on Debian's own config (`/etc/prosody/prosody.cfg.lua`,
+    /// as the package installs it), with only where it lives and listens
+    /// adapted (pid file, data and log paths, the test certificate, c2s on
+    /// a free loopback port and no other listener): what a new user who
+    /// has not read docs/DEPLOYMENT.md runs xbus against. It has no pubsub
+    /// component, requires TLS (trust [`XmppServer::ca_file`]) and throttles
+    /// clients to 10 kB/s (`mod_limits`).
+    ///
+    /// # Panics
+    ///
+    /// If Prosody, or its config file, is not installed; the message says
+    /// how to install it.
+    pub fn start_on_debian_config() -> Result<Prosody, HarnessError> {
+        require_binary("prosody", PROSODY_INSTALL_HINT);
+        require_binary("prosodyctl", PROSODY_INSTALL_HINT);
+        let debian = fs::read_to_string(DEBIAN_CONFIG).unwrap_or_else(|e| {
+            panic!("cannot read Debian's Prosody config {DEBIAN_CONFIG} ({e}); install it with: {PROSODY_INSTALL_HINT}")
+        });
+        let home = ServerHome::create("xbus-prosody-debian-", &["data"])?;
+        Prosody::start_in(home, Some(debian))
+    }
+
+    /// Starts a Prosody in `home`, on Debian's config if `debian` is its
+    /// text, else on the deployed one.
+    fn start_in(home: ServerHome, debian: Option<String>) -> Result<Prosody, HarnessError> {
         let mut server = Prosody {
             config: home.root.join("prosody.cfg.lua"),
             dir: Some(home.dir),
@@ -146,6 +180,7 @@ impl Prosody {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             process: None,
             next_account: AtomicUsize::new(0),
+            debian,
         };
         process::start_on_free_port(&mut server, "Prosody", |server, port| {
             server.addr.set_port(port);
@@ -184,7 +219,11 @@ impl Prosody {
     /// it listens there.
     fn launch(&mut self) -> Result<(), LaunchError> {
         let fatal = LaunchError::Fatal;
-        fs::write(&self.config, config::text(&self.root, self.addr.port())).map_err(|e| {
+        let text = match &self.debian {
+            Some(debian) => config::debian_text(debian, &self.root, self.addr.port()),
+            None => config::text(&self.root, self.addr.port()),
+        };
+        fs::write(&self.config, text).map_err(|e| {
             fatal(HarnessError::io(
                 format!("writing {}", self.config.display()),
                 e,

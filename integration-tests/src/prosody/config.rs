@@ -60,6 +60,46 @@ pub(super) fn text(root: &Path, port: u16) -> String {
         .finish("--")
 }
 
+/// Debian's own config (`debian`, the text of `/etc/prosody/prosody.cfg.lua`)
+/// for a server in `root` with c2s on 127.0.0.1:`port`: only where the
+/// server lives and listens is changed, by settings added after its
+/// `certificates` line (later settings win in Prosody's config), and its
+/// `Include` of `/etc/prosody/conf.d` is left out.
+pub(super) fn debian_text(debian: &str, root: &Path, port: u16) -> String {
+    let path = |name: &str| lua_string(&root.join(name).to_string_lossy());
+    let adapted = format!(
+        "-- Adapted by xbus-integration-tests: where a test server lives and listens.\n\
+         pidfile = {pidfile}\n\
+         data_path = {data}\n\
+         certificates = {certs}\n\
+         log = {{ info = {log} }}\n\
+         run_as_root = true\n\
+         interfaces = {{ \"127.0.0.1\" }}\n\
+         local_interfaces = {{ \"127.0.0.1\" }}\n\
+         c2s_ports = {{ {port} }}\n\
+         c2s_direct_tls_ports = {{ }}\n\
+         legacy_ssl_ports = {{ }}\n\
+         s2s_ports = {{ }}\n\
+         component_ports = {{ }}\n\
+         http_ports = {{ }}\n\
+         https_ports = {{ }}",
+        pidfile = path("prosody.pid"),
+        data = path("data"),
+        certs = path("certs"),
+        log = path("prosody.log"),
+    );
+    Template::new(DEBIAN_FILE, debian)
+        .insert_after("certificates =", &adapted)
+        .set(
+            "Include \"conf.d/",
+            "-- Include \"conf.d/*.cfg.lua\": left out (its localhost.cfg.lua repeats the VirtualHost)",
+        )
+        .finish("--")
+}
+
+/// Debian's config, for messages.
+const DEBIAN_FILE: &str = "/etc/prosody/prosody.cfg.lua";
+
 /// Prosody's SQLite database, relative to the server's directory (the
 /// deployed config names it relative to `data_path`).
 pub(crate) const SQLITE_FILE: &str = "data/prosody.sqlite";
