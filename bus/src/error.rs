@@ -227,6 +227,44 @@ pub enum PublishError {
     Closed,
 }
 
+/// [`Bus::create_topic`](crate::Bus::create_topic) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TopicSetupError {
+    /// The topic is not a valid node name.
+    #[error(transparent)]
+    InvalidTopic(#[from] TopicError),
+    /// A publisher is not a bare JID.
+    #[error("invalid publisher {jid:?}: give an account's bare JID, e.g. orders@example.org")]
+    InvalidPublisher {
+        /// What was given.
+        jid: String,
+    },
+    /// The pubsub service refused to create the topic, or to make the
+    /// accounts its publishers.
+    #[error("the server refused to {step} {topic:?}: {error}{}", error.pubsub_hint())]
+    Rejected {
+        /// The topic.
+        topic: String,
+        /// `create` or `set the publishers of`.
+        step: &'static str,
+        /// The server's error.
+        #[source]
+        error: ServerError,
+    },
+    /// The server did not answer in time.
+    #[error("no answer about topic {topic:?} within {after:?}")]
+    TimedOut {
+        /// The topic.
+        topic: String,
+        /// How long the bus waited.
+        after: Duration,
+    },
+    /// The bus is closed.
+    #[error("the bus is closed")]
+    Closed,
+}
+
 /// [`Bus::subscribe`](crate::Bus::subscribe) failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

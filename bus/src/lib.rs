@@ -172,7 +172,7 @@ pub use consume::{
 };
 pub use error::{
     CloseError, ConfigError, ConnectError, ConsumeError, DecodeError, DeliveryError, EncodeError,
-    PublishError, SendError, ServerError, SubscribeError,
+    PublishError, SendError, ServerError, SubscribeError, TopicSetupError,
 };
 pub use event::{
     Encoding, Event, MAX_TOPIC_LEN, Persistence, TopicError, UnknownEncoding, validate_topic,

@@ -126,6 +126,25 @@ impl Repeatable {
     }
 }
 
+/// `<affiliations node/>` of the owner namespace: makes each of `jids` a
+/// publisher of `node` (XEP-0060 §8.9.2).
+pub(crate) fn publishers(node: &str, jids: &[String]) -> Element {
+    let affiliations = jids.iter().map(|jid| {
+        Element::builder("affiliation", NS_PUBSUB_OWNER)
+            .attr(name("jid"), jid.as_str())
+            .attr(name("affiliation"), "publisher")
+            .build()
+    });
+    Element::builder("pubsub", NS_PUBSUB_OWNER)
+        .append(
+            Element::builder("affiliations", NS_PUBSUB_OWNER)
+                .attr(name("node"), node)
+                .append_all(affiliations)
+                .build(),
+        )
+        .build()
+}
+
 /// `<configure node/>` of the owner namespace: asks for a node's
 /// configuration form (XEP-0060 §8.2), which its creator may read.
 pub(crate) fn configuration(node: &str) -> Element {

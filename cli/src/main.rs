@@ -11,6 +11,7 @@
 //! | `xbus consume TOPIC --group NAME` | takes a share of a consumer group's events, prints each job as JSON and acks it (`--nak` to nak) |
 //! | `xbus req TARGET METHOD JSON` | calls a service, prints its answer as JSON |
 //! | `xbus services SERVICE` | the live table of a service's instances |
+//! | `xbus topic create TOPIC --publisher JID` | creates a topic as this account and lets those accounts publish (for servers where services may not create topics) |
 //! | `xbus bench ARGS` | runs `xbus-bench ARGS`, the benchmark (its own crate, `bench/`): xbus beside raw tokio-xmpp, NATS and HTTP |
 //!
 //! The bus commands take `--jid`, `--password`, `--server`, `--pubsub` and
@@ -71,6 +72,8 @@ enum Command {
     Req(cmd::request::ReqArgs),
     /// Shows the online instances of a service, live.
     Services(cmd::services::ServicesArgs),
+    /// Sets topics up: `xbus topic create TOPIC --publisher JID`.
+    Topic(cmd::topic::TopicArgs),
     /// Runs the embedded XMPP server.
     Server(cmd::server::ServerArgs),
     /// Measures xbus beside raw tokio-xmpp, NATS and HTTP: runs
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
             Command::Consume(args) => cmd::consume::run(args).await,
             Command::Req(args) => cmd::request::run(args).await,
             Command::Services(args) => cmd::services::run(args).await,
+            Command::Topic(args) => cmd::topic::run(args).await,
             Command::Server(args) => cmd::server::run(args).await,
             // Waits for the benchmark's process: nothing else runs here.
             Command::Bench(args) => return cmd::bench::run(args),

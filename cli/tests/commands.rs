@@ -416,3 +416,28 @@ async fn bench_runs_xbus_bench_or_says_how_to() {
     assert_eq!(out.code, Some(3), "{out:?}");
     assert_eq!(out.stdout, "xbus-bench --help --out x\n", "{out:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_create_sets_a_topic_up_for_its_publishers() {
+    matrix(async |kind| {
+        let (admin, publisher) = (User::new(kind), User::new(kind));
+        let topic = format!("cli.setup.{kind}");
+        let out = run(admin.xbus(&[
+            "topic",
+            "create",
+            &topic,
+            "--publisher",
+            publisher.jid(),
+            "--max-items",
+            "50",
+        ]))
+        .await;
+        assert_eq!(out.ok(), "", "{out:?}");
+        let id = run(publisher.xbus(&["pub", &topic, r#"{"id":1}"#])).await;
+        assert!(!id.ok().trim().is_empty(), "{id:?}");
+        let bad = run(admin.xbus(&["topic", "create", &topic, "--publisher", "nobody"])).await;
+        assert_eq!(bad.code, Some(1), "{bad:?}");
+        assert!(bad.stderr.contains("bare JID"), "{bad:?}");
+    })
+    .await;
+}

@@ -65,22 +65,27 @@ async fn a_missing_pubsub_service_is_named_with_the_fix() {
     .await;
 }
 
-#[tokio::test]
-async fn a_prosody_account_that_is_not_a_pubsub_admin_is_told_so() {
-    let server = prosody();
-    // An account outside the harness's pool, which the config makes admins.
-    let (user, password) = ("outsider", "outsider-password");
+/// An account outside the harness's pool, which the config makes admins
+/// of the pubsub component: a plain service account.
+fn outsider(server: &xbus_integration_tests::Prosody, user: &str) -> Account {
+    let password = format!("{user}-password");
     let status = Command::new("prosodyctl")
         .arg("--config")
         .arg(server.config_path())
-        .args(["register", user, "localhost", password])
+        .args(["register", user, "localhost", &password])
         .status()
         .expect("run prosodyctl");
     assert!(status.success(), "prosodyctl register: {status}");
-    let account = Account {
+    Account {
         jid: format!("{user}@localhost"),
-        password: password.to_owned(),
-    };
+        password,
+    }
+}
+
+#[tokio::test]
+async fn a_prosody_account_that_is_not_a_pubsub_admin_is_told_so() {
+    let server = prosody();
+    let account = outsider(&server, "outsider");
     let bus = bus_to(&server, &account, "pubsub.localhost").await;
     let error = within("publish", bus.publish(&Order { id: 1 }))
         .await
@@ -96,4 +101,60 @@ async fn a_prosody_account_that_is_not_a_pubsub_admin_is_told_so() {
         assert!(text.contains(needle), "{needle:?} in: {text}");
     }
     bus.close().await.expect("close");
+}
+
+/// Publishes one order as `publisher` and checks that `subscriber` gets it.
+async fn publish_reaches(publisher: &Bus, subscriber: &Bus) {
+    let mut orders = within("subscribe", subscriber.subscribe::<Order>())
+        .await
+        .expect("a plain account subscribes to the topic");
+    within("publish", publisher.publish(&Order { id: 7 }))
+        .await
+        .unwrap_or_else(|e| panic!("{}a named publisher publishes: {e}", tag()));
+    let delivery = next("the order", &mut orders).await.expect("stream open");
+    assert_eq!(delivery.event.id, 7);
+}
+
+#[tokio::test]
+async fn a_topic_set_up_once_takes_its_publishers_events() {
+    matrix(async |kind| {
+        let server = start(kind);
+        let (admin, publisher) = (bus(&*server).await, bus(&*server).await);
+        let jid = publisher.jid().to_bare().to_string();
+        within("create topic", admin.create_topic("setup.orders", &[&jid]))
+            .await
+            .unwrap_or_else(|e| panic!("{}create_topic: {e}", tag()));
+        // Again: an existing topic is fine.
+        within("create topic", admin.create_topic("setup.orders", &[&jid]))
+            .await
+            .unwrap_or_else(|e| panic!("{}create_topic again: {e}", tag()));
+        let error = within(
+            "create topic",
+            admin.create_topic("setup.orders", &["not a jid"]),
+        )
+        .await
+        .expect_err("not a JID");
+        assert!(error.to_string().contains("bare JID"), "{}{error}", tag());
+        publish_reaches(&publisher, &admin).await;
+        close_all([&admin, &publisher], Vec::new()).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn on_prosody_a_plain_account_publishes_to_a_topic_an_admin_set_up() {
+    let server = prosody();
+    let admin = bus(&server).await;
+    let account = outsider(&server, "orders");
+    let publisher = bus_to(&server, &account, "pubsub.localhost").await;
+    within(
+        "create topic",
+        admin.create_topic("setup.orders", &[&account.jid]),
+    )
+    .await
+    .expect("an admin sets the topic up");
+    let reader = outsider(&server, "shop");
+    let subscriber = bus_to(&server, &reader, "pubsub.localhost").await;
+    publish_reaches(&publisher, &subscriber).await;
+    close_all([&admin, &publisher, &subscriber], Vec::new()).await;
 }

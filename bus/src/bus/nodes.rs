@@ -7,7 +7,8 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::{Bus, IqError};
-use crate::event::Persistence;
+use crate::error::TopicSetupError;
+use crate::event::{Persistence, validate_topic};
 use crate::pubsub::{self, Repeatable};
 
 impl Bus {
@@ -78,6 +79,72 @@ impl Bus {
         })
         .await
         .map(|_| ())
+    }
+
+    /// Creates `topic` as this account, which becomes its owner, keeping
+    /// the bus's `max_items` events, and makes each of `publishers` (bare
+    /// JIDs of service accounts) a publisher of it. A topic that exists
+    /// already is fine: its publishers are set all the same.
+    ///
+    /// For servers on which services should not create topics themselves:
+    /// Prosody 0.12 lets only admins of the pubsub component create nodes,
+    /// and makes an admin owner of every node. Run this once per topic as
+    /// one admin account (`xbus topic create`); the services then publish
+    /// and subscribe as plain accounts (docs/DEPLOYMENT.md, "Who may create
+    /// topics").
+    pub async fn create_topic(
+        &self,
+        topic: &str,
+        publishers: &[&str],
+    ) -> Result<(), TopicSetupError> {
+        validate_topic(topic)?;
+        let mut jids = Vec::with_capacity(publishers.len());
+        for jid in publishers {
+            match jid.parse::<xmpp_parsers::jid::BareJid>() {
+                Ok(bare) if bare.node().is_some() => jids.push(bare.to_string()),
+                _ => {
+                    return Err(TopicSetupError::InvalidPublisher {
+                        jid: (*jid).to_owned(),
+                    });
+                }
+            }
+        }
+        let timeout = self.inner.config.publish_timeout;
+        let deadline = Instant::now() + timeout;
+        let failed = |step: &'static str| {
+            move |error: IqError| match error {
+                IqError::Server(error) => TopicSetupError::Rejected {
+                    topic: topic.to_owned(),
+                    step,
+                    error,
+                },
+                IqError::TimedOut => TopicSetupError::TimedOut {
+                    topic: topic.to_owned(),
+                    after: timeout,
+                },
+                IqError::Closed => TopicSetupError::Closed,
+            }
+        };
+        let create = Repeatable::Create {
+            node: topic.to_owned(),
+            max_items: self.inner.config.max_items,
+            persistence: Persistence::Persistent,
+        };
+        match self.iq(create, deadline).await {
+            Ok(_) => {
+                self.check_kept(topic, self.inner.config.max_items, deadline)
+                    .await
+            }
+            Err(IqError::Server(error)) if error.condition == "conflict" => {}
+            Err(error) => return Err(failed("create")(error)),
+        }
+        if !jids.is_empty() {
+            let payload = pubsub::publishers(topic, &jids);
+            self.pubsub_iq(true, payload, None, deadline)
+                .await
+                .map_err(failed("set the publishers of"))?;
+        }
+        Ok(())
     }
 
     /// Reads back what the node of `topic`, just created, keeps, and warns

@@ -11,6 +11,7 @@ pub mod request;
 pub mod server;
 pub mod services;
 pub mod subscribe;
+pub mod topic;
 
 use std::io::{ErrorKind, Write as _};
 

@@ -21,6 +21,7 @@ const FEATURES: &[&str] = &[
     "item-ids",
     "manage-subscriptions",
     "meta-data",
+    "modify-affiliations",
     "persistent-items",
     "publish",
     "publish-options",

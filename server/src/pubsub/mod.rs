@@ -13,7 +13,9 @@
 //! Publishing creates a missing node (`auto-create`, configurable),
 //! honours publish-options as preconditions (XEP-0060 §7.1.5) and evicts the
 //! oldest items beyond `max_items`. Owners configure, purge and delete
-//! nodes and list or change their subscriptions. disco#info and
+//! nodes, list or change their subscriptions, and list or set their
+//! `publisher` affiliations (kept and listed; every user may publish, as
+//! the publish model is open). disco#info and
 //! disco#items describe the service, the nodes and their items.
 //!
 //! # Choices, and where it differs from Prosody or ejabberd

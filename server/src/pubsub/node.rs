@@ -103,6 +103,10 @@ pub(crate) struct Node {
     pub items: ItemStore,
     /// Subscribed JID (as a string) → subscription; one per JID.
     pub subscriptions: BTreeMap<String, Subscription>,
+    /// Bare JIDs given the `publisher` affiliation by an owner (XEP-0060
+    /// §8.9.2). Every user may publish here (the publish model is open);
+    /// the list is kept and reported, as a client that sets it expects.
+    pub publishers: std::collections::BTreeSet<String>,
 }
 
 impl Node {
@@ -112,6 +116,7 @@ impl Node {
             config,
             items: ItemStore::default(),
             subscriptions: BTreeMap::new(),
+            publishers: Default::default(),
         }
     }
 

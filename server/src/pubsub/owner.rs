@@ -75,19 +75,22 @@ impl PubSub {
             }
             ("subscriptions", true) => self.modify_subscriptions(&node_name, verb),
             ("affiliations", false) => {
-                let list = build("affiliations", ns::OWNER, &[("node", &node_name)])
-                    .append(
-                        build(
-                            "affiliation",
-                            ns::OWNER,
-                            &[("jid", &node.owner), ("affiliation", "owner")],
-                        )
-                        .build(),
+                let affiliation = |jid: &str, affiliation: &str| {
+                    build(
+                        "affiliation",
+                        ns::OWNER,
+                        &[("jid", jid), ("affiliation", affiliation)],
                     )
+                    .build()
+                };
+                let publishers = node.publishers.iter().map(|j| affiliation(j, "publisher"));
+                let list = build("affiliations", ns::OWNER, &[("node", &node_name)])
+                    .append(affiliation(&node.owner, "owner"))
+                    .append_all(publishers)
                     .build();
                 Ok(Done::payload(owner(list)))
             }
-            ("affiliations", true) => Err(Failure::unsupported("modify-affiliations")),
+            ("affiliations", true) => self.modify_affiliations(&node_name, verb),
             ("delete" | "purge", false) | ("default", true) => Err(Failure::bad_request(format!(
                 "<{}/> in the wrong IQ type",
                 verb.name()
@@ -153,34 +156,31 @@ impl PubSub {
         }
     }
 
+    /// XEP-0060 §8.9.2: sets `publisher` (or `none`) affiliations; other
+    /// affiliations are not kept by this server.
+    fn modify_affiliations(&mut self, node_name: &str, request: &Element) -> Result<Done> {
+        let changes = jid_changes(request, "affiliation", "publisher")?;
+        let limit = self.config.max_subscriptions_per_node;
+        let node = self.node_mut(node_name)?;
+        for (jid, add) in changes {
+            let jid = jid.to_bare().to_string();
+            if !add {
+                node.publishers.remove(&jid);
+            } else if node.publishers.len() < limit {
+                node.publishers.insert(jid);
+            } else {
+                return Err(Failure::not_acceptable(format!(
+                    "more than {limit} publishers"
+                )));
+            }
+        }
+        Ok(Done::default())
+    }
+
     /// XEP-0060 §8.8.2: `subscription='none'` removes, `'subscribed'` adds.
     /// All changes are checked before any is made.
     fn modify_subscriptions(&mut self, node_name: &str, request: &Element) -> Result<Done> {
-        let mut changes = Vec::new();
-        for child in request.children() {
-            if !child.is("subscription", ns::OWNER) {
-                return Err(Failure::bad_request(format!(
-                    "unexpected <{}/>",
-                    child.name()
-                )));
-            }
-            let jid = child
-                .attr("jid")
-                .and_then(|j| Jid::new(j).ok())
-                .ok_or_else(|| {
-                    Failure::bad_request_app("invalid-jid", "a valid jid is required")
-                })?;
-            let add = match child.attr("subscription") {
-                Some("subscribed") => true,
-                Some("none") => false,
-                other => {
-                    return Err(Failure::not_acceptable(format!(
-                        "unsupported subscription state {other:?}"
-                    )));
-                }
-            };
-            changes.push((jid, add));
-        }
+        let changes = jid_changes(request, "subscription", "subscribed")?;
         let limit = self.config.max_subscriptions_per_node;
         let node = self.node(node_name)?;
         let adds = changes
@@ -217,4 +217,33 @@ impl PubSub {
 /// `<pubsub xmlns='…pubsub#owner'>child</pubsub>`.
 fn owner(child: Element) -> Element {
     Element::builder("pubsub", ns::OWNER).append(child).build()
+}
+
+/// The `<NAME jid='…' NAME='STATE'/>` children of an owner request: `add`
+/// for STATE `adding`, removal for `none`; anything else is refused.
+fn jid_changes(request: &Element, name: &str, adding: &str) -> Result<Vec<(Jid, bool)>> {
+    let mut changes = Vec::new();
+    for child in request.children() {
+        if !child.is(name, ns::OWNER) {
+            return Err(Failure::bad_request(format!(
+                "unexpected <{}/>",
+                child.name()
+            )));
+        }
+        let jid = child
+            .attr("jid")
+            .and_then(|j| Jid::new(j).ok())
+            .ok_or_else(|| Failure::bad_request_app("invalid-jid", "a valid jid is required"))?;
+        let add = match child.attr(name) {
+            Some(state) if state == adding => true,
+            Some("none") => false,
+            other => {
+                return Err(Failure::not_acceptable(format!(
+                    "unsupported {name} {other:?} (this server keeps {adding} and none)"
+                )));
+            }
+        };
+        changes.push((jid, add));
+    }
+    Ok(changes)
 }

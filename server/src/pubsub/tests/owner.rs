@@ -195,16 +195,41 @@ fn affiliations() {
         .unwrap()
         .clone();
     assert_eq!(aff.attr("jid"), Some("a@localhost"));
+    // Publishers set by an owner are kept and listed; others are refused.
+    ok(&owner(
+        &mut ps,
+        A,
+        "set",
+        "<affiliations node='n'><affiliation jid='b@localhost/r2' affiliation='publisher'/></affiliations>",
+    ));
+    let reply = ok(&owner(&mut ps, A, "get", "<affiliations node='n'/>")).unwrap();
+    let list: Vec<_> = reply
+        .get_child("affiliations", OWNER_NS)
+        .unwrap()
+        .children()
+        .map(|a| (a.attr("jid").unwrap(), a.attr("affiliation").unwrap()))
+        .collect();
+    assert_eq!(
+        list,
+        [("a@localhost", "owner"), ("b@localhost", "publisher")]
+    );
     assert_err(
         &owner(
             &mut ps,
             A,
             "set",
-            "<affiliations node='n'><affiliation jid='b@localhost' affiliation='publisher'/></affiliations>",
+            "<affiliations node='n'><affiliation jid='b@localhost' affiliation='outcast'/></affiliations>",
         ),
-        "feature-not-implemented",
-        Some("unsupported"),
+        "not-acceptable",
+        None,
     );
+    ok(&owner(
+        &mut ps,
+        A,
+        "set",
+        "<affiliations node='n'><affiliation jid='b@localhost' affiliation='none'/></affiliations>",
+    ));
+    assert!(ps.nodes["n"].publishers.is_empty());
 }
 
 #[test]
