@@ -158,3 +158,79 @@ async fn on_prosody_a_plain_account_publishes_to_a_topic_an_admin_set_up() {
     publish_reaches(&publisher, &subscriber).await;
     close_all([&admin, &publisher, &subscriber], Vec::new()).await;
 }
+
+#[tokio::test]
+async fn on_prosody_a_plain_accounts_consumer_group_runs_on_nodes_an_admin_set_up() {
+    use futures::StreamExt;
+    init_tracing();
+    let server = prosody();
+    let admin = server.account().expect("register account");
+    let (orders, billing) = (outsider(&server, "orders"), outsider(&server, "billing"));
+    let setup = |max_items: u32| {
+        config(&server, &admin)
+            .max_items(max_items)
+            .build()
+            .expect("valid config")
+    };
+    let topics = within("connect", Bus::connect(setup(1000)))
+        .await
+        .expect("connect");
+    within(
+        "create topics",
+        topics.create_topic("setup.orders", &[&orders.jid, &billing.jid]),
+    )
+    .await
+    .expect("the topic");
+    within(
+        "create dead letters",
+        topics.create_topic("setup.orders.dead-letter", &[&billing.jid]),
+    )
+    .await
+    .expect("the dead-letter topic");
+    let states = within("connect", Bus::connect(setup(4)))
+        .await
+        .expect("connect");
+    within(
+        "create group state",
+        states.create_topic("xbus.group.billing.setup.orders", &[&billing.jid]),
+    )
+    .await
+    .expect("the group's state node");
+
+    let worker = bus_to(&server, &billing, "pubsub.localhost").await;
+    let mut jobs = within(
+        "consume",
+        worker.consume::<Order>("billing", xbus::ConsumeOptions::new()),
+    )
+    .await
+    .expect("a plain account consumes");
+    let publisher = bus_to(&server, &orders, "pubsub.localhost").await;
+    for id in 1..=3 {
+        within("publish", publisher.publish(&Order { id }))
+            .await
+            .expect("publish");
+    }
+    let mut handled = Vec::new();
+    while handled.len() < 3 {
+        let job = within("a job", jobs.next())
+            .await
+            .expect("consumer open")
+            .expect("a job");
+        handled.push(job.event.id);
+        job.ack().expect("ack");
+    }
+    handled.sort_unstable();
+    assert_eq!(handled, [1, 2, 3]);
+    // The acks reach the leader (this bus) and its progress is saved: no
+    // warning, and the counts say 3 acked.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let stats = within("stats", worker.stats()).await.expect("stats");
+        if stats.group_acked == 3 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{stats:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    close_all([&topics, &states, &worker, &publisher], Vec::new()).await;
+}
