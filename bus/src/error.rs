@@ -144,9 +144,12 @@ impl ServerError {
             }
             "forbidden" => {
                 "; this account may not create or publish to the topic: on Prosody 0.12 only \
-                 admins of the pubsub component may (list the account in the component's \
-                 `admins`); on ejabberd see `access_createnode` and the node's \
-                 `publish_model` (docs/DEPLOYMENT.md, \"Who may create topics\")"
+                 admins of the pubsub component may create topics (list the account in the \
+                 component's `admins`, or set the topic up once with `xbus topic create \
+                 --publisher`); on ejabberd a topic another account created takes only its \
+                 own publishers (set `publish_model: open` in mod_pubsub's \
+                 `default_node_config`, or `xbus topic create --publisher`) \
+                 (docs/DEPLOYMENT.md, \"Who may create topics\")"
             }
             "item-not-found" => {
                 "; the topic does not exist and the server did not create it: on Prosody set \

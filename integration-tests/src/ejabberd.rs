@@ -77,7 +77,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::ejabberd_config::{TUNED_SCHEMA, config_text, ctl_config_text};
+use crate::ejabberd_config::{TUNED_SCHEMA, config_text, ctl_config_text, debian_text};
 use crate::ejabberd_register::register_in_band;
 use crate::ejabberd_user::{chown_tree, ejabberd_user};
 use crate::launch::{LaunchOutput, ServerHome};
@@ -118,7 +118,13 @@ pub struct Ejabberd {
     /// The Erlang VM, the child of the `ejabberdctl` script.
     beam: Option<u32>,
     next_account: AtomicUsize,
+    /// Debian's own `ejabberd.yml`, when the server runs on it instead of
+    /// `deploy/ejabberd/ejabberd.yml`.
+    debian: Option<String>,
 }
+
+/// Where Debian's `ejabberd` package puts its config.
+const DEBIAN_CONFIG: &str = "/etc/ejabberd/ejabberd.yml";
 
 impl Ejabberd {
     /// Starts an ejabberd on a free port of 127.0.0.1 and waits (at most
@@ -143,6 +149,31 @@ impl Ejabberd {
     /// the items in RAM and logs every write to disk, instead of a DETS
     /// file whose per-node index costs O(`max_items`) per publish.
     pub fn start_with(storage: Storage) -> Result<Ejabberd, HarnessError> {
+        Ejabberd::start_in(storage, None)
+    }
+
+    /// An ejabberd on Debian's own config (`/etc/ejabberd/ejabberd.yml`,
+    /// as the package installs it) with only where it listens and its
+    /// certificate adapted: its `listen:` section becomes the one c2s
+    /// listener it has (its own options kept: `shaper: c2s_shaper`,
+    /// `max_stanza_size: 262144`, `starttls_required: true`) on a free
+    /// loopback port, and `certfiles:` the test certificate. Accounts are
+    /// registered with `ejabberdctl register` (its `mod_register` allows one
+    /// in-band registration per address per 10 minutes). Item storage is
+    /// ejabberd's own.
+    ///
+    /// # Panics
+    ///
+    /// If ejabberd, or its config file, is not installed; the message says
+    /// how to install it.
+    pub fn start_on_debian_config() -> Result<Ejabberd, HarnessError> {
+        let debian = fs::read_to_string(DEBIAN_CONFIG).unwrap_or_else(|e| {
+            panic!("cannot read Debian's ejabberd config {DEBIAN_CONFIG} ({e}); install it with: {EJABBERD_INSTALL_HINT}")
+        });
+        Ejabberd::start_in(Storage::Stock, Some(debian))
+    }
+
+    fn start_in(storage: Storage, debian: Option<String>) -> Result<Ejabberd, HarnessError> {
         crate::require_binary("ejabberdctl", EJABBERD_INSTALL_HINT);
         crate::require_binary("erl", EJABBERD_INSTALL_HINT);
         let user = ejabberd_user();
@@ -187,6 +218,7 @@ impl Ejabberd {
             process: None,
             beam: None,
             next_account: AtomicUsize::new(0),
+            debian,
         };
         process::start_on_free_port(&mut server, "ejabberd", |server, port| {
             server.addr.set_port(port);
@@ -307,10 +339,11 @@ impl Ejabberd {
             fs::write(&path, text)
                 .map_err(|e| fatal(HarnessError::io(format!("writing {}", path.display()), e)))
         };
-        write(
-            self.root.join("ejabberd.yml"),
-            config_text(&self.root, self.addr.port()),
-        )?;
+        let config = match &self.debian {
+            Some(debian) => debian_text(debian, &self.root, self.addr.port()),
+            None => config_text(&self.root, self.addr.port()),
+        };
+        write(self.root.join("ejabberd.yml"), config)?;
         write(
             self.root.join("ejabberdctl.cfg"),
             ctl_config_text(&self.root, &self.node, &self.cookie, self.dist_port),
@@ -447,7 +480,11 @@ impl XmppServer for Ejabberd {
         let n = self.next_account.fetch_add(1, Ordering::SeqCst) + 1;
         let user = format!("u{n}");
         let password = process::random_alnum(20)?;
-        register_in_band(self.addr, &user, &password)?;
+        if self.debian.is_some() {
+            self.ctl(&["register", &user, DOMAIN, &password])?;
+        } else {
+            register_in_band(self.addr, &user, &password)?;
+        }
         Ok(Account {
             jid: format!("{user}@{DOMAIN}"),
             password,

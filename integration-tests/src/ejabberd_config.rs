@@ -77,6 +77,41 @@ pub(crate) fn config_text(root: &Path, port: u16) -> String {
         .finish("#")
 }
 
+/// Debian's own config (`debian`, the text of `/etc/ejabberd/ejabberd.yml`)
+/// for a server in `root` with c2s on 127.0.0.1:`port`: its `listen:`
+/// section becomes its own c2s listener alone, on that port (no s2s, HTTP,
+/// STUN or MQTT listeners: they would take fixed ports), and `certfiles:`
+/// the test certificate; everything else is Debian's.
+pub(crate) fn debian_text(debian: &str, root: &Path, port: u16) -> String {
+    let path = |name: &str| yaml_string(&root.join(name).to_string_lossy());
+    let listen = format!(
+        "listen:\n\
+         \x20 -\n\
+         \x20   port: {port}\n\
+         \x20   ip: \"127.0.0.1\"\n\
+         \x20   module: ejabberd_c2s\n\
+         \x20   max_stanza_size: 262144\n\
+         \x20   shaper: c2s_shaper\n\
+         \x20   access: c2s\n\
+         \x20   starttls_required: true\n\
+         \x20   protocol_options: 'TLS_OPTIONS'"
+    );
+    Template::new(DEBIAN_FILE, debian)
+        .replace_block("listen:", &listen)
+        .replace_block(
+            "certfiles:",
+            &format!(
+                "certfiles:\n  - {}\nca_file: {}",
+                path("certs/localhost.pem"),
+                path("certs/ca.crt")
+            ),
+        )
+        .finish("#")
+}
+
+/// Debian's config, for messages.
+const DEBIAN_FILE: &str = "/etc/ejabberd/ejabberd.yml";
+
 /// A double-quoted YAML string.
 fn yaml_string(text: &str) -> String {
     format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))

@@ -44,6 +44,34 @@ impl Template {
         self
     }
 
+    /// Replaces the one line that starts with `start` and the block under
+    /// it (the lines after it indented deeper, and blank lines among them)
+    /// by `text`, as a YAML section is replaced.
+    pub(crate) fn replace_block(mut self, start: &str, text: &str) -> Template {
+        let at = self.line_of(start);
+        let line = &self.text[at.clone()];
+        let depth = line.len() - line.trim_start().len();
+        let mut end = at.end;
+        let mut rest = self.text[at.end..].split_inclusive('\n');
+        // The newline ending the first line.
+        if let Some(newline) = rest.next() {
+            let mut scanned = at.end + newline.len();
+            for next in rest {
+                let body = next.trim_end_matches('\n');
+                let indent = body.len() - body.trim_start().len();
+                if !body.trim().is_empty() && indent <= depth {
+                    break;
+                }
+                scanned += next.len();
+                if !body.trim().is_empty() {
+                    end = scanned - (next.len() - body.len());
+                }
+            }
+        }
+        self.text.replace_range(at.start..end, text);
+        self
+    }
+
     /// The adapted text, with a first line saying where it comes from.
     pub(crate) fn finish(self, by: &str) -> String {
         format!(
@@ -89,6 +117,18 @@ mod tests {
         assert_eq!(
             out,
             "-- Written by xbus-integration-tests from f.\na = 1\n  b = 5\nc = 3\nd = 4\ne = 5\n"
+        );
+    }
+
+    #[test]
+    fn a_yaml_block_is_replaced_whole() {
+        let text = "a: 1\nlisten:\n  -\n    port: 1\n\n  -\n    port: 2\n# next\nb: 2\n";
+        let out = Template::new("f", text)
+            .replace_block("listen:", "listen:\n  - port: 9")
+            .finish("#");
+        assert_eq!(
+            out,
+            "# Written by xbus-integration-tests from f.\na: 1\nlisten:\n  - port: 9\n# next\nb: 2\n"
         );
     }
 
