@@ -132,9 +132,67 @@ async fn starttls_rejects_a_certificate_it_cannot_verify() {
         let started = Instant::now();
         let error = within("connect", Bus::connect(config)).await.unwrap_err();
         assert!(matches!(error, ConnectError::Tls { .. }), "{error}");
+        // The error says how to trust the server's CA.
+        let text = error.to_string();
+        for needle in ["UnknownIssuer", "XBUS_TLS", "docs/DEPLOYMENT.md"] {
+            assert!(text.contains(needle), "{needle:?} in: {text}");
+        }
         assert!(started.elapsed() < FAST);
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_plain_self_signed_certificate_is_refused_with_how_to_make_a_ca() {
+    // What a new user makes first: one self-signed certificate, which
+    // `openssl req -x509` marks as a CA.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let openssl = xbus_integration_tests::require_binary(
+        "openssl",
+        xbus_integration_tests::OPENSSL_INSTALL_HINT,
+    );
+    let status = std::process::Command::new(openssl)
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args([
+            "-addext",
+            "subjectAltName=DNS:localhost,DNS:pubsub.localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run openssl");
+    assert!(status.success(), "openssl req -x509: {status}");
+    let server = xbus_server::Server::builder()
+        .tls_pem(
+            std::fs::read(&cert).expect("certificate"),
+            std::fs::read(&key).expect("key"),
+        )
+        .start()
+        .await
+        .expect("start the embedded server");
+    let config = BusConfig::builder("user@localhost", "pw")
+        .server(server.addr().to_string())
+        .ca_file(&cert)
+        .build()
+        .unwrap();
+    let error = within("connect", Bus::connect(config)).await.unwrap_err();
+    let text = error.to_string();
+    eprintln!("[embedded] {text}");
+    assert!(matches!(error, ConnectError::Tls { .. }), "{error:?}");
+    for needle in [
+        "CaUsedAsEndEntity",
+        "make a CA and a server certificate signed by it",
+        "docs/DEPLOYMENT.md",
+    ] {
+        assert!(text.contains(needle), "{needle:?} in: {text}");
+    }
 }
 
 #[tokio::test]
