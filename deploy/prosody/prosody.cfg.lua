@@ -20,7 +20,6 @@ interfaces = { "*" }
 local_interfaces = { "127.0.0.1" }
 c2s_ports = { 5222 }
 c2s_direct_tls_ports = { }
-legacy_ssl_ports = { }
 s2s_ports = { }
 component_ports = { }
 http_ports = { }
