@@ -132,3 +132,29 @@ mod tests {
         assert!(!text.contains("example.org"), "{text}");
     }
 }
+
+#[cfg(test)]
+mod deployed_tests {
+    /// The deployed file as a user copies it passes Prosody's own check.
+    #[test]
+    fn prosodyctl_check_config_passes_on_the_deployed_file() {
+        let prosodyctl = crate::require_binary("prosodyctl", crate::PROSODY_INSTALL_HINT);
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/prosody/prosody.cfg.lua")
+            .canonicalize()
+            .expect("deploy/prosody/prosody.cfg.lua");
+        let output = std::process::Command::new(prosodyctl)
+            .arg("--config")
+            .arg(&file)
+            .args(["check", "config"])
+            .output()
+            .expect("run prosodyctl check config");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && text.contains("All checks passed"),
+            "prosodyctl check config {}: {}\n{text}",
+            file.display(),
+            output.status
+        );
+    }
+}
