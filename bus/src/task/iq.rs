@@ -332,3 +332,63 @@ pub(super) fn answer(header: IqHeader, response: IqPayload) -> Stanza {
     )
     .into()
 }
+
+/// How long the answer to a job handed to another instance is awaited.
+const JOB_ANSWER_KEPT: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl Task {
+    /// Forgets IQs whose caller timed out and gave up, and notes resumed
+    /// sessions that do not answer.
+    pub(super) fn sweep(&mut self) {
+        let unanswered: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| matches!(p, PendingIq::StaleCheck { sent, .. } if sent.elapsed() >= super::stale::STALE_PING))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in unanswered {
+            if let Some(PendingIq::StaleCheck { to, .. }) = self.pending.remove(&id) {
+                self.stale_unanswered(&to);
+            }
+        }
+        let before = self.pending.len();
+        self.pending.retain(|_, pending| match pending {
+            PendingIq::Probe { sent, .. } => sent.elapsed() < crate::reconnect::RESUME_PROBE,
+            _ => true,
+        });
+        if self.pending.len() < before {
+            warn!(
+                after = ?crate::reconnect::RESUME_PROBE,
+                "the resumed session does not answer; the next connection starts a fresh one"
+            );
+            self.health.resumed_dead(true);
+        }
+        let abandoned: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.is_abandoned())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in abandoned {
+            if let Some(PendingIq::Call { to, .. }) = self.pending.remove(&id) {
+                self.directory.call_ended(&to);
+            }
+        }
+        let unanswered: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| match p {
+                PendingIq::GroupJob { sent, .. } | PendingIq::GroupClaim { sent, .. } => {
+                    sent.elapsed() >= JOB_ANSWER_KEPT
+                }
+                _ => false,
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in unanswered {
+            if let Some(PendingIq::GroupJob { to, .. }) = self.pending.remove(&id) {
+                self.directory.call_ended(&to);
+            }
+        }
+    }
+}

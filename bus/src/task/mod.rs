@@ -40,7 +40,7 @@ use crate::config::BusConfig;
 use crate::error::{CloseError, SendError};
 use crate::pubsub::Incoming;
 use crate::queue::Producer;
-use crate::reconnect::{Health, RESUME_PROBE};
+use crate::reconnect::Health;
 use crate::serve::ErasedHandler;
 use crate::stats::{BusStats, Counters};
 use crate::status::ConnectionEvent;
@@ -61,9 +61,6 @@ const BATCH: usize = 64;
 /// How often liveness is checked while a service is in use (see
 /// [`crate::liveness`]); idle buses do not wake up for it.
 const PULSE: Duration = Duration::from_millis(100);
-
-/// How long the answer to a job handed to another instance is awaited.
-const JOB_ANSWER_KEPT: Duration = Duration::from_secs(600);
 
 /// Where a close stands once nothing is pending any more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,61 +323,6 @@ impl Task {
             }
         }
         None
-    }
-
-    /// Forgets IQs whose caller timed out and gave up, and notes resumed
-    /// sessions that do not answer.
-    fn sweep(&mut self) {
-        let unanswered: Vec<String> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| matches!(p, PendingIq::StaleCheck { sent, .. } if sent.elapsed() >= stale::STALE_PING))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in unanswered {
-            if let Some(PendingIq::StaleCheck { to, .. }) = self.pending.remove(&id) {
-                self.stale_unanswered(&to);
-            }
-        }
-        let before = self.pending.len();
-        self.pending.retain(|_, pending| match pending {
-            PendingIq::Probe { sent, .. } => sent.elapsed() < RESUME_PROBE,
-            _ => true,
-        });
-        if self.pending.len() < before {
-            warn!(
-                after = ?RESUME_PROBE,
-                "the resumed session does not answer; the next connection starts a fresh one"
-            );
-            self.health.resumed_dead(true);
-        }
-        let abandoned: Vec<String> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.is_abandoned())
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in abandoned {
-            if let Some(PendingIq::Call { to, .. }) = self.pending.remove(&id) {
-                self.directory.call_ended(&to);
-            }
-        }
-        let unanswered: Vec<String> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| match p {
-                PendingIq::GroupJob { sent, .. } | PendingIq::GroupClaim { sent, .. } => {
-                    sent.elapsed() >= JOB_ANSWER_KEPT
-                }
-                _ => false,
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in unanswered {
-            if let Some(PendingIq::GroupJob { to, .. }) = self.pending.remove(&id) {
-                self.directory.call_ended(&to);
-            }
-        }
     }
 
     async fn start_drain(&mut self) {
