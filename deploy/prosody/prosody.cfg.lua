@@ -66,8 +66,10 @@ VirtualHost "example.org" -- CHANGE: your domain
 
 Component "pubsub.example.org" "pubsub" -- CHANGE: pubsub.<your domain>
     -- Prosody 0.12 lets only admins of the component create nodes, and an
-    -- admin owns every node (DEPLOYMENT.md, "Who may create topics").
-    admins = { "orders@example.org"; } -- CHANGE: the accounts that create topics
+    -- admin owns every node. One admin account sets the topics up
+    -- (`xbus topic create TOPIC --publisher SERVICE`); the services stay
+    -- plain accounts (DEPLOYMENT.md, "Who may create topics").
+    admins = { "admin@example.org"; } -- CHANGE: the account that sets topics up
     autocreate_on_publish = true
     -- The most events a topic may keep (xbus asks for max_items, 1000 by
     -- default; Prosody's own cap is 256 and its default 20).
