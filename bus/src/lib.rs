@@ -159,6 +159,7 @@ mod stats;
 mod status;
 mod subscription;
 mod task;
+mod write_batch;
 
 /// Re-exported for implementing [`Handler`] on a type.
 pub use async_trait::async_trait;

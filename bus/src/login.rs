@@ -33,6 +33,7 @@ use xmpp_parsers::stream_features::StreamFeatures;
 
 use crate::config::{BusConfig, Tls, parse_host_port};
 use crate::error::ConnectError;
+use crate::write_batch::WriteBatch;
 
 type BoxIo = Box<dyn AsyncReadAndWrite + Send + 'static>;
 
@@ -123,11 +124,13 @@ impl Login {
                 source,
             })?;
         let io: BoxIo = match &self.tls {
-            // Reads are buffered; writes are not: tokio-xmpp buffers each
-            // stanza itself, so a write buffer would only copy it again
-            // (and cost 8 KiB per idle bus).
-            None => Box::new(BufReader::new(tcp)),
-            Some(config) => Box::new(BufReader::new(self.starttls(tcp, config.clone()).await?)),
+            // Reads are buffered, and writes gathered until tokio-xmpp's
+            // flush (see `write_batch`): one write for the stanzas queued
+            // together instead of one per stanza.
+            None => Box::new(WriteBatch::new(BufReader::new(tcp))),
+            Some(config) => Box::new(WriteBatch::new(BufReader::new(
+                self.starttls(tcp, config.clone()).await?,
+            ))),
         };
         self.authenticate(io).await
     }
