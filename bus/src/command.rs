@@ -56,7 +56,7 @@ pub(crate) enum Command {
         tx: mpsc::Sender<crate::consume::Handed>,
         notices: mpsc::Sender<crate::consume::GroupError>,
         reply: oneshot::Sender<
-            Result<mpsc::UnboundedSender<crate::consume::Settle>, crate::error::ConsumeError>,
+            Result<mpsc::UnboundedSender<Box<crate::consume::Settle>>, crate::error::ConsumeError>,
         >,
     },
     /// Add a local receiver of events sent directly to this bus.

@@ -124,7 +124,7 @@ pub fn job<E>(event: E, item_id: impl Into<String>) -> (Job<E>, Settlements) {
 /// What a test [`job`] was settled with, in order.
 #[derive(Debug)]
 pub struct Settlements {
-    rx: mpsc::UnboundedReceiver<Settle>,
+    rx: mpsc::UnboundedReceiver<Box<Settle>>,
     seen: Vec<Settled>,
 }
 

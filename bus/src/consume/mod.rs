@@ -246,7 +246,7 @@ struct Settler {
     route: JobRoute,
     deadline: Instant,
     ack_wait: Duration,
-    tx: mpsc::UnboundedSender<Settle>,
+    tx: mpsc::UnboundedSender<Box<Settle>>,
     settled: bool,
 }
 
@@ -263,7 +263,7 @@ impl Settler {
             route: self.route.clone(),
             verdict,
         };
-        if self.tx.send(settle).is_err() {
+        if self.tx.send(Box::new(settle)).is_err() {
             return Err(AckError::Closed {
                 item: self.item.clone(),
             });
@@ -297,7 +297,7 @@ impl<E> Job<E> {
         event: E,
         item_id: String,
         ack_wait: Duration,
-    ) -> (Job<E>, mpsc::UnboundedReceiver<Settle>) {
+    ) -> (Job<E>, mpsc::UnboundedReceiver<Box<Settle>>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let settle = Settler {
             group: crate::group::GroupKey::new("testing", "testing"),
@@ -429,7 +429,7 @@ pub struct RawConsumer {
     group: String,
     rx: mpsc::Receiver<Handed>,
     notices: mpsc::Receiver<GroupError>,
-    settle: mpsc::UnboundedSender<Settle>,
+    settle: mpsc::UnboundedSender<Box<Settle>>,
     ack_wait: Duration,
     max_in_flight: usize,
     key: crate::group::GroupKey,

@@ -231,7 +231,7 @@ impl Task {
         options: ConsumeOptions,
         tx: mpsc::Sender<Handed>,
         notices: mpsc::Sender<crate::consume::GroupError>,
-    ) -> Result<mpsc::UnboundedSender<Settle>, ConsumeError> {
+    ) -> Result<mpsc::UnboundedSender<Box<Settle>>, ConsumeError> {
         if self.groups.local.contains_key(&key) {
             return Err(ConsumeError::AlreadyConsuming {
                 topic: key.topic,
