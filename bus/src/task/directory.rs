@@ -298,6 +298,11 @@ impl Directory {
         }
     }
 
+    /// Whether no service is tracked: then nobody's liveness matters.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+    }
+
     /// Whether liveness checks have anything to look at.
     pub fn probing(&self) -> bool {
         self.probing && self.liveness.enabled

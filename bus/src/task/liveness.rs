@@ -63,6 +63,12 @@ impl Task {
     /// Any stanza from `from` other than a "no such session" error proves
     /// the instance alive, even a late answer nobody waits for.
     pub(super) async fn heard_from(&mut self, from: Option<&Jid>) {
+        // Only an instance in the directory can change state; most
+        // stanzas (the server's, calls' answers from anyone else) stop
+        // here without a copy of their sender.
+        if self.directory.is_empty() {
+            return;
+        }
         if let Some(Ok(full)) = from.map(Jid::try_as_full) {
             let full = full.clone();
             self.heard_member(&full).await;
@@ -72,7 +78,8 @@ impl Task {
     /// `jid` is alive; if it is a member of our groups that was
     /// unresponsive, the groups count it again.
     async fn heard_member(&mut self, jid: &FullJid) {
-        let own = jid.to_bare() == self.directory.own;
+        let own_bare = &self.directory.own;
+        let own = jid.node() == own_bare.node() && jid.domain() == own_bare.domain();
         let was = own
             && self
                 .directory
