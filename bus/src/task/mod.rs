@@ -113,8 +113,9 @@ pub(crate) struct Task {
     stale: StaleRounds,
     /// Consumer groups: membership, leadership, jobs.
     groups: group::Groups,
-    /// Where consumers settle their jobs. Boxed for the reason `Bus`'s commands are: 32 unboxed slots were
-    /// 5.4 KiB of every bus, consumer group or not.
+    /// Where consumers settle their jobs. Boxed for the reason `Bus`'s
+    /// commands are: 32 unboxed slots were 5.4 KiB of every bus, consumer
+    /// group or not.
     settle_tx: mpsc::UnboundedSender<Box<crate::consume::Settle>>,
     settle_rx: mpsc::UnboundedReceiver<Box<crate::consume::Settle>>,
     /// Told once the server has handled the first initial presence
