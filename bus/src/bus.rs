@@ -28,6 +28,7 @@ use crate::pubsub;
 use crate::pubsub::{Incoming, Repeatable};
 use crate::queue::{self, Consumer, Producer};
 use crate::reconnect::reconnector;
+use crate::servers::Servers;
 use crate::status::{StatusSender, StatusStream};
 use crate::subscription::{DropGuard, RawSubscription, Replay, SubscribeOptions, Subscription};
 use crate::task::{Channels, Task};
@@ -71,6 +72,8 @@ struct Inner {
     closing: AtomicBool,
     /// One permit per publish that may be unconfirmed at once.
     outbox: Arc<Semaphore>,
+    /// The configured servers and the one in use.
+    servers: Servers,
 }
 
 /// Counts one publish call as under way while it lives.
@@ -118,7 +121,8 @@ impl Bus {
     /// repaired in the background.
     pub async fn connect(config: BusConfig) -> Result<Bus, ConnectError> {
         let login = Login::new(&config)?;
-        let server = login.server();
+        let servers = login.servers().clone();
+        let server = servers.all_addresses();
         let started = Instant::now();
         let timed_out = || ConnectError::TimedOut {
             server: server.clone(),
@@ -154,7 +158,7 @@ impl Bus {
             reason: format!("the server bound a bare JID {jid}"),
         })?;
         health.established();
-        info!(jid = %bound, server, stream_management, "connected");
+        info!(jid = %bound, server = %servers.current_address(), stream_management, "connected");
         // Initial presence is sent by the task, after its roster request
         // (see `Task::start_session`).
         let (commands, commands_rx) = mpsc::channel(config.command_capacity);
@@ -197,6 +201,7 @@ impl Bus {
                 publish_idle: Notify::new(),
                 closing: AtomicBool::new(false),
                 outbox: Arc::new(Semaphore::new(config.outbox_capacity)),
+                servers,
                 config,
             }),
         })
@@ -219,6 +224,15 @@ impl Bus {
     /// logged (target `xbus`).
     pub fn status(&self) -> StatusStream {
         self.inner.shared.status.subscribe()
+    }
+
+    /// The server this bus is connected to, as `host:port` (or, while it
+    /// reconnects, the one it was on). With several servers configured
+    /// ([`BusConfigBuilder::servers`](crate::BusConfigBuilder::servers)),
+    /// this changes when the bus fails over, which the status stream
+    /// reports as [`ConnectionEvent::FailedOver`](crate::ConnectionEvent::FailedOver).
+    pub fn server(&self) -> String {
+        self.inner.servers.current_address()
     }
 
     /// The configuration this bus was started with.

@@ -36,7 +36,8 @@ pub enum Tls {
 pub struct BusConfig {
     pub(crate) jid: Jid,
     pub(crate) password: String,
-    pub(crate) server: Option<String>,
+    /// The servers to try, in order, as `(host, port)`; never empty.
+    pub(crate) servers: Vec<(String, u16)>,
     pub(crate) pubsub: Option<BareJid>,
     pub(crate) tls: Tls,
     pub(crate) connect_timeout: Duration,
@@ -63,7 +64,7 @@ impl BusConfig {
         BusConfigBuilder {
             jid: jid.into(),
             password: password.into(),
-            server: None,
+            servers: Vec::new(),
             pubsub: None,
             tls: Tls::default(),
             connect_timeout: Duration::from_secs(5),
@@ -89,7 +90,7 @@ impl BusConfig {
     /// |---|---|---|
     /// | `XBUS_JID` | account JID, e.g. `orders@example.org` | yes |
     /// | `XBUS_PASSWORD` | its password | yes |
-    /// | `XBUS_SERVER` | `host:port` to connect to; default: the JID's domain on port 5222 | no |
+    /// | `XBUS_SERVER` | `host:port` to connect to, or several, comma-separated (`a:5222,b:5222`: the nodes of a cluster); default: the JID's domain on port 5222 | no |
     /// | `XBUS_PUBSUB` | pubsub service JID; default `pubsub.<domain>` | no |
     /// | `XBUS_TLS` | `required` (default), `plaintext`, or a path to a PEM CA file | no |
     ///
@@ -147,7 +148,7 @@ impl BusConfig {
 pub struct BusConfigBuilder {
     jid: String,
     password: String,
-    server: Option<String>,
+    servers: Vec<String>,
     pubsub: Option<String>,
     tls: Tls,
     connect_timeout: Duration,
@@ -167,10 +168,34 @@ pub struct BusConfigBuilder {
 }
 
 impl BusConfigBuilder {
-    /// The server to connect to, as `host:port`. Default: the JID's domain,
-    /// port 5222 (no SRV lookup).
-    pub fn server(mut self, host_port: impl Into<String>) -> Self {
-        self.server = Some(host_port.into());
+    /// The server to connect to, as `host:port`, or several, comma-separated
+    /// (`"a.example.org:5222,b.example.org:5222"`), like [`servers`](Self::servers).
+    /// Default: the JID's domain, port 5222 (no SRV lookup).
+    pub fn server(self, host_port: impl Into<String>) -> Self {
+        let list: String = host_port.into();
+        self.servers(list.split(','))
+    }
+
+    /// Several servers that serve the same XMPP domain, e.g. the nodes of an
+    /// ejabberd cluster, as `host:port` each; replaces what
+    /// [`server`](Self::server) set.
+    ///
+    /// The bus starts with a server picked at random, so that a fleet of
+    /// services spreads over the nodes, and goes on to the next one in the
+    /// list when a server does not answer: on the first connection, and on
+    /// every reconnection, so a bus whose server died moves to another.
+    /// [`Bus::server`](crate::Bus::server) tells which one it is on.
+    pub fn servers<I>(mut self, host_ports: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.servers = host_ports
+            .into_iter()
+            .map(Into::into)
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
         self
     }
 
@@ -338,8 +363,16 @@ impl BusConfigBuilder {
                 variable: names.password,
             });
         }
-        if let Some(server) = &self.server {
-            parse_host_port(server).map_err(|reason| invalid(names.server, server, reason))?;
+        let mut servers = Vec::with_capacity(self.servers.len().max(1));
+        for server in &self.servers {
+            let parsed =
+                parse_host_port(server).map_err(|reason| invalid(names.server, server, reason))?;
+            if !servers.contains(&parsed) {
+                servers.push(parsed);
+            }
+        }
+        if servers.is_empty() {
+            servers.push((jid.domain().to_string(), 5222));
         }
         let pubsub = match &self.pubsub {
             Some(raw) => Some(
@@ -359,7 +392,7 @@ impl BusConfigBuilder {
         Ok(BusConfig {
             jid,
             password: self.password,
-            server: self.server,
+            servers,
             pubsub,
             tls: self.tls,
             connect_timeout: self.connect_timeout,
@@ -468,7 +501,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(config.jid().to_string(), "svc@example.org/one");
-        assert_eq!(config.server.as_deref(), Some("127.0.0.1:5299"));
+        assert_eq!(config.servers, [("127.0.0.1".to_owned(), 5299)]);
         assert_eq!(config.pubsub_service().to_string(), "events.example.org");
         assert_eq!(config.tls, Tls::Plaintext);
     }
@@ -480,6 +513,44 @@ mod tests {
         assert_eq!(config.tls, Tls::Required);
         assert_eq!(config.connect_timeout, Duration::from_secs(5));
         assert_eq!(config.max_items, 1000);
+    }
+
+    #[test]
+    fn several_servers() {
+        let config = env(&[
+            ("XBUS_JID", "svc@example.org"),
+            ("XBUS_PASSWORD", "pw"),
+            (
+                "XBUS_SERVER",
+                "127.0.0.2:5222, 127.0.0.3:5222,,127.0.0.2:5222",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.servers,
+            [
+                ("127.0.0.2".to_owned(), 5222),
+                ("127.0.0.3".to_owned(), 5222)
+            ]
+        );
+        let err = env(&[
+            ("XBUS_JID", "svc@example.org"),
+            ("XBUS_PASSWORD", "pw"),
+            ("XBUS_SERVER", "a:5222,b"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("XBUS_SERVER") && err.contains("\"b\""),
+            "{err}"
+        );
+        let config = BusConfig::builder("svc@example.org", "pw")
+            .servers(["x:1", "y:2"])
+            .build()
+            .unwrap();
+        assert_eq!(config.servers.len(), 2);
+        let default = BusConfig::builder("svc@example.org", "pw").build().unwrap();
+        assert_eq!(default.servers, [("example.org".to_owned(), 5222)]);
     }
 
     #[test]

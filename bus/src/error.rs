@@ -82,6 +82,21 @@ pub enum ConnectError {
         /// What happened.
         reason: String,
     },
+    /// Several servers are configured and none of them took the connection.
+    #[error("none of the {} configured servers took the connection: {}", failures.len(), list_failures(failures))]
+    NoServer {
+        /// What went wrong with each server, in the order they were tried.
+        failures: Vec<ConnectError>,
+    },
+}
+
+/// `failures` as one line: `a; b; c`.
+fn list_failures(failures: &[ConnectError]) -> String {
+    failures
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// An RFC 6120 stanza error returned by the server or a peer.

@@ -155,6 +155,7 @@ mod reconnect;
 mod request;
 mod rpc;
 mod serve;
+mod servers;
 mod stats;
 mod status;
 mod subscription;

@@ -27,12 +27,14 @@ use tokio_xmpp::xmlstream::{
     ReadError, StreamHeader, Timeouts, XmppStream, XmppStreamElement, accept_stream,
     initiate_stream,
 };
+use tracing::warn;
 use xmpp_parsers::bind::BindFeature;
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::stream_features::StreamFeatures;
 
-use crate::config::{BusConfig, Tls, parse_host_port};
+use crate::config::{BusConfig, Tls};
 use crate::error::ConnectError;
+use crate::servers::Servers;
 use crate::write_batch::WriteBatch;
 
 type BoxIo = Box<dyn AsyncReadAndWrite + Send + 'static>;
@@ -42,8 +44,10 @@ type BoxIo = Box<dyn AsyncReadAndWrite + Send + 'static>;
 pub(crate) struct Login {
     jid: Jid,
     password: String,
-    host: String,
-    port: u16,
+    servers: Servers,
+    /// With several servers: how long one of them gets before the next is
+    /// tried (a share of the connect timeout).
+    per_server: Duration,
     tls: Option<Arc<ClientConfig>>,
     timeouts: Timeouts,
 }
@@ -52,7 +56,7 @@ impl std::fmt::Debug for Login {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Login")
             .field("jid", &self.jid)
-            .field("server", &self.server())
+            .field("server", &self.servers.current_address())
             .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
@@ -61,11 +65,8 @@ impl std::fmt::Debug for Login {
 impl Login {
     /// Prepares a login from the configuration; reads the CA file.
     pub(crate) fn new(config: &BusConfig) -> Result<Login, ConnectError> {
-        let (host, port) = match &config.server {
-            Some(server) => parse_host_port(server).expect("validated by BusConfig"),
-            None => (config.jid.domain().to_string(), 5222),
-        };
-        let server = format!("{host}:{port}");
+        let servers = Servers::new(&config.servers);
+        let server = servers.all_addresses();
         let tls = match &config.tls {
             Tls::Plaintext => None,
             Tls::Required => Some(tls_config(system_roots(), &server)?),
@@ -74,8 +75,8 @@ impl Login {
         Ok(Login {
             jid: config.jid.clone(),
             password: config.password.clone(),
-            host,
-            port,
+            per_server: (config.connect_timeout / servers.len() as u32).max(Duration::from_secs(2)),
+            servers,
             tls,
             // A silent connection is probed (`<r/>` or a ping) after 10 s
             // and given up 5 s later: a bus notices a dead connection in
@@ -87,18 +88,54 @@ impl Login {
         })
     }
 
-    pub(crate) fn server(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+    /// The configured servers, and the one in use.
+    pub(crate) fn servers(&self) -> &Servers {
+        &self.servers
     }
 
     /// Connects, secures and authenticates one stream, ready for resource
-    /// binding.
+    /// binding: to the server in use, or, when it does not answer, to the
+    /// next one that does (each gets a share of the connect timeout).
+    ///
+    /// A refused login ends the search at once: the servers of one domain
+    /// share their accounts, so the others would refuse it too.
     pub(crate) async fn connect(&self) -> Result<Connection, ConnectError> {
-        let server = self.server();
-        let addrs: Vec<_> = tokio::net::lookup_host((self.host.as_str(), self.port))
+        if self.servers.len() == 1 {
+            return self.connect_to(0).await;
+        }
+        let mut failures = Vec::new();
+        for index in self.servers.in_turn() {
+            let attempt = tokio::time::timeout(self.per_server, self.connect_to(index))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ConnectError::TimedOut {
+                        server: self.servers.address(index),
+                        after: self.per_server,
+                    })
+                });
+            match attempt {
+                Ok(connection) => {
+                    self.servers.settle_on(index);
+                    return Ok(connection);
+                }
+                Err(error @ ConnectError::Auth { .. }) => return Err(error),
+                Err(error) => {
+                    warn!(server = %self.servers.address(index), %error, "server unavailable; trying the next one");
+                    failures.push(error);
+                }
+            }
+        }
+        Err(ConnectError::NoServer { failures })
+    }
+
+    /// [`connect`](Self::connect) to server `index` alone.
+    async fn connect_to(&self, index: usize) -> Result<Connection, ConnectError> {
+        let server = self.servers.address(index);
+        let (host, port) = self.servers.host_port(index);
+        let addrs: Vec<_> = tokio::net::lookup_host((host, port))
             .await
             .map_err(|source| ConnectError::UnknownHost {
-                host: self.host.clone(),
+                host: host.to_owned(),
                 source,
             })?
             .collect();
@@ -129,10 +166,10 @@ impl Login {
             // together instead of one per stanza.
             None => Box::new(WriteBatch::new(BufReader::new(tcp))),
             Some(config) => Box::new(WriteBatch::new(BufReader::new(
-                self.starttls(tcp, config.clone()).await?,
+                self.starttls(tcp, config.clone(), &server).await?,
             ))),
         };
-        self.authenticate(io).await
+        self.authenticate(io, &server).await
     }
 
     /// A connection whose far end has already hung up: an in-memory stream
@@ -193,8 +230,9 @@ impl Login {
         &self,
         tcp: TcpStream,
         config: Arc<ClientConfig>,
+        server: &str,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ConnectError> {
-        let server = self.server();
+        let server = server.to_owned();
         let protocol = |reason: String| ConnectError::Protocol {
             server: server.clone(),
             reason,
@@ -252,10 +290,9 @@ impl Login {
             })
     }
 
-    async fn authenticate(&self, io: BoxIo) -> Result<Connection, ConnectError> {
-        let server = self.server();
+    async fn authenticate(&self, io: BoxIo, server: &str) -> Result<Connection, ConnectError> {
         let protocol = |reason: String| ConnectError::Protocol {
-            server: server.clone(),
+            server: server.to_owned(),
             reason,
         };
         let pending = initiate_stream(io, ns::JABBER_CLIENT, self.header(), self.timeouts)

@@ -188,6 +188,7 @@ async fn reconnect_until_connected(login: &Login, plan: Plan, status: &StatusSen
     }
     let mut delay = FIRST_DELAY;
     let mut attempt = 0u32;
+    let was_on = login.servers().current_address();
     loop {
         attempt = attempt.saturating_add(1);
         status.report(ConnectionEvent::Reconnecting { attempt });
@@ -198,7 +199,19 @@ async fn reconnect_until_connected(login: &Login, plan: Plan, status: &StatusSen
                     // longer offers it, and binds anew.
                     connection.features.stream_management = None;
                 }
-                info!(attempt, fresh_session = plan.fresh_session, "reconnected");
+                let server = login.servers().current_address();
+                info!(
+                    attempt,
+                    fresh_session = plan.fresh_session,
+                    server,
+                    "reconnected"
+                );
+                if server != was_on {
+                    status.report(ConnectionEvent::FailedOver {
+                        from: was_on,
+                        to: server,
+                    });
+                }
                 return connection;
             }
             Ok(Err(error)) => warn!(attempt, %error, "reconnect failed"),

@@ -24,6 +24,17 @@ pub enum ConnectionEvent {
         /// Which attempt, from 1, since the connection was lost.
         attempt: u32,
     },
+    /// The bus reconnected to another of its configured servers than the
+    /// one it was on (see
+    /// [`BusConfigBuilder::servers`](crate::BusConfigBuilder::servers)):
+    /// `Resumed` or, far more often (a session lives on the node that
+    /// died), `SessionReset` follows.
+    FailedOver {
+        /// `host:port` of the server the bus was on.
+        from: String,
+        /// `host:port` of the server it is on now.
+        to: String,
+    },
     /// Reconnected and the session resumed (XEP-0198): nothing was lost,
     /// the server re-sent what this bus had not acknowledged and the
     /// other way round.
@@ -44,6 +55,9 @@ impl std::fmt::Display for ConnectionEvent {
             ConnectionEvent::Connected => f.write_str("connected"),
             ConnectionEvent::Reconnecting { attempt } => {
                 write!(f, "reconnecting (attempt {attempt})")
+            }
+            ConnectionEvent::FailedOver { from, to } => {
+                write!(f, "failed over from {from} to {to}")
             }
             ConnectionEvent::Resumed => f.write_str("resumed"),
             ConnectionEvent::SessionReset => f.write_str("session reset"),
@@ -78,6 +92,9 @@ impl StatusSender {
             }
             ConnectionEvent::SessionReset => {
                 warn!("reconnected with a new session; restoring state")
+            }
+            ConnectionEvent::FailedOver { from, to } => {
+                warn!(from, to, "moved to another server")
             }
             other => info!(event = %other, "connection status"),
         }

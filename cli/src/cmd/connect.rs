@@ -21,8 +21,10 @@ pub struct ConnectArgs {
     /// The account's password.
     #[arg(long, env = "XBUS_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
-    /// Server to connect to, `host:port` [default: the JID's domain, port 5222].
-    #[arg(long, env = "XBUS_SERVER", value_name = "HOST:PORT")]
+    /// Server to connect to, `host:port`, or several, comma-separated (the
+    /// nodes of a cluster: the first that answers) [default: the JID's
+    /// domain, port 5222].
+    #[arg(long, env = "XBUS_SERVER", value_name = "HOST:PORT[,...]")]
     pub server: Option<String>,
     /// Pubsub service holding the topics (default: `pubsub.<domain>`).
     #[arg(long, env = "XBUS_PUBSUB", value_name = "JID")]
