@@ -5,7 +5,7 @@
 # every test.
 #
 # The integration tests run against every server in XBUS_TEST_SERVERS
-# (comma-separated; unset: the harness's default, embedded,prosody,ejabberd). Both
+# (comma-separated; unset: the harness's default, embedded,prosody,ejabberd,ejabberd-cluster). Both
 # servers are installed whatever the list says: the harness's own tests
 # cover every server kind it offers.
 set -euo pipefail

@@ -67,15 +67,15 @@
 //!   required; PLAIN over plaintext is allowed (loopback only).
 
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::os::unix::net::UnixDatagram;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tempfile::TempDir;
+
+mod launch;
 
 use crate::ejabberd_config::{TUNED_SCHEMA, config_text, ctl_config_text, debian_text};
 use crate::ejabberd_register::register_in_band;
@@ -88,6 +88,9 @@ pub(crate) const DOMAIN: &str = "localhost";
 /// ejabberd needs about 1 s to open its port on an idle machine; much more
 /// when the test threads keep both cores busy.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// A cluster node that comes back loads its tables from the others while
+/// they serve clients: 27 s seen on 2 busy cores.
+const NODE_START_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long a clean shutdown may take before the group is killed (about
 /// 1-2 s when idle; a kill loses the last 3 s of writes, see
 /// [`Ejabberd::kill`]).
@@ -113,6 +116,9 @@ pub struct Ejabberd {
     node: String,
     cookie: String,
     dist_port: u16,
+    /// In a cluster every node keeps the one distribution port they share;
+    /// a lone server takes a fresh one per launch.
+    fixed_dist_port: bool,
     user: Option<(u32, u32)>,
     process: Option<ServerProcess>,
     /// The Erlang VM, the child of the `ejabberdctl` script.
@@ -174,6 +180,58 @@ impl Ejabberd {
     }
 
     fn start_in(storage: Storage, debian: Option<String>) -> Result<Ejabberd, HarnessError> {
+        let node = format!(
+            "xbus-{}@localhost",
+            process::random_alnum(10)?.to_lowercase()
+        );
+        let mut server = Ejabberd::prepare(storage, debian, node, process::random_alnum(32)?)?;
+        process::start_on_free_port(&mut server, "ejabberd", |server, port| {
+            server.addr.set_port(port);
+            server.launch()?;
+            Ok((server.addr, server.root.clone()))
+        })?;
+        server.convert_storage(storage)?;
+        Ok(server)
+    }
+
+    /// One node of a cluster, not launched yet: c2s on `addr`, Erlang node
+    /// `node` with `cookie`, distribution on `addr`'s IP and `dist_port`
+    /// (the same for every node). With `spool`, its Mnesia directory starts
+    /// as a copy of that one. With [`Storage::Tuned`] the schema file is
+    /// there, but it is the caller that converts the first node's tables
+    /// ([`Self::convert_storage`]); the others get theirs when they join.
+    pub(crate) fn cluster_node(
+        storage: Storage,
+        addr: SocketAddr,
+        node: String,
+        cookie: String,
+        dist_port: u16,
+        spool: Option<&Path>,
+    ) -> Result<Ejabberd, HarnessError> {
+        let mut server = Ejabberd::prepare(storage, None, node, cookie)?;
+        server.addr = addr;
+        server.dist_port = dist_port;
+        server.fixed_dist_port = true;
+        if let Some(from) = spool {
+            process::copy_tree(from, &server.root.join("spool"))?;
+        }
+        Ok(server)
+    }
+
+    /// Launches a server made by [`Self::cluster_node`] and waits until it
+    /// is ready.
+    pub(crate) fn launch_now(&mut self) -> Result<(), HarnessError> {
+        self.launch()
+            .map_err(|(LaunchError::PortTaken(e) | LaunchError::Fatal(e))| e)
+    }
+
+    /// Everything but the launch: the directory, certificates, schema file.
+    fn prepare(
+        storage: Storage,
+        debian: Option<String>,
+        node: String,
+        cookie: String,
+    ) -> Result<Ejabberd, HarnessError> {
         crate::require_binary("ejabberdctl", EJABBERD_INSTALL_HINT);
         crate::require_binary("erl", EJABBERD_INSTALL_HINT);
         let user = ejabberd_user();
@@ -203,28 +261,27 @@ impl Ejabberd {
                 .map(|()| 0)
             })
             .map_err(|e| HarnessError::io(format!("writing {}", inetrc.display()), e))?;
-        let mut server = Ejabberd {
+        Ok(Ejabberd {
             dir: Some(home.dir),
             root,
             ca_file: home.ca_file,
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            node: format!(
-                "xbus-{}@localhost",
-                process::random_alnum(10)?.to_lowercase()
-            ),
-            cookie: process::random_alnum(32)?,
+            node,
+            cookie,
             dist_port: 0,
+            fixed_dist_port: false,
             user,
             process: None,
             beam: None,
             next_account: AtomicUsize::new(0),
             debian,
-        };
-        process::start_on_free_port(&mut server, "ejabberd", |server, port| {
-            server.addr.set_port(port);
-            server.launch()?;
-            Ok((server.addr, server.root.clone()))
-        })?;
+        })
+    }
+
+    /// With [`Storage::Tuned`], restarts the server twice so that
+    /// `pubsub_item` becomes `disc_copies` with its index (see below).
+    pub(crate) fn convert_storage(&mut self, storage: Storage) -> Result<(), HarnessError> {
+        let server = self;
         if storage == Storage::Tuned {
             // ejabberd 23.01 creates a missing table with its default type
             // and applies ejabberd.schema to existing tables only. The
@@ -240,13 +297,19 @@ impl Ejabberd {
                     .map_err(|(LaunchError::PortTaken(e) | LaunchError::Fatal(e))| e)?;
             }
         }
-        Ok(server)
+        Ok(())
     }
 
     /// Runs `ejabberdctl ARGS` against this server's node (at most 15 s)
     /// and returns its stdout, e.g. `ctl(&["registered_users",
     /// "localhost"])`. Each call boots a small Erlang VM (about 0.5 s).
     pub fn ctl(&self, args: &[&str]) -> Result<String, HarnessError> {
+        self.ctl_within(args, CTL_TIMEOUT)
+    }
+
+    /// [`Self::ctl`] with its own time limit (`join_cluster` restarts
+    /// ejabberd on the node and takes longer).
+    pub fn ctl_within(&self, args: &[&str], timeout: Duration) -> Result<String, HarnessError> {
         let mut command = self.ejabberdctl();
         command.args(args);
         let shown = format!(
@@ -254,7 +317,7 @@ impl Ejabberd {
             self.root.display(),
             args.join(" ")
         );
-        let output = process::run(command, &shown, CTL_TIMEOUT)?;
+        let output = process::run(command, &shown, timeout)?;
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
@@ -281,6 +344,25 @@ impl Ejabberd {
     /// The Erlang distribution port (127.0.0.1), used by `ejabberdctl`.
     pub fn dist_port(&self) -> u16 {
         self.dist_port
+    }
+
+    /// The loopback address it listens on (127.0.0.1, or the node's own
+    /// in a cluster).
+    fn ip(&self) -> Ipv4Addr {
+        match self.addr.ip() {
+            std::net::IpAddr::V4(ip) => ip,
+            std::net::IpAddr::V6(_) => Ipv4Addr::LOCALHOST,
+        }
+    }
+
+    /// Stops the server cleanly, if it runs (see [`Ejabberd`]).
+    pub(crate) fn shut_down(&mut self) {
+        self.stop();
+    }
+
+    /// Whether the server runs (not killed or stopped).
+    pub(crate) fn is_running(&self) -> bool {
+        self.process.is_some()
     }
 
     /// Clean shutdown: `SIGTERM` to the VM, then up to 10 s; then `SIGKILL`
@@ -327,124 +409,6 @@ impl Ejabberd {
             command.uid(uid).gid(gid);
         }
         command
-    }
-
-    /// Writes the config for the current ports, spawns ejabberd and waits
-    /// until it listens on the c2s port.
-    fn launch(&mut self) -> Result<(), LaunchError> {
-        let fatal = LaunchError::Fatal;
-        // A fresh distribution port per launch: the last one may linger.
-        self.dist_port = process::free_port().map_err(fatal)?;
-        let write = |path: PathBuf, text: String| {
-            fs::write(&path, text)
-                .map_err(|e| fatal(HarnessError::io(format!("writing {}", path.display()), e)))
-        };
-        let config = match &self.debian {
-            Some(debian) => debian_text(debian, &self.root, self.addr.port()),
-            None => config_text(&self.root, self.addr.port()),
-        };
-        write(self.root.join("ejabberd.yml"), config)?;
-        write(
-            self.root.join("ejabberdctl.cfg"),
-            ctl_config_text(&self.root, &self.node, &self.cookie, self.dist_port),
-        )?;
-        // ejabberd says READY=1 here (the systemd protocol) once it has
-        // fully started: its port opens almost a second earlier, and a
-        // SIGTERM in between can hang the VM (Mnesia stops under a
-        // starting ejabberd).
-        let notify_path = self.root.join("notify.sock");
-        let _ = fs::remove_file(&notify_path);
-        let notify = UnixDatagram::bind(&notify_path)
-            .and_then(|socket| socket.set_nonblocking(true).map(|()| socket))
-            .map_err(|e| {
-                fatal(HarnessError::io(
-                    format!("binding {}", notify_path.display()),
-                    e,
-                ))
-            })?;
-        if let Some((uid, gid)) = self.user {
-            chown_tree(&self.root, uid, gid).map_err(fatal)?;
-        }
-        let output = LaunchOutput::begin(self.log_path(), self.console_path());
-        let stdio = output.console_stdio().map_err(fatal)?;
-        let mut command = self.ejabberdctl();
-        command
-            .env("NOTIFY_SOCKET", &notify_path)
-            .arg("foreground-quiet")
-            .stdin(Stdio::null())
-            .stdout(stdio.0)
-            .stderr(stdio.1);
-        let mut child = ServerProcess::spawn_group(command)
-            .map_err(|e| fatal(HarnessError::io("spawning `ejabberdctl foreground`", e)))?;
-
-        let error_log = self.root.join("logs/error.log");
-        let failure = |reason| output.failure(ServerKind::Ejabberd, reason, Some(&error_log));
-        let in_use = || {
-            let needles = ["eaddrinuse", "address already in use"];
-            output.log_says(&needles) || output.console_says(&needles)
-        };
-        let deadline = Instant::now() + START_TIMEOUT;
-        let mut ready = false;
-        loop {
-            if let Some(status) = child.exited() {
-                let taken = in_use() || !port_free(self.addr) || !port_free_u16(self.dist_port);
-                return Err(if taken {
-                    LaunchError::PortTaken(failure(format!(
-                        "port {} or {} is taken by another process \
-                         (`ejabberdctl foreground` exited with {status})",
-                        self.addr.port(),
-                        self.dist_port
-                    )))
-                } else {
-                    fatal(failure(format!(
-                        "`ejabberdctl foreground` exited with {status}"
-                    )))
-                });
-            }
-            // Not cached: the script may run short-lived VMs of its own.
-            let beam = process::children_named(child.pid(), BEAM).first().copied();
-            if in_use() {
-                if let Some(pid) = beam {
-                    process::signal_pid(pid, libc::SIGKILL);
-                }
-                child.wait_exit(STOP_GRACE);
-                child.kill();
-                let why = format!(
-                    "port {} or {} is taken by another process",
-                    self.addr.port(),
-                    self.dist_port
-                );
-                return Err(LaunchError::PortTaken(failure(why)));
-            }
-            if let Some(pid) = beam {
-                let listening = process::listening_sockets(pid).unwrap_or_default();
-                let mut message = [0u8; 256];
-                while let Ok(n) = notify.recv(&mut message) {
-                    ready |= String::from_utf8_lossy(&message[..n])
-                        .lines()
-                        .any(|line| line == "READY=1");
-                }
-                if ready && listening.contains(&self.addr) && process::accepts_tcp(self.addr) {
-                    self.beam = Some(pid);
-                    self.process = Some(child);
-                    return Ok(());
-                }
-            }
-            if Instant::now() >= deadline {
-                if let Some(pid) = beam {
-                    process::signal_pid(pid, libc::SIGKILL);
-                }
-                child.wait_exit(STOP_GRACE);
-                child.kill();
-                let why = format!(
-                    "{} did not accept connections (or ejabberd did not report READY=1 on \
-                     NOTIFY_SOCKET) within {START_TIMEOUT:?}",
-                    self.addr
-                );
-                return Err(fatal(failure(why)));
-            }
-            thread::sleep(process::POLL);
-        }
     }
 }
 
@@ -526,12 +490,4 @@ impl XmppServer for Ejabberd {
     fn log_path(&self) -> PathBuf {
         self.root.join("logs/ejabberd.log")
     }
-}
-
-fn port_free(addr: SocketAddr) -> bool {
-    TcpListener::bind(addr).is_ok()
-}
-
-fn port_free_u16(port: u16) -> bool {
-    port_free(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
 }

@@ -3,6 +3,7 @@
 //! throttle lifted, pubsub as xbus needs it: `deploy/ejabberd/ejabberd.yml`
 //! adapted). See `docs/SERVERS.md`.
 
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 use crate::ejabberd::{DOMAIN, LOG_LEVEL_ENV};
@@ -11,12 +12,19 @@ use crate::template::Template;
 /// `ejabberdctl.cfg`: own node name, cookie and distribution port (so no
 /// `epmd`), distribution on loopback only (set directly: the script's
 /// `INET_DIST_INTERFACE` boots an extra Erlang VM just to parse it).
-pub(crate) fn ctl_config_text(root: &Path, node: &str, cookie: &str, dist_port: u16) -> String {
+pub(crate) fn ctl_config_text(
+    root: &Path,
+    node: &str,
+    cookie: &str,
+    ip: Ipv4Addr,
+    dist_port: u16,
+) -> String {
+    let interface = ip.octets().map(|o| o.to_string()).join(",");
     format!(
         "# Written by xbus-integration-tests for one test server.\n\
          ERLANG_NODE={node}\n\
          ERL_DIST_PORT={dist_port}\n\
-         ERL_OPTIONS=\"-setcookie {cookie} -kernel inet_dist_use_interface {{127,0,0,1}} -env ERL_CRASH_DUMP_BYTES 0\"\n\
+         ERL_OPTIONS=\"-setcookie {cookie} -kernel inet_dist_use_interface {{{interface}}} -env ERL_CRASH_DUMP_BYTES 0\"\n\
          EJABBERD_PID_PATH={}\n\
          EJABBERD_BYPASS_WARNINGS=true\n\
          CONTRIB_MODULES_PATH={}\n",
@@ -33,11 +41,17 @@ const DEPLOYED: &str = include_str!("../../deploy/ejabberd/ejabberd.yml");
 /// spool directory; see docs/SERVERS.md).
 pub(crate) const TUNED_SCHEMA: &str = include_str!("../../deploy/ejabberd/ejabberd.schema");
 
+/// What a cluster template made from these files depends on (see
+/// `ejabberd_cluster`): the deployed config and the schema.
+pub(crate) fn fingerprint() -> String {
+    format!("{DEPLOYED}\n{TUNED_SCHEMA}")
+}
+
 /// The whole `ejabberd.yml` for a server in `root` with c2s on
 /// 127.0.0.1:`port`: `deploy/ejabberd/ejabberd.yml` with what a test
 /// server needs changed (see the `ejabberd` module docs for why each
 /// setting is there).
-pub(crate) fn config_text(root: &Path, port: u16) -> String {
+pub(crate) fn config_text(root: &Path, ip: Ipv4Addr, port: u16) -> String {
     let level = std::env::var(LOG_LEVEL_ENV).unwrap_or_else(|_| "info".to_owned());
     let level = match level.as_str() {
         "debug" | "info" | "notice" | "warning" | "error" => level,
@@ -53,7 +67,7 @@ pub(crate) fn config_text(root: &Path, port: u16) -> String {
         )
         .set("ca_file:", &format!("ca_file: {}", path("certs/ca.crt")))
         .set("- port:", &format!("- port: {port}"))
-        .set("ip:", "ip: \"127.0.0.1\"")
+        .set("ip:", &format!("ip: \"{ip}\""))
         // Accounts registered in-band from the loopback, stored plain (no
         // hashing per registration and login), logging in without TLS on
         // the loopback.
@@ -121,7 +135,11 @@ fn yaml_string(text: &str) -> String {
 mod tests {
     #[test]
     fn the_deployed_config_is_adapted_setting_by_setting() {
-        let text = super::config_text(std::path::Path::new("/srv/t"), 4242);
+        let text = super::config_text(
+            std::path::Path::new("/srv/t"),
+            std::net::Ipv4Addr::LOCALHOST,
+            4242,
+        );
         for line in [
             "hosts: [localhost]",
             "- port: 4242",

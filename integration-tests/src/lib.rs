@@ -13,6 +13,10 @@
 //!   with a pubsub component at `pubsub.localhost`.
 //! * [`Ejabberd`]: ejabberd 23.01 from Debian (`apt-get install -y
 //!   ejabberd`), with mod_pubsub at `pubsub.localhost`.
+//! * [`EjabberdCluster`]: two such ejabberd nodes joined in a cluster,
+//!   each on a loopback address of its own; its
+//!   [`addr`](XmppServer::addr) hands the nodes out in turn, so the
+//!   clients of one test land on different nodes.
 //!
 //! Each server implements [`XmppServer`], so a test can run against every
 //! kind in [`ServerKind`]. [`ServerKind::from_env`] reads the list a test
@@ -51,12 +55,13 @@
 //!   `info`; `debug` logs every stanza, which slows the server down).
 //! * `XBUS_TEST_EJABBERD_LOG_LEVEL=debug`: the same for ejabberd
 //!   (`logs/ejabberd.log` in its directory).
-//! * `XBUS_TEST_SERVERS=embedded,prosody,ejabberd`: the servers the integration
+//! * `XBUS_TEST_SERVERS=embedded,prosody,ejabberd,ejabberd-cluster`: the servers the integration
 //!   tests run against (see [`ServerKind::from_env`]).
 #![deny(missing_docs)]
 
 mod certs;
 mod ejabberd;
+mod ejabberd_cluster;
 mod ejabberd_config;
 mod ejabberd_register;
 mod ejabberd_user;
@@ -77,6 +82,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use ejabberd::Ejabberd;
+pub use ejabberd_cluster::{CLUSTER_NODES, EjabberdCluster};
 pub use embedded::Embedded;
 pub use instance::{InstanceProcess, InstanceSettings};
 pub use prosody::{ACCOUNT_POOL_SIZE, Prosody};
@@ -112,7 +118,7 @@ pub const SERVERS_ENV: &str = "XBUS_TEST_SERVERS";
 
 /// The servers the integration tests run against when `XBUS_TEST_SERVERS`
 /// is unset.
-pub const DEFAULT_SERVERS: &str = "embedded,prosody,ejabberd";
+pub const DEFAULT_SERVERS: &str = "embedded,prosody,ejabberd,ejabberd-cluster";
 
 /// How `apt-get` installs OpenSSL; part of the panic message when it is missing.
 pub const OPENSSL_INSTALL_HINT: &str = "apt-get update && apt-get install -y openssl";
@@ -251,6 +257,9 @@ server_kinds! {
     Prosody => "prosody", Prosody;
     /// ejabberd, see [`Ejabberd`].
     Ejabberd => "ejabberd", Ejabberd;
+    /// A cluster of ejabberd nodes, see [`EjabberdCluster`]; clients of
+    /// one test are spread over its nodes.
+    EjabberdCluster => "ejabberd-cluster", EjabberdCluster;
 }
 
 /// An unknown server name in `XBUS_TEST_SERVERS` (or an empty list).
@@ -313,6 +322,14 @@ impl ServerKind {
             Ok(list) => ServerKind::parse_list(&list),
             Err(_) => ServerKind::parse_list(DEFAULT_SERVERS),
         }
+    }
+}
+
+impl ServerKind {
+    /// Whether the server software is ejabberd (a lone server or a
+    /// cluster): what the server does, as opposed to how many nodes do it.
+    pub fn is_ejabberd(self) -> bool {
+        matches!(self, ServerKind::Ejabberd | ServerKind::EjabberdCluster)
     }
 }
 

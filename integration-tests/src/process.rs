@@ -5,6 +5,7 @@
 //! other process that happens to listen on the same port.
 
 use std::collections::HashSet;
+use std::fs;
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -107,6 +108,25 @@ pub(crate) fn free_port() -> Result<u16, HarnessError> {
         "finding a free port",
         io::Error::other("the kernel kept returning ports handed out before"),
     ))
+}
+
+/// Copies the files and directories in `from` into `to` (which exists).
+pub(crate) fn copy_tree(from: &Path, to: &Path) -> Result<(), HarnessError> {
+    let context = || format!("copying {} to {}", from.display(), to.display());
+    for entry in fs::read_dir(from).map_err(|e| HarnessError::io(context(), e))? {
+        let entry = entry.map_err(|e| HarnessError::io(context(), e))?;
+        let target = to.join(entry.file_name());
+        let kind = entry
+            .file_type()
+            .map_err(|e| HarnessError::io(context(), e))?;
+        if kind.is_dir() {
+            fs::create_dir_all(&target).map_err(|e| HarnessError::io(context(), e))?;
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            fs::copy(entry.path(), &target).map_err(|e| HarnessError::io(context(), e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether something accepts TCP connections at `addr` right now.

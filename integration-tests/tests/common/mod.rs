@@ -4,7 +4,7 @@
 //! # The server matrix
 //!
 //! Every test that needs a server runs its body once per server named in
-//! `XBUS_TEST_SERVERS` (default `embedded,prosody,ejabberd`, see
+//! `XBUS_TEST_SERVERS` (default `embedded,prosody,ejabberd,ejabberd-cluster`, see
 //! [`ServerKind::from_env`]), one server after the other:
 //!
 //! ```ignore
@@ -62,7 +62,7 @@ pub fn tag() -> String {
 }
 
 /// The servers this test run covers: `XBUS_TEST_SERVERS`, or
-/// `embedded,prosody,ejabberd` if unset. Panics on an unknown name or an empty list.
+/// `embedded,prosody,ejabberd,ejabberd-cluster` if unset. Panics on an unknown name or an empty list.
 pub fn servers() -> Vec<ServerKind> {
     ServerKind::from_env().unwrap_or_else(|e| panic!("{e}"))
 }
