@@ -8,29 +8,20 @@
 //! `xbus::Liveness`) must take it out of the rotation within 2 s anyway.
 //! Each test prints its figures with `--nocapture`.
 
+#[path = "common/calls.rs"]
+mod calls;
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use calls::{Outcome, call_continuously, left, spawn_calls};
 use common::*;
 use futures::StreamExt;
 use xbus::{Bus, InstanceEvent, Watch};
 
 /// The detection window the issue asks for.
 const WINDOW: Duration = Duration::from_secs(2);
-
-/// One call every this long.
-const PACE: Duration = Duration::from_millis(20);
-
-/// One call's fate: when it started (since the fault), and how it ended.
-#[derive(Debug, Clone)]
-struct Outcome {
-    started: Duration,
-    ended: Duration,
-    result: Result<String, String>,
-}
 
 /// Starts three `serve` processes of one fresh account and a caller bus
 /// that has seen all three online.
@@ -56,83 +47,6 @@ async fn three_instances(
         }
     }
     (processes, jids, account.jid, caller, watch)
-}
-
-/// [`call_continuously`] in a task of its own, while the test kills or
-/// freezes an instance.
-fn spawn_calls(
-    caller: &Bus,
-    service: &str,
-    zero: Instant,
-    run: Duration,
-    timeout: Duration,
-) -> tokio::task::JoinHandle<Vec<Outcome>> {
-    let (caller, service) = (caller.clone(), service.to_owned());
-    tokio::spawn(async move { call_continuously(&caller, &service, zero, run, timeout).await })
-}
-
-/// Calls `service` every [`PACE`] for `run`, each with `timeout`, without
-/// waiting for one call to end before the next starts; the outcomes, with
-/// times measured from `zero`.
-async fn call_continuously(
-    caller: &Bus,
-    service: &str,
-    zero: Instant,
-    run: Duration,
-    timeout: Duration,
-) -> Vec<Outcome> {
-    let outcomes = Arc::new(Mutex::new(Vec::new()));
-    let mut tasks = Vec::new();
-    let mut seq = 0;
-    let end = Instant::now() + run;
-    while Instant::now() < end {
-        seq += 1;
-        let caller = caller.clone();
-        let service = service.to_owned();
-        let outcomes = outcomes.clone();
-        tasks.push(tokio::spawn(async move {
-            let started = zero.elapsed();
-            let result = caller
-                .request(&service, Echo { seq, sleep_ms: 0 })
-                .timeout(timeout)
-                .await
-                .map(|answer| answer.resource)
-                .map_err(|e| e.to_string());
-            let ended = zero.elapsed();
-            outcomes.lock().unwrap().push(Outcome {
-                started,
-                ended,
-                result,
-            });
-        }));
-        tokio::time::sleep(PACE).await;
-    }
-    for task in tasks {
-        within("call task", task).await.expect("call task");
-    }
-    let mut outcomes = outcomes.lock().unwrap().clone();
-    outcomes.sort_by_key(|o| o.started);
-    outcomes
-}
-
-/// Waits until `watch` reports `jid` unresponsive or offline; how long
-/// after `zero` that was, or `None` if not within `limit` of now.
-async fn left(watch: &mut Watch, jid: &str, zero: Instant, limit: Duration) -> Option<Duration> {
-    tokio::time::timeout(limit, async {
-        while let Some(event) = watch.next().await {
-            match &event {
-                InstanceEvent::Unresponsive(j) | InstanceEvent::Offline(j)
-                    if j.to_string() == jid =>
-                {
-                    return zero.elapsed();
-                }
-                _ => {}
-            }
-        }
-        std::future::pending().await
-    })
-    .await
-    .ok()
 }
 
 #[tokio::test]

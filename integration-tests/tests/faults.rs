@@ -6,6 +6,8 @@
 //! see them with `--nocapture`.
 
 mod common;
+#[path = "common/publish_run.rs"]
+mod publish_run;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,22 +17,12 @@ use std::time::{Duration, Instant};
 use common::{
     Account, Server, ServerKind, XmppServer, config, init_tracing, matrix, start, within,
 };
-use futures::StreamExt;
+use publish_run::{
+    EVENTS, Ended, Run, end_run, publish_all, run_to_a_quarter, subscribe_all, tally, wait_for_all,
+};
 use serde::{Deserialize, Serialize};
-use xbus::{Bus, Context, Event, PublishError, Request, RequestError, Subscription};
+use xbus::{Bus, Context, Request, RequestError};
 use xbus_integration_tests::CutProxy;
-
-/// Events per run.
-const EVENTS: u32 = 10_000;
-/// Publishes in flight at once: "at full speed" within the outbox.
-const IN_FLIGHT: usize = 512;
-
-#[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
-#[event(topic = "faults.seq")]
-struct Numbered {
-    n: u32,
-    note: String,
-}
 
 /// A bus for the fault runs: long publish timeout (publishes wait in the
 /// outbox while the server is down), and nodes that keep every event of a
@@ -52,108 +44,6 @@ async fn fault_bus_as(server: &dyn XmppServer, account: &Account, addr: Option<S
     within("connect", Bus::connect(builder.build().unwrap()))
         .await
         .unwrap_or_else(|e| panic!("{}connect: {e}", common::tag()))
-}
-
-/// What a publishing run ended with.
-struct Published {
-    ok: Vec<u32>,
-    errors: HashMap<String, usize>,
-}
-
-/// Publishes `0..EVENTS` with `IN_FLIGHT` at once, counting confirmations
-/// in `confirmed` as they come.
-fn publish_all(bus: &Bus, confirmed: Arc<AtomicUsize>) -> tokio::task::JoinHandle<Published> {
-    let bus = bus.clone();
-    tokio::spawn(async move {
-        let results: Vec<(u32, Result<(), PublishError>)> = futures::stream::iter(0..EVENTS)
-            .map(|n| {
-                let bus = bus.clone();
-                let confirmed = confirmed.clone();
-                async move {
-                    let event = Numbered {
-                        n,
-                        note: format!("event number {n} of the fault run"),
-                    };
-                    let result = bus.publish(&event).await.map(|_| ());
-                    if result.is_ok() {
-                        confirmed.fetch_add(1, Ordering::SeqCst);
-                    }
-                    (n, result)
-                }
-            })
-            .buffer_unordered(IN_FLIGHT)
-            .collect()
-            .await;
-        let mut published = Published {
-            ok: Vec::new(),
-            errors: HashMap::new(),
-        };
-        for (n, result) in results {
-            match result {
-                Ok(()) => published.ok.push(n),
-                Err(error) => {
-                    let kind = format!("{error:?}");
-                    let kind = kind.split([' ', '{', '(']).next().unwrap_or("?").to_owned();
-                    *published.errors.entry(kind).or_default() += 1;
-                }
-            }
-        }
-        published
-    })
-}
-
-/// Everything the subscription delivered, as it comes.
-fn collect(mut subscription: Subscription<Numbered>) -> Arc<std::sync::Mutex<Vec<u32>>> {
-    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = got.clone();
-    tokio::spawn(async move {
-        while let Some(delivery) = subscription.next().await {
-            let n = delivery.expect("only good events are published").event.n;
-            sink.lock().unwrap().push(n);
-        }
-    });
-    got
-}
-
-/// The outcome compared: lost (confirmed, never delivered) and duplicated.
-struct Tally {
-    lost: Vec<u32>,
-    duplicated: Vec<u32>,
-    delivered: usize,
-}
-
-fn tally(ok: &[u32], got: &[u32]) -> Tally {
-    let mut counts: HashMap<u32, usize> = HashMap::new();
-    for n in got {
-        *counts.entry(*n).or_default() += 1;
-    }
-    let mut lost: Vec<u32> = ok
-        .iter()
-        .copied()
-        .filter(|n| !counts.contains_key(n))
-        .collect();
-    lost.sort_unstable();
-    let mut duplicated: Vec<u32> = counts
-        .iter()
-        .filter(|(_, c)| **c > 1)
-        .map(|(n, _)| *n)
-        .collect();
-    duplicated.sort_unstable();
-    Tally {
-        lost,
-        duplicated,
-        delivered: counts.len(),
-    }
-}
-
-/// Waits until every id in `ok` was delivered, or `deadline`.
-async fn wait_for_all(ok: &[u32], got: &std::sync::Mutex<Vec<u32>>, deadline: Instant) -> Instant {
-    loop {
-        if tally(ok, &got.lock().unwrap()).lost.is_empty() || Instant::now() >= deadline {
-            return Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Fault test 1: the server is killed with SIGKILL and restarted while a
@@ -178,22 +68,8 @@ async fn fault_1_server_killed_mid_run_loses_no_confirmed_event() {
         server.restart().expect("restart the server cleanly");
         let publisher = fault_bus_as(&server, &accounts[0], None).await;
         let subscriber = fault_bus_as(&server, &accounts[1], None).await;
-        let subscription = within("subscribe", subscriber.subscribe::<Numbered>())
-            .await
-            .unwrap();
-        let got = collect(subscription);
-
-        let confirmed = Arc::new(AtomicUsize::new(0));
-        let started = Instant::now();
-        let publishing = publish_all(&publisher, confirmed.clone());
-        let quarter = async {
-            while confirmed.load(Ordering::SeqCst) < EVENTS as usize / 4 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        };
-        if tokio::time::timeout(Duration::from_secs(120), quarter).await.is_err() {
-            panic!("[{kind}] only {} confirmed after 120 s", confirmed.load(Ordering::SeqCst));
-        }
+        let got = subscribe_all(&subscriber).await;
+        let Run { publishing, confirmed, started } = run_to_a_quarter(&publisher).await;
         eprintln!("[{kind}] quarter after {:?}", started.elapsed());
         let at_kill = confirmed.load(Ordering::SeqCst);
         server.kill();
@@ -274,10 +150,7 @@ async fn fault_2_connections_cut_20_times_lose_and_duplicate_nothing() {
         let via = Some(proxy.addr().to_string());
         let publisher = fault_bus(&server, via.clone()).await;
         let subscriber = fault_bus(&server, via).await;
-        let subscription = within("subscribe", subscriber.subscribe::<Numbered>())
-            .await
-            .unwrap();
-        let got = collect(subscription);
+        let got = subscribe_all(&subscriber).await;
 
         // Cut when the confirmations pass 20 random marks.
         let mut rng = Rng::from_env(kind);
@@ -303,14 +176,8 @@ async fn fault_2_connections_cut_20_times_lose_and_duplicate_nothing() {
             }
             cut_connections += proxy.cut();
         }
-        let published = tokio::time::timeout(Duration::from_secs(300), publishing)
-            .await
-            .expect("publishing ends")
-            .unwrap();
-        let published_at = Instant::now();
-        let deadline = published_at + Duration::from_secs(30);
-        let complete = wait_for_all(&published.ok, &got, deadline).await;
-        let tally = tally(&published.ok, &got.lock().unwrap());
+        let Ended { published, published_at, complete, deadline, tally } =
+            end_run(publishing, &got).await;
         let stats = within("stats", subscriber.stats()).await.unwrap();
         let publisher_stats = within("stats", publisher.stats()).await.unwrap();
         eprintln!(
