@@ -16,7 +16,7 @@ use super::xmpp::XbusSystem;
 /// Short waits: the mock delivers at once.
 fn ctx() -> Ctx {
     Ctx {
-        server_pid: None,
+        server_pids: Vec::new(),
         progress: Arc::new(Progress::default()),
         settle: Duration::from_millis(150),
         grace: Duration::from_millis(300),

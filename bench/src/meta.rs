@@ -63,8 +63,9 @@ pub async fn versions(groups: &[Group], kinds: &[Kind]) -> Vec<String> {
         match group {
             // Not `prosody --version`: Prosody 0.12 has no such option and
             // starts the server instead.
-            Group::Xmpp(server @ ("prosody" | "ejabberd")) => {
-                let version = output("dpkg-query", &["-W", "-f=${Version}", server]).await;
+            Group::Xmpp(server @ ("prosody" | "ejabberd" | "ejabberd-cluster")) => {
+                let package = server.trim_end_matches("-cluster");
+                let version = output("dpkg-query", &["-W", "-f=${Version}", package]).await;
                 versions.push(format!("{server} {}", version.as_deref().unwrap_or("?")));
             }
             Group::Nats => {

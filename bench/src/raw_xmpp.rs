@@ -73,16 +73,16 @@ impl EventSystem for RawXmppSystem {
     }
 
     fn addr(&self) -> SocketAddr {
-        self.target.addr
+        self.target.addr()
     }
 
     async fn publisher(&self) -> anyhow::Result<Box<dyn Publisher>> {
-        let client = self.connect(self.target.addr, false).await?;
+        let client = self.connect(self.target.addr(), false).await?;
         Ok(Box::new(RawPublisher { client }))
     }
 
     async fn subscriber(&self, topic: &str) -> anyhow::Result<Box<dyn Subscriber>> {
-        let client = self.connect(self.target.addr, false).await?;
+        let client = self.connect(self.target.addr(), false).await?;
         let deliveries = client.subscribe(topic, SUBSCRIPTION_CAPACITY).await?;
         Ok(Box::new(RawSubscriber {
             deliveries,
@@ -146,14 +146,14 @@ impl RpcSystem for RawXmppSystem {
     }
 
     async fn responder(&self) -> anyhow::Result<Box<dyn Send + Sync>> {
-        let client = self.connect(self.target.addr, true).await?;
+        let client = self.connect(self.target.addr(), true).await?;
         self.responder.set(client.jid().clone());
         Ok(Box::new(RawResponder { _client: client }))
     }
 
     async fn caller(&self) -> anyhow::Result<Box<dyn Caller>> {
         let to = self.responder.get()?;
-        let client = self.connect(self.target.addr, false).await?;
+        let client = self.connect(self.target.addr(), false).await?;
         Ok(Box::new(RawCaller { client, to }))
     }
 }

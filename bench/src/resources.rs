@@ -198,21 +198,31 @@ pub fn rss_bytes() -> Option<u64> {
     Some(pages * u64::try_from(page).ok()?)
 }
 
+/// The CPU seconds of all of `pids` together (none: `None`, as when one
+/// cannot be read).
+fn servers_cpu(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&pid| server_cpu(pid)).sum()
+}
+
 /// CPU time of the benchmark process and of a server between
 /// [`CpuMeter::start`] and [`CpuMeter::read`].
 pub struct CpuMeter {
     client: Duration,
-    server_pid: Option<u32>,
+    server_pids: Vec<u32>,
     server: Option<f64>,
 }
 
 impl CpuMeter {
-    /// Starts measuring; `server_pid` is the server process, if any.
-    pub fn start(server_pid: Option<u32>) -> CpuMeter {
+    /// Starts measuring; `server_pids` are the server's processes (one per
+    /// node of a cluster), if any.
+    pub fn start(server_pids: &[u32]) -> CpuMeter {
         CpuMeter {
             client: process_cpu(),
-            server_pid,
-            server: server_pid.and_then(server_cpu),
+            server_pids: server_pids.to_vec(),
+            server: servers_cpu(server_pids),
         }
     }
 
@@ -220,7 +230,7 @@ impl CpuMeter {
     /// server's when it has one and it could be read both times.
     pub fn read(&self) -> (f64, Option<f64>) {
         let client = process_cpu().saturating_sub(self.client).as_secs_f64();
-        let server = match (self.server, self.server_pid.and_then(server_cpu)) {
+        let server = match (self.server, servers_cpu(&self.server_pids)) {
             (Some(before), Some(after)) => Some((after - before).max(0.0)),
             _ => None,
         };
@@ -242,7 +252,7 @@ mod tests {
 
     #[test]
     fn own_process_has_cpu_and_memory() {
-        let meter = CpuMeter::start(Some(std::process::id()));
+        let meter = CpuMeter::start(&[std::process::id()]);
         let mut x = 0u64;
         for i in 0..3_000_000u64 {
             x = x.wrapping_mul(31).wrapping_add(std::hint::black_box(i));

@@ -30,7 +30,9 @@ pub struct BenchArgs {
     /// XMPP servers for xbus and raw-xmpp, comma separated: embedded,
     /// prosody, ejabberd (item storage tuned as docs/SERVERS.md says),
     /// prosody-stock, ejabberd-stock (the servers' own storage; throughput
-    /// only). Those not installed are left out with a note.
+    /// only), ejabberd-cluster (two ejabberd nodes in a cluster, clients
+    /// spread over them; not in the default list). Those not installed are
+    /// left out with a note.
     #[arg(
         long,
         value_delimiter = ',',
@@ -236,7 +238,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 bars.message(format!("{} · {label}", scenario.name()));
                 let outcome = match &sut {
                     Ok(sut) => {
-                        let ctx = Ctx::new(sut.server_pid, progress.clone());
+                        let ctx = Ctx::new(sut.server_pids.clone(), progress.clone());
                         run_row(scenario, sut, &settings, &ctx).await
                     }
                     Err(error) => Outcome::Failed {

@@ -27,8 +27,9 @@ pub const WARM_UP_CALLS: u64 = 10;
 /// What a scenario needs besides its system and its size.
 #[derive(Clone)]
 pub struct Ctx {
-    /// The server process, for its CPU time; `None` for in-process systems.
-    pub server_pid: Option<u32>,
+    /// The server's processes (one per node of a cluster), for their CPU
+    /// time; none for in-process systems.
+    pub server_pids: Vec<u32>,
     /// Where the scenario reports how far it got.
     pub progress: Arc<Progress>,
     /// Quiet time before the idle scenarios measure (connections settle).
@@ -40,9 +41,9 @@ pub struct Ctx {
 
 impl Ctx {
     /// The settings of a real run: 2 s to settle, 5 s of grace.
-    pub fn new(server_pid: Option<u32>, progress: Arc<Progress>) -> Ctx {
+    pub fn new(server_pids: Vec<u32>, progress: Arc<Progress>) -> Ctx {
         Ctx {
-            server_pid,
+            server_pids,
             progress,
             settle: Duration::from_secs(2),
             grace: Duration::from_secs(5),
@@ -174,7 +175,7 @@ pub(super) async fn publish_and_count(
     collecting: Collecting,
     ctx: &Ctx,
 ) -> anyhow::Result<Measure> {
-    let cpu = CpuMeter::start(ctx.server_pid);
+    let cpu = CpuMeter::start(&ctx.server_pids);
     let start = Instant::now();
     publish_all(publisher, topic, events, window).await?;
     let tallies = collecting.finish(&ctx.progress, ctx.grace).await?;
@@ -231,7 +232,7 @@ pub async fn push_latency(
     ctx.progress.begin(events);
     let collecting = Collecting::spawn(vec![sub], events, true, &ctx.progress);
 
-    let cpu = CpuMeter::start(ctx.server_pid);
+    let cpu = CpuMeter::start(&ctx.server_pids);
     let start = Instant::now();
     let (publisher, topic) = (&*publisher, topic.as_str());
     // Behind schedule (a slow tick), the missed publishes go out at once:
@@ -307,7 +308,7 @@ async fn rpc(
         call(caller, seq).await.context("warm-up")?;
     }
     ctx.progress.begin(calls);
-    let cpu = CpuMeter::start(ctx.server_pid);
+    let cpu = CpuMeter::start(&ctx.server_pids);
     let start = Instant::now();
     let mut latencies = Vec::with_capacity(usize::try_from(calls).unwrap_or(0));
     let mut answers = stream::iter(0..calls)
@@ -372,7 +373,7 @@ pub async fn idle(system: &dyn EventSystem, secs: f64, ctx: &Ctx) -> anyhow::Res
     let watched = Duration::from_secs_f64(secs);
     ctx.progress.begin(watched.as_secs().max(1));
     let before = relay.traffic();
-    let cpu = CpuMeter::start(ctx.server_pid);
+    let cpu = CpuMeter::start(&ctx.server_pids);
     let start = Instant::now();
     while start.elapsed() < watched {
         let left = watched.saturating_sub(start.elapsed());
@@ -422,7 +423,7 @@ where
         bail!("no connections to measure");
     }
     ctx.progress.begin(n as u64);
-    let cpu = CpuMeter::start(ctx.server_pid);
+    let cpu = CpuMeter::start(&ctx.server_pids);
     let rss_before = rss_bytes().context("read /proc/self/statm")?;
     let heap = HeapWindow::open();
     let start = Instant::now();

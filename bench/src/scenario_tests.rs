@@ -14,7 +14,7 @@ use super::systems::{Group, Kind};
 /// Short waits: the mock delivers at once.
 fn ctx() -> Ctx {
     Ctx {
-        server_pid: Some(std::process::id()),
+        server_pids: vec![std::process::id()],
         progress: Arc::new(Progress::default()),
         settle: Duration::from_millis(150),
         grace: Duration::from_millis(300),

@@ -1,16 +1,19 @@
 //! The XMPP servers a run measures: the embedded one as a child process
-//! (`xbus-bench --serve-embedded`), Prosody and ejabberd started by the test harness (its
-//! configs lift the servers' throttles).
+//! (`xbus-bench --serve-embedded`), Prosody, ejabberd and an ejabberd
+//! cluster started by the test harness (its configs lift the servers'
+//! throttles). On the cluster, the clients of a scenario are spread over
+//! its nodes in turn (the publisher on one, the subscriber on the next),
+//! and the server CPU is that of every node.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use xbus_integration_tests::{Ejabberd, Prosody, Storage, XmppServer};
+use xbus_integration_tests::{Ejabberd, EjabberdCluster, Prosody, Storage, XmppServer};
 
 /// An account on a benchmark server.
 #[derive(Debug, Clone)]
@@ -23,16 +26,18 @@ pub struct Account {
 
 /// A running XMPP server, as the XMPP drivers see it.
 pub struct XmppTarget {
-    /// `embedded`, `prosody` or `ejabberd`.
+    /// `embedded`, `prosody`, `ejabberd` or `ejabberd-cluster`.
     pub server: &'static str,
-    /// Client-to-server address (plaintext allowed on loopback).
-    pub addr: SocketAddr,
+    /// Client-to-server addresses, one per node (plaintext allowed on
+    /// loopback); [`XmppTarget::addr`] hands them out in turn.
+    addrs: Vec<SocketAddr>,
+    next_addr: AtomicUsize,
     /// The XMPP domain, `localhost`.
     pub domain: String,
     /// The pubsub service, `pubsub.localhost`.
     pub pubsub: String,
-    /// The server's process, for its CPU time.
-    pub pid: Option<u32>,
+    /// The server's processes (one per node), for their CPU time.
+    pub pids: Vec<u32>,
     backend: Backend,
 }
 
@@ -50,13 +55,19 @@ impl std::fmt::Debug for XmppTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("XmppTarget")
             .field("server", &self.server)
-            .field("addr", &self.addr)
-            .field("pid", &self.pid)
+            .field("addrs", &self.addrs)
+            .field("pids", &self.pids)
             .finish()
     }
 }
 
 impl XmppTarget {
+    /// The address for the next client: the nodes in turn.
+    pub fn addr(&self) -> SocketAddr {
+        let n = self.next_addr.fetch_add(1, Ordering::Relaxed);
+        self.addrs[n % self.addrs.len()]
+    }
+
     /// A fresh account, from a task: registering one may run a server tool
     /// (`prosodyctl`), so it runs off the async threads.
     pub async fn fresh_account(self: &Arc<Self>) -> anyhow::Result<Account> {
@@ -108,13 +119,14 @@ pub fn available(names: &[String]) -> (Vec<&'static str>, Vec<String>) {
             "embedded" => ok.push("embedded"),
             "prosody" if in_path("prosody") => ok.push("prosody"),
             "ejabberd" if in_path("ejabberdctl") => ok.push("ejabberd"),
+            "ejabberd-cluster" if in_path("ejabberdctl") => ok.push("ejabberd-cluster"),
             "prosody-stock" if in_path("prosody") => ok.push("prosody-stock"),
             "ejabberd-stock" if in_path("ejabberdctl") => ok.push("ejabberd-stock"),
             "prosody" | "prosody-stock" => notes.push(format!(
                 "prosody: not installed ({})",
                 xbus_integration_tests::PROSODY_INSTALL_HINT
             )),
-            "ejabberd" | "ejabberd-stock" => notes.push(format!(
+            "ejabberd" | "ejabberd-stock" | "ejabberd-cluster" => notes.push(format!(
                 "ejabberd: not installed ({})",
                 xbus_integration_tests::EJABBERD_INSTALL_HINT
             )),
@@ -135,10 +147,23 @@ pub fn is_stock(server: &str) -> bool {
 pub fn start(name: &'static str) -> anyhow::Result<Arc<XmppTarget>> {
     let target = match name {
         "embedded" => start_embedded()?,
-        "prosody" => harness(name, Prosody::start()?, |s| s.pid()),
-        "ejabberd" => harness(name, Ejabberd::start()?, |s| s.pid()),
-        "prosody-stock" => harness(name, Prosody::start_with(Storage::Stock)?, |s| s.pid()),
-        "ejabberd-stock" => harness(name, Ejabberd::start_with(Storage::Stock)?, |s| s.pid()),
+        "prosody" => harness(name, Prosody::start()?, |s| s.pid().into_iter().collect()),
+        "ejabberd" => harness(name, Ejabberd::start()?, |s| s.pid().into_iter().collect()),
+        "prosody-stock" => harness(name, Prosody::start_with(Storage::Stock)?, |s| {
+            s.pid().into_iter().collect()
+        }),
+        "ejabberd-stock" => harness(name, Ejabberd::start_with(Storage::Stock)?, |s| {
+            s.pid().into_iter().collect()
+        }),
+        "ejabberd-cluster" => {
+            let cluster = EjabberdCluster::start()?;
+            let addrs = (0..cluster.len()).map(|n| cluster.node_addr(n)).collect();
+            let mut target = harness(name, cluster, |c| {
+                (0..c.len()).filter_map(|n| c.node(n).pid()).collect()
+            });
+            target.addrs = addrs;
+            target
+        }
         other => bail!("unknown XMPP server {other:?}"),
     };
     Ok(Arc::new(target))
@@ -147,14 +172,15 @@ pub fn start(name: &'static str) -> anyhow::Result<Arc<XmppTarget>> {
 fn harness<S: XmppServer + 'static>(
     name: &'static str,
     server: S,
-    pid: impl Fn(&S) -> Option<u32>,
+    pids: impl Fn(&S) -> Vec<u32>,
 ) -> XmppTarget {
     XmppTarget {
         server: name,
-        addr: server.addr(),
+        addrs: vec![server.addr()],
+        next_addr: AtomicUsize::new(0),
         domain: server.domain().to_owned(),
         pubsub: server.pubsub_service(),
-        pid: pid(&server),
+        pids: pids(&server),
         backend: Backend::Harness(Box::new(server)),
     }
 }
@@ -196,10 +222,11 @@ fn start_embedded() -> anyhow::Result<XmppTarget> {
     })?;
     Ok(XmppTarget {
         server: "embedded",
-        addr,
+        addrs: vec![addr],
+        next_addr: AtomicUsize::new(0),
         domain: "localhost".to_owned(),
         pubsub: "pubsub.localhost".to_owned(),
-        pid: Some(child.id()),
+        pids: vec![child.id()],
         backend: Backend::Embedded {
             child: Some(child),
             next: AtomicU64::new(1),
@@ -213,10 +240,11 @@ fn start_embedded() -> anyhow::Result<XmppTarget> {
 pub fn embedded_at(addr: SocketAddr) -> XmppTarget {
     XmppTarget {
         server: "embedded",
-        addr,
+        addrs: vec![addr],
+        next_addr: AtomicUsize::new(0),
         domain: "localhost".to_owned(),
         pubsub: "pubsub.localhost".to_owned(),
-        pid: None,
+        pids: Vec::new(),
         backend: Backend::Embedded {
             child: None,
             next: AtomicU64::new(1),

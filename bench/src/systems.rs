@@ -192,8 +192,8 @@ pub struct Sut {
     pub groups: Option<Arc<dyn GroupSystem>>,
     /// Its event side on transient topics, if it has them.
     pub transient: Option<Arc<dyn EventSystem>>,
-    /// The server process, for its CPU time.
-    pub server_pid: Option<u32>,
+    /// The server's processes (one per node of a cluster), for their CPU time.
+    pub server_pids: Vec<u32>,
     /// For the idle-memory scenario.
     pub idle_connect: Option<IdleConnect>,
 }
@@ -216,7 +216,7 @@ pub async fn start_system(state: &GroupState, kind: Kind) -> anyhow::Result<Sut>
         rpc: None,
         groups: None,
         transient: None,
-        server_pid: None,
+        server_pids: Vec::new(),
         idle_connect: None,
     };
     match (kind, state) {
@@ -228,7 +228,7 @@ pub async fn start_system(state: &GroupState, kind: Kind) -> anyhow::Result<Sut>
             sut.events = Some(system.clone());
             sut.rpc = Some(system.clone());
             sut.groups = Some(system);
-            sut.server_pid = target.pid;
+            sut.server_pids = target.pids.clone();
             let target = target.clone();
             sut.idle_connect = Some(Box::new(move |n| {
                 let target = target.clone();
@@ -246,12 +246,12 @@ pub async fn start_system(state: &GroupState, kind: Kind) -> anyhow::Result<Sut>
             let system = Arc::new(raw_xmpp::RawXmppSystem::new(target.clone()));
             sut.events = Some(system.clone());
             sut.rpc = Some(system);
-            sut.server_pid = target.pid;
+            sut.server_pids = target.pids.clone();
         }
         (Kind::Nats, GroupState::Nats(system)) => {
             sut.events = Some(system.clone());
             sut.rpc = Some(system.clone());
-            sut.server_pid = Some(system.server().pid());
+            sut.server_pids = vec![system.server().pid()];
         }
         (Kind::Http, _) => sut.rpc = Some(Arc::new(http::HttpRpc::start().await?)),
         (Kind::Poll100ms, _) => {

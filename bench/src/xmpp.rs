@@ -133,11 +133,11 @@ impl EventSystem for XbusSystem {
     }
 
     fn addr(&self) -> SocketAddr {
-        self.target.addr
+        self.target.addr()
     }
 
     async fn publisher(&self) -> anyhow::Result<Box<dyn Publisher>> {
-        let bus = self.connect(self.target.addr).await?;
+        let bus = self.connect(self.target.addr()).await?;
         Ok(Box::new(XbusPublisher {
             bus,
             persistence: self.persistence,
@@ -145,7 +145,7 @@ impl EventSystem for XbusSystem {
     }
 
     async fn subscriber(&self, topic: &str) -> anyhow::Result<Box<dyn Subscriber>> {
-        let bus = self.connect(self.target.addr).await?;
+        let bus = self.connect(self.target.addr()).await?;
         subscriber_with(bus, topic, self.persistence).await
     }
 
@@ -262,7 +262,7 @@ impl GroupSystem for XbusSystem {
                 jid: format!("{}/g{i}", account.jid),
                 password: account.password.clone(),
             };
-            let config = bench_config(&self.target.pubsub, &instance, self.target.addr)?;
+            let config = bench_config(&self.target.pubsub, &instance, self.target.addr())?;
             let bus = Bus::connect(config)
                 .await
                 .with_context(|| format!("connect {}", instance.jid))?;
@@ -315,7 +315,7 @@ impl RpcSystem for XbusSystem {
     }
 
     async fn responder(&self) -> anyhow::Result<Box<dyn Send + Sync>> {
-        let bus = self.connect(self.target.addr).await?;
+        let bus = self.connect(self.target.addr()).await?;
         bus.serve(|request: BenchEvent, _ctx: Context| async move { Ok::<_, RpcError>(request) })
             .await
             .context("serve bench.echo")?;
@@ -325,7 +325,7 @@ impl RpcSystem for XbusSystem {
 
     async fn caller(&self) -> anyhow::Result<Box<dyn Caller>> {
         let to = self.responder.get()?;
-        let bus = self.connect(self.target.addr).await?;
+        let bus = self.connect(self.target.addr()).await?;
         Ok(Box::new(XbusCaller { bus, to }))
     }
 }
@@ -356,7 +356,7 @@ pub async fn connect_idle_buses(target: &XmppTarget, n: usize) -> anyhow::Result
     let configs = (0..n)
         .map(|_| {
             let account = target.account()?;
-            Ok((idle_config(target, &account, target.addr)?, account.jid))
+            Ok((idle_config(target, &account, target.addr())?, account.jid))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     futures::stream::iter(configs)

@@ -138,10 +138,10 @@ async fn idle_clients_connect() {
     };
     let xbus = XbusSystem::new(target.clone());
     let raw = RawXmppSystem::new(target.clone());
-    let _a = bounded("xbus idle", xbus.idle_client(target.addr, "bench.idle"))
+    let _a = bounded("xbus idle", xbus.idle_client(target.addr(), "bench.idle"))
         .await
         .unwrap();
-    let _b = bounded("raw idle", raw.idle_client(target.addr, "bench.idle"))
+    let _b = bounded("raw idle", raw.idle_client(target.addr(), "bench.idle"))
         .await
         .unwrap();
     // Logins cost CPU (SCRAM), most of all in a debug build: a few here,
@@ -288,7 +288,7 @@ async fn compare(server: &'static str) {
             let topic = format!("bench.tp.{name}.{round}");
             let subscriber = system.subscriber(&topic).await.unwrap();
             let publisher = system.publisher().await.unwrap();
-            let cpu = ServerCpu::Process(target.pid);
+            let cpu = ServerCpu::Process(target.pids.first().copied());
             let m = throughput(publisher, subscriber, cpu, &topic, n, window).await;
             print(server, round, name, &m);
         }
