@@ -388,7 +388,8 @@ fn server_lists_parse_strictly() {
         vec![
             ServerKind::Embedded,
             ServerKind::Prosody,
-            ServerKind::Ejabberd
+            ServerKind::Ejabberd,
+            ServerKind::EjabberdCluster
         ]
     );
     assert_eq!(
