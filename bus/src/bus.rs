@@ -24,6 +24,7 @@ use crate::error::{
 use crate::event::{Event, Persistence, validate_topic};
 use crate::headers::Headers;
 use crate::login::Login;
+use crate::mechanism::LastMechanism;
 use crate::pubsub;
 use crate::pubsub::{Incoming, Repeatable};
 use crate::queue::{self, Consumer, Producer};
@@ -74,6 +75,8 @@ struct Inner {
     outbox: Arc<Semaphore>,
     /// The configured servers and the one in use.
     servers: Servers,
+    /// The SASL mechanism of the last login.
+    mechanism: LastMechanism,
 }
 
 /// Counts one publish call as under way while it lives.
@@ -122,6 +125,7 @@ impl Bus {
     pub async fn connect(config: BusConfig) -> Result<Bus, ConnectError> {
         let login = Login::new(&config)?;
         let servers = login.servers().clone();
+        let mechanism = login.mechanism();
         let server = servers.all_addresses();
         let started = Instant::now();
         let timed_out = || ConnectError::TimedOut {
@@ -158,7 +162,7 @@ impl Bus {
             reason: format!("the server bound a bare JID {jid}"),
         })?;
         health.established();
-        info!(jid = %bound, server = %servers.current_address(), stream_management, "connected");
+        info!(jid = %bound, server = %servers.current_address(), sasl = mechanism.name(), stream_management, "connected");
         // Initial presence is sent by the task, after its roster request
         // (see `Task::start_session`).
         let (commands, commands_rx) = mpsc::channel(config.command_capacity);
@@ -202,6 +206,7 @@ impl Bus {
                 closing: AtomicBool::new(false),
                 outbox: Arc::new(Semaphore::new(config.outbox_capacity)),
                 servers,
+                mechanism,
                 config,
             }),
         })
@@ -233,6 +238,15 @@ impl Bus {
     /// reports as [`ConnectionEvent::FailedOver`](crate::ConnectionEvent::FailedOver).
     pub fn server(&self) -> String {
         self.inner.servers.current_address()
+    }
+
+    /// The SASL mechanism the bus logged in with last: `SCRAM-SHA-256`,
+    /// `SCRAM-SHA-1` or `PLAIN`. xbus picks the strongest the server
+    /// offers, so `PLAIN` means the server offers no SCRAM (the embedded
+    /// server's plaintext mode, or a server whose accounts are stored for
+    /// PLAIN only).
+    pub fn sasl_mechanism(&self) -> &'static str {
+        self.inner.mechanism.name()
     }
 
     /// The configuration this bus was started with.

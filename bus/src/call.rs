@@ -1,6 +1,7 @@
 //! RPC on the [`Bus`] handle: [`Bus::serve`] and [`Bus::request`].
 
 use std::future::{Future, IntoFuture};
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +12,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info_span};
 use xmpp_parsers::jid::{FullJid, Jid};
 
+use crate::allow::Allow;
 use crate::bus::Bus;
 use crate::command::{Answer, CallFailure, Command, Dropped, Route, Target};
 use crate::event::validate_topic;
@@ -32,18 +34,31 @@ impl Bus {
     /// [`RequestError::Overloaded`]. A handler that panics answers
     /// `internal-server-error` and the bus goes on serving. A request that
     /// does not decode is answered `bad-request` with the reason.
-    pub async fn serve<R: Request, H: Handler<R>>(&self, handler: H) -> Result<(), ServeError> {
-        let config = self.config();
-        let handler = serve::erase::<R, H>(handler, config.max_payload, config.request_timeout);
-        let (reply, answer) = oneshot::channel();
-        self.command(Command::Serve {
-            method: R::METHOD.to_owned(),
+    ///
+    /// Only the accounts the bus's [`Allow`] lets in may call: by default
+    /// those of the bus's own domain (see
+    /// [`BusConfigBuilder::allow`](crate::BusConfigBuilder::allow)). Others
+    /// are answered `forbidden` before the handler runs. Await the returned
+    /// builder, or give the method an allow-list of its own first:
+    ///
+    /// ```no_run
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(xbus::Request, Serialize, Deserialize)]
+    /// # #[request(method = "inventory.restock", response = ())]
+    /// # struct Restock { sku: String }
+    /// # async fn run(bus: xbus::Bus) -> Result<(), Box<dyn std::error::Error>> {
+    /// bus.serve(|req: Restock, _ctx| async move { Ok(()) })
+    ///     .allow(xbus::Allow::only(["purchasing@example.org"])?)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn serve<R: Request, H: Handler<R>>(&self, handler: H) -> ServeBuilder<R, H> {
+        ServeBuilder {
+            bus: self.clone(),
             handler,
-            reply,
-        })
-        .await
-        .map_err(|_| ServeError::Closed)?;
-        answer.await.map_err(|_| ServeError::Closed)?
+            allow: None,
+            request: PhantomData,
+        }
     }
 
     /// Calls `target` with `request` and resolves to the handler's
@@ -203,6 +218,57 @@ impl Bus {
             }
             Err(error) => Err(rpc::classify(&method, from.as_str(), &error)),
         }
+    }
+}
+
+/// A handler being set up by [`Bus::serve`]; await it to start serving.
+#[must_use = "a handler serves nothing until the builder is awaited"]
+pub struct ServeBuilder<R, H> {
+    bus: Bus,
+    handler: H,
+    allow: Option<Allow>,
+    request: PhantomData<fn(R)>,
+}
+
+impl<R: Request, H: Handler<R>> ServeBuilder<R, H> {
+    /// Who may call this method, instead of the bus's
+    /// [`allow`](crate::BusConfigBuilder::allow) setting.
+    pub fn allow(mut self, allow: Allow) -> Self {
+        self.allow = Some(allow);
+        self
+    }
+}
+
+impl<R, H> std::fmt::Debug for ServeBuilder<R, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeBuilder")
+            .field("allow", &self.allow)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Request, H: Handler<R>> IntoFuture for ServeBuilder<R, H> {
+    type Output = Result<(), ServeError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let bus = self.bus;
+            let config = bus.config();
+            let allow = self.allow.unwrap_or_else(|| config.allow.clone());
+            let handler =
+                serve::erase::<R, H>(self.handler, config.max_payload, config.request_timeout);
+            let (reply, answer) = oneshot::channel();
+            bus.command(Command::Serve {
+                method: R::METHOD.to_owned(),
+                handler,
+                allow,
+                reply,
+            })
+            .await
+            .map_err(|_| ServeError::Closed)?;
+            answer.await.map_err(|_| ServeError::Closed)?
+        })
     }
 }
 

@@ -75,6 +75,7 @@ pub(crate) enum Command {
     Serve {
         method: String,
         handler: ErasedHandler,
+        allow: crate::allow::Allow,
         reply: oneshot::Sender<Result<(), ServeError>>,
     },
     /// Call a method on a service (an instance is picked) or an instance.

@@ -6,10 +6,16 @@ use std::time::Duration;
 
 use xmpp_parsers::jid::{BareJid, Jid};
 
+use crate::allow::Allow;
 use crate::error::ConfigError;
 use crate::liveness::Liveness;
 use crate::presence::SubscriptionPolicy;
 use crate::queue::BufferPolicy;
+
+mod env;
+mod password;
+
+pub(crate) use password::Password;
 
 /// How the connection to the server is secured.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -35,7 +41,7 @@ pub enum Tls {
 #[derive(Debug, Clone)]
 pub struct BusConfig {
     pub(crate) jid: Jid,
-    pub(crate) password: String,
+    pub(crate) password: Password,
     /// The servers to try, in order, as `(host, port)`; never empty.
     pub(crate) servers: Vec<(String, u16)>,
     pub(crate) pubsub: Option<BareJid>,
@@ -54,6 +60,7 @@ pub struct BusConfig {
     pub(crate) subscription_policy: SubscriptionPolicy,
     pub(crate) outbox_capacity: usize,
     pub(crate) buffer_policy: BufferPolicy,
+    pub(crate) allow: Allow,
 }
 
 impl BusConfig {
@@ -63,7 +70,7 @@ impl BusConfig {
     pub fn builder(jid: impl Into<String>, password: impl Into<String>) -> BusConfigBuilder {
         BusConfigBuilder {
             jid: jid.into(),
-            password: password.into(),
+            password: Password::new(password.into()),
             servers: Vec::new(),
             pubsub: None,
             tls: Tls::default(),
@@ -81,51 +88,8 @@ impl BusConfig {
             subscription_policy: SubscriptionPolicy::default(),
             outbox_capacity: 1024,
             buffer_policy: BufferPolicy::default(),
+            allow: Allow::default(),
         }
-    }
-
-    /// Reads the configuration from the environment:
-    ///
-    /// | variable | meaning | required |
-    /// |---|---|---|
-    /// | `XBUS_JID` | account JID, e.g. `orders@example.org` | yes |
-    /// | `XBUS_PASSWORD` | its password | yes |
-    /// | `XBUS_SERVER` | `host:port` to connect to, or several, comma-separated (`a:5222,b:5222`: the nodes of a cluster); default: the JID's domain on port 5222 | no |
-    /// | `XBUS_PUBSUB` | pubsub service JID; default `pubsub.<domain>` | no |
-    /// | `XBUS_TLS` | `required` (default), `plaintext`, or a path to a PEM CA file | no |
-    ///
-    /// A missing or invalid value gives a [`ConfigError`] that names the
-    /// variable.
-    pub fn from_env() -> Result<BusConfig, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// Like [`from_env`](Self::from_env), reading variables through `get`
-    /// (for tests and for configuration that is not in the process
-    /// environment).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<BusConfig, ConfigError> {
-        let required = |name: &'static str| {
-            get(name)
-                .filter(|v| !v.is_empty())
-                .ok_or(ConfigError::Missing { variable: name })
-        };
-        let jid = required("XBUS_JID")?;
-        let password = required("XBUS_PASSWORD")?;
-        let mut builder = BusConfig::builder(jid, password);
-        if let Some(server) = get("XBUS_SERVER").filter(|v| !v.is_empty()) {
-            builder = builder.server(server);
-        }
-        if let Some(pubsub) = get("XBUS_PUBSUB").filter(|v| !v.is_empty()) {
-            builder = builder.pubsub_service(pubsub);
-        }
-        if let Some(tls) = get("XBUS_TLS").filter(|v| !v.is_empty()) {
-            builder = builder.tls(match tls.as_str() {
-                "required" => Tls::Required,
-                "plaintext" => Tls::Plaintext,
-                path => Tls::CustomCa(PathBuf::from(path)),
-            });
-        }
-        builder.build_named(&ENV_NAMES)
     }
 
     /// The account JID.
@@ -147,7 +111,7 @@ impl BusConfig {
 #[must_use]
 pub struct BusConfigBuilder {
     jid: String,
-    password: String,
+    password: Password,
     servers: Vec<String>,
     pubsub: Option<String>,
     tls: Tls,
@@ -165,6 +129,7 @@ pub struct BusConfigBuilder {
     subscription_policy: SubscriptionPolicy,
     outbox_capacity: usize,
     buffer_policy: BufferPolicy,
+    allow: Allow,
 }
 
 impl BusConfigBuilder {
@@ -338,6 +303,16 @@ impl BusConfigBuilder {
         self
     }
 
+    /// Who may call this bus's handlers and send events to its inboxes,
+    /// unless [`ServeBuilder::allow`](crate::ServeBuilder::allow) says
+    /// otherwise for a method. Default: [`Allow::same_domain`], the
+    /// accounts of the bus's own domain. Consumer-group jobs are taken only
+    /// from instances of the bus's own account, whatever this says.
+    pub fn allow(mut self, allow: Allow) -> Self {
+        self.allow = allow;
+        self
+    }
+
     /// Checks the values and builds the configuration.
     pub fn build(self) -> Result<BusConfig, ConfigError> {
         self.build_named(&BUILDER_NAMES)
@@ -380,6 +355,26 @@ impl BusConfigBuilder {
             ),
             None => None,
         };
+        if self.tls == Tls::Plaintext {
+            for (host, _) in &servers {
+                if !may_be_loopback(host) {
+                    return Err(invalid(
+                        names.tls,
+                        "plaintext",
+                        format!(
+                            "plaintext sends the password and every event in clear text, so it is \
+                             allowed only to a loopback server, and {host} is not one: use TLS \
+                             (the default; a private CA with {})",
+                            if names.tls == "tls" {
+                                "ca_file"
+                            } else {
+                                "XBUS_TLS=/path/to/ca.pem"
+                            }
+                        ),
+                    ));
+                }
+            }
+        }
         if let Tls::CustomCa(path) = &self.tls
             && !path.is_file()
         {
@@ -409,8 +404,19 @@ impl BusConfigBuilder {
             subscription_policy: self.subscription_policy,
             outbox_capacity: self.outbox_capacity,
             buffer_policy: self.buffer_policy,
+            allow: self.allow,
         })
     }
+}
+
+/// Whether `host` may be a loopback address: an IP address must be in
+/// 127.0.0.0/8 or be ::1; a name is only known once resolved, and the
+/// connection checks the addresses it resolves to before it sends
+/// anything (`Login::connect_to`).
+fn may_be_loopback(host: &str) -> bool {
+    host.parse::<std::net::IpAddr>()
+        .map(|ip| ip.is_loopback())
+        .unwrap_or(true)
 }
 
 /// The names that errors use for each setting: builder method names, or
@@ -429,14 +435,6 @@ const BUILDER_NAMES: SettingNames = SettingNames {
     server: "server",
     pubsub: "pubsub_service",
     tls: "tls",
-};
-
-const ENV_NAMES: SettingNames = SettingNames {
-    jid: "XBUS_JID",
-    password: "XBUS_PASSWORD",
-    server: "XBUS_SERVER",
-    pubsub: "XBUS_PUBSUB",
-    tls: "XBUS_TLS",
 };
 
 /// Splits `host:port` (IPv6 hosts in brackets).
@@ -458,54 +456,6 @@ pub(crate) fn parse_host_port(value: &str) -> Result<(String, u16), String> {
 mod tests {
     use super::*;
 
-    fn env(vars: &[(&str, &str)]) -> Result<BusConfig, ConfigError> {
-        let vars: Vec<(String, String)> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        BusConfig::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
-    }
-
-    #[test]
-    fn from_env_names_the_missing_variable() {
-        let err = env(&[("XBUS_PASSWORD", "x")]).unwrap_err();
-        assert!(err.to_string().contains("XBUS_JID"), "{err}");
-        let err = env(&[("XBUS_JID", "a@b")]).unwrap_err();
-        assert!(err.to_string().contains("XBUS_PASSWORD"), "{err}");
-    }
-
-    #[test]
-    fn from_env_names_the_invalid_variable() {
-        let base = [("XBUS_JID", "a@example.org"), ("XBUS_PASSWORD", "pw")];
-        let with = |extra: (&'static str, &'static str)| {
-            let mut v = base.to_vec();
-            v.push(extra);
-            env(&v).unwrap_err().to_string()
-        };
-        assert!(with(("XBUS_SERVER", "localhost")).contains("XBUS_SERVER"));
-        assert!(with(("XBUS_SERVER", "localhost:http")).contains("XBUS_SERVER"));
-        assert!(with(("XBUS_PUBSUB", "a@@b")).contains("XBUS_PUBSUB"));
-        assert!(with(("XBUS_TLS", "/no/such/ca.pem")).contains("XBUS_TLS"));
-        let err = env(&[("XBUS_JID", "example.org"), ("XBUS_PASSWORD", "pw")]).unwrap_err();
-        assert!(err.to_string().contains("XBUS_JID"), "{err}");
-    }
-
-    #[test]
-    fn from_env_reads_everything() {
-        let config = env(&[
-            ("XBUS_JID", "svc@example.org/one"),
-            ("XBUS_PASSWORD", "pw"),
-            ("XBUS_SERVER", "127.0.0.1:5299"),
-            ("XBUS_PUBSUB", "events.example.org"),
-            ("XBUS_TLS", "plaintext"),
-        ])
-        .unwrap();
-        assert_eq!(config.jid().to_string(), "svc@example.org/one");
-        assert_eq!(config.servers, [("127.0.0.1".to_owned(), 5299)]);
-        assert_eq!(config.pubsub_service().to_string(), "events.example.org");
-        assert_eq!(config.tls, Tls::Plaintext);
-    }
-
     #[test]
     fn defaults() {
         let config = BusConfig::builder("a@example.org", "pw").build().unwrap();
@@ -516,41 +466,16 @@ mod tests {
     }
 
     #[test]
-    fn several_servers() {
-        let config = env(&[
-            ("XBUS_JID", "svc@example.org"),
-            ("XBUS_PASSWORD", "pw"),
-            (
-                "XBUS_SERVER",
-                "127.0.0.2:5222, 127.0.0.3:5222,,127.0.0.2:5222",
-            ),
-        ])
-        .unwrap();
-        assert_eq!(
-            config.servers,
-            [
-                ("127.0.0.2".to_owned(), 5222),
-                ("127.0.0.3".to_owned(), 5222)
-            ]
-        );
-        let err = env(&[
-            ("XBUS_JID", "svc@example.org"),
-            ("XBUS_PASSWORD", "pw"),
-            ("XBUS_SERVER", "a:5222,b"),
-        ])
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("XBUS_SERVER") && err.contains("\"b\""),
-            "{err}"
-        );
-        let config = BusConfig::builder("svc@example.org", "pw")
-            .servers(["x:1", "y:2"])
-            .build()
-            .unwrap();
-        assert_eq!(config.servers.len(), 2);
-        let default = BusConfig::builder("svc@example.org", "pw").build().unwrap();
-        assert_eq!(default.servers, [("example.org".to_owned(), 5222)]);
+    fn debug_never_shows_the_password() {
+        let builder = BusConfig::builder("a@example.org", "hunter2-s3cret");
+        let shown = format!("{builder:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        let config = builder.build().unwrap();
+        for shown in [format!("{config:?}"), format!("{config:#?}")] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("a@example.org"), "{shown}");
+        }
     }
 
     #[test]

@@ -66,6 +66,18 @@ pub enum ConnectError {
         /// What failed.
         reason: String,
     },
+    /// A plaintext connection ([`Tls::Plaintext`](crate::Tls::Plaintext))
+    /// to a server that is not on loopback: it would send the password
+    /// and every event in clear text over a network. Nothing was sent.
+    #[error(
+        "refusing plaintext to {server} ({address}): plaintext is allowed only to a loopback address; use TLS (XBUS_TLS=required, or a CA file)"
+    )]
+    PlaintextNotLoopback {
+        /// The configured server.
+        server: String,
+        /// The address it resolved to, not a loopback one.
+        address: std::net::IpAddr,
+    },
     /// Login did not finish within the connect timeout.
     #[error("connecting to {server} timed out after {after:?}")]
     TimedOut {

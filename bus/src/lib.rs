@@ -135,6 +135,7 @@
 //! `Serialize` and `Deserialize`.
 #![deny(missing_docs)]
 
+mod allow;
 mod bus;
 mod call;
 mod codec;
@@ -148,6 +149,7 @@ mod group;
 mod headers;
 mod liveness;
 mod login;
+mod mechanism;
 mod presence;
 mod pubsub;
 mod queue;
@@ -162,10 +164,11 @@ mod subscription;
 mod task;
 mod write_batch;
 
+pub use allow::Allow;
 /// Re-exported for implementing [`Handler`] on a type.
 pub use async_trait::async_trait;
 pub use bus::{Bus, PublishReceipt};
-pub use call::RequestBuilder;
+pub use call::{RequestBuilder, ServeBuilder};
 pub use codec::RawPayload;
 pub use config::{BusConfig, BusConfigBuilder, Tls};
 pub use consume::{

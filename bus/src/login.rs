@@ -8,6 +8,7 @@
 //! resource, runs XEP-0198 and reconnects.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,8 +33,9 @@ use xmpp_parsers::bind::BindFeature;
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::stream_features::StreamFeatures;
 
-use crate::config::{BusConfig, Tls};
+use crate::config::{BusConfig, Password, Tls};
 use crate::error::ConnectError;
+use crate::mechanism::{LastMechanism, Mechanism};
 use crate::servers::Servers;
 use crate::write_batch::WriteBatch;
 
@@ -43,13 +45,15 @@ type BoxIo = Box<dyn AsyncReadAndWrite + Send + 'static>;
 #[derive(Clone)]
 pub(crate) struct Login {
     jid: Jid,
-    password: String,
+    password: Password,
     servers: Servers,
     /// With several servers: how long one of them gets before the next is
     /// tried (a share of the connect timeout).
     per_server: Duration,
     tls: Option<Arc<ClientConfig>>,
     timeouts: Timeouts,
+    /// The SASL mechanism of the last login, shared with the bus.
+    mechanism: LastMechanism,
 }
 
 impl std::fmt::Debug for Login {
@@ -78,6 +82,7 @@ impl Login {
             per_server: (config.connect_timeout / servers.len() as u32).max(Duration::from_secs(2)),
             servers,
             tls,
+            mechanism: LastMechanism::default(),
             // A silent connection is probed (`<r/>` or a ping) after 10 s
             // and given up 5 s later: a bus notices a dead connection in
             // 15 s, not tokio-xmpp's default 40 s.
@@ -86,6 +91,11 @@ impl Login {
                 response_timeout: Duration::from_secs(5),
             },
         })
+    }
+
+    /// The SASL mechanism of the last login.
+    pub(crate) fn mechanism(&self) -> LastMechanism {
+        self.mechanism.clone()
     }
 
     /// The configured servers, and the one in use.
@@ -139,6 +149,14 @@ impl Login {
                 source,
             })?
             .collect();
+        if self.tls.is_none()
+            && let Some(far) = addrs.iter().find(|addr| !addr.ip().is_loopback())
+        {
+            return Err(ConnectError::PlaintextNotLoopback {
+                server,
+                address: far.ip(),
+            });
+        }
         let mut last_error = io::Error::new(io::ErrorKind::NotFound, "no address");
         let mut tcp = None;
         for addr in addrs {
@@ -302,11 +320,23 @@ impl Login {
             .recv_features()
             .await
             .map_err(|e| protocol(e.to_string()))?;
+        let mechanism =
+            Mechanism::pick(&features.sasl_mechanisms).ok_or_else(|| ConnectError::Auth {
+                jid: self.jid.to_string(),
+                condition: format!(
+                    "the server offers no SASL mechanism xbus logs in with (offered: {}; \
+                     xbus uses SCRAM-SHA-256, SCRAM-SHA-1 or PLAIN)",
+                    Vec::from_iter(features.sasl_mechanisms.iter().map(String::as_str)).join(", ")
+                ),
+            })?;
         let username = self.jid.node().map(|n| n.as_str()).unwrap_or_default();
         let creds = sasl::common::Credentials::default()
             .with_username(username)
-            .with_password(self.password.clone());
-        let stream = tokio_xmpp::client_login(stream, features.sasl_mechanisms, creds)
+            .with_password(self.password.expose().to_owned());
+        // tokio-xmpp tries the mechanisms it knows in its own order, which
+        // ends with ANONYMOUS: it is handed the one xbus picked, alone.
+        let only = BTreeSet::from([mechanism.name().to_owned()]);
+        let stream = tokio_xmpp::client_login(stream, only, creds)
             .await
             .map_err(|e| match e {
                 tokio_xmpp::Error::Auth(tokio_xmpp::error::AuthError::Fail(condition)) => {
@@ -317,6 +347,7 @@ impl Login {
                 }
                 other => protocol(format!("during SASL: {other}")),
             })?;
+        self.mechanism.set(mechanism);
         let pending = stream
             .send_header(self.header())
             .await

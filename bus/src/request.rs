@@ -152,6 +152,19 @@ pub enum RequestError {
         /// The instance that refused.
         from: String,
     },
+    /// The callee does not allow this bus's account to call the method
+    /// (`forbidden`; see [`Allow`](crate::Allow)). The handler did not
+    /// run. Retrying will not help: the callee's allow-list must include
+    /// the caller's account or domain.
+    #[error("{method} refused by {from}: {reason}")]
+    Forbidden {
+        /// The method called.
+        method: String,
+        /// The instance that refused.
+        from: String,
+        /// The callee's explanation: who is allowed.
+        reason: String,
+    },
     /// The handler failed without an application error: it panicked, or
     /// its response did not serialize (`internal-server-error`).
     #[error("{method} at {from}: the handler failed: {reason}")]

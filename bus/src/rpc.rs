@@ -15,6 +15,7 @@
 
 use std::time::Duration;
 
+use xmpp_parsers::jid::FullJid;
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
@@ -238,6 +239,18 @@ pub(crate) fn bad_request(reason: String) -> StanzaError {
     stanza_error(ErrorType::Modify, DefinedCondition::BadRequest, reason)
 }
 
+/// The caller is not allowed to call `method` (see [`Allow`](crate::Allow)).
+pub(crate) fn forbidden(method: &str, from: &FullJid, allowed: &str) -> StanzaError {
+    stanza_error(
+        ErrorType::Auth,
+        DefinedCondition::Forbidden,
+        format!(
+            "{} may not call {method:?}: this service allows {allowed}",
+            from.to_bare()
+        ),
+    )
+}
+
 /// All handler slots are taken.
 pub(crate) fn overloaded(limit: usize) -> StanzaError {
     stanza_error(
@@ -306,6 +319,11 @@ pub(crate) fn classify(method: &str, from: &str, error: &StanzaError) -> Request
             from,
         },
         (DefinedCondition::ResourceConstraint, _) => RequestError::Overloaded { method, from },
+        (DefinedCondition::Forbidden, _) => RequestError::Forbidden {
+            reason: reason(),
+            method,
+            from,
+        },
         (DefinedCondition::InternalServerError, _) => RequestError::HandlerFailed {
             reason: reason(),
             method,
@@ -445,7 +463,15 @@ mod tests {
         );
         assert!(is_unavailable(&gone));
         assert!(matches!(kind(gone), RequestError::NoResponder { .. }));
-        let forbidden = StanzaError::new(ErrorType::Auth, DefinedCondition::Forbidden, "en", "");
-        assert!(matches!(kind(forbidden), RequestError::Server { .. }));
+        let refused = StanzaError::new(ErrorType::Auth, DefinedCondition::Forbidden, "en", "");
+        assert!(matches!(kind(refused), RequestError::Forbidden { .. }));
+        let caller = FullJid::new("orders@example.com/o1").unwrap();
+        let refused = forbidden("inventory.check", &caller, "accounts of example.org");
+        assert!(matches!(
+            kind(refused),
+            RequestError::Forbidden { reason, .. }
+                if reason == "orders@example.com may not call \"inventory.check\": \
+                              this service allows accounts of example.org"
+        ));
     }
 }

@@ -35,10 +35,16 @@ pub struct BusStats {
     /// buffers, summed over all subscriptions and inboxes.
     pub overflowed: u64,
     /// Incoming calls refused by the bus before they reached a handler:
-    /// unknown or missing method, overloaded, closing. (A request whose body
+    /// not allowed, unknown or missing method, overloaded, closing. (A request whose body
     /// does not decode is answered `bad-request` by the handler's wrapper
     /// and not counted here.)
     pub refused_calls: u64,
+    /// Of those, the calls from accounts the bus's [`Allow`](crate::Allow)
+    /// lists do not include (answered `forbidden`).
+    pub forbidden_calls: u64,
+    /// Direct events ([`Bus::send`](crate::Bus::send)) from accounts the
+    /// bus's [`Allow`](crate::Allow) does not include, dropped unread.
+    pub refused_messages: u64,
     /// Sessions lost and replaced by new ones (the reconnects that were
     /// not XEP-0198 resumptions).
     pub session_resets: u64,
@@ -75,6 +81,8 @@ pub(crate) struct Counters {
     pub duplicates_dropped: u64,
     pub overflowed: u64,
     pub refused_calls: u64,
+    pub forbidden_calls: u64,
+    pub refused_messages: u64,
     pub session_resets: u64,
     pub stale_subscriptions_removed: u64,
     pub group: crate::group::ledger::Counts,

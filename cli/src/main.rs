@@ -14,9 +14,10 @@
 //! | `xbus topic create TOPIC --publisher JID` | creates a topic as this account and lets those accounts publish (for servers where services may not create topics) |
 //! | `xbus bench ARGS` | runs `xbus-bench ARGS`, the benchmark (its own crate, `bench/`): xbus beside raw tokio-xmpp, NATS and HTTP |
 //!
-//! The bus commands take `--jid`, `--password`, `--server`, `--pubsub` and
-//! `--tls`, or the variables `XBUS_JID`, `XBUS_PASSWORD`, `XBUS_SERVER`,
-//! `XBUS_PUBSUB` and `XBUS_TLS` (`required`, `plaintext` or a CA file), as
+//! The bus commands take `--jid`, `--password` (or `--password-file`),
+//! `--server`, `--pubsub` and `--tls`, or the variables `XBUS_JID`,
+//! `XBUS_PASSWORD` (or `XBUS_PASSWORD_FILE`), `XBUS_SERVER`, `XBUS_PUBSUB`
+//! and `XBUS_TLS` (`required`, `plaintext` or a CA file), as
 //! `BusConfig::from_env` reads them. On failure a command prints one line
 //! starting with `xbus: ` on stderr and exits with 1 (2 for a usage error).
 //! Logs go to stderr, filtered by `RUST_LOG` (default `warn`).

@@ -304,6 +304,17 @@ async fn server_with_fixed_users_and_tls() {
     run(login("wrong"))
         .await
         .error(&["login failed", "alice@localhost"]);
+    // The password from a mounted secret, and not from both places.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let secret = dir.path().join("password");
+    std::fs::write(&secret, "secret\n").expect("write the secret");
+    let mut from_file = xbus(&["pub", "cli.tls", "{}", &server_flag, &tls_flag]);
+    from_file.env("XBUS_JID", "alice@localhost");
+    from_file.env("XBUS_PASSWORD_FILE", &secret);
+    run(from_file).await.ok();
+    let mut both = login("secret");
+    both.env("XBUS_PASSWORD_FILE", &secret);
+    run(both).await.error(&["XBUS_PASSWORD_FILE", "give one"]);
 
     signal(server.pid(), libc::SIGINT);
     let out = server.finish().await;

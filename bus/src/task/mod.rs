@@ -35,6 +35,7 @@ use xmpp_parsers::message::{Message, MessageType};
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::presence::{Presence, Type as PresenceType};
 
+use crate::allow::Allow;
 use crate::command::{CallFailure, CloseReply, Command, Dropped, Shared};
 use crate::config::BusConfig;
 use crate::error::{CloseError, SendError};
@@ -85,7 +86,10 @@ pub(crate) struct Task {
     pending: HashMap<String, PendingIq>,
     topics: HashMap<String, Topic>,
     inboxes: HashMap<String, Vec<(u64, Producer<Incoming>)>>,
-    handlers: HashMap<String, ErasedHandler>,
+    /// Each served method's handler, and who may call it.
+    handlers: HashMap<String, (ErasedHandler, Allow)>,
+    /// Who may call methods without handler and send to inboxes.
+    allow: Allow,
     /// Handler slots; a call that finds none is refused.
     slots: Arc<Semaphore>,
     max_handlers: usize,
@@ -161,6 +165,7 @@ impl Task {
             topics: HashMap::new(),
             inboxes: HashMap::new(),
             handlers: HashMap::new(),
+            allow: config.allow.clone(),
             slots: Arc::new(Semaphore::new(config.max_concurrent_handlers)),
             max_handlers: config.max_concurrent_handlers,
             answers,
@@ -452,9 +457,10 @@ impl Task {
             Command::Serve {
                 method,
                 handler,
+                allow,
                 reply,
             } => {
-                let result = self.add_handler(method, handler);
+                let result = self.add_handler(method, handler, allow);
                 let _ = reply.send(result);
             }
             Command::Call {
@@ -507,6 +513,8 @@ impl Task {
                     duplicates_dropped: c.duplicates_dropped,
                     overflowed: c.overflowed,
                     refused_calls: c.refused_calls,
+                    forbidden_calls: c.forbidden_calls,
+                    refused_messages: c.refused_messages,
                     session_resets: c.session_resets,
                     stale_subscriptions_removed: c.stale_subscriptions_removed,
                     group_acked: group.acked,

@@ -372,7 +372,16 @@ impl Task {
                     self.deliver_to_topic(item).await;
                 }
             }
-            Received::Direct(incoming) => self.deliver_to_inbox(incoming).await,
+            Received::Direct(incoming) => {
+                let own = self.bound().to_bare();
+                let from = message.from.as_ref().map(|from| from.to_bare());
+                if from.is_some_and(|from| self.allow.allows_for(&own, &from)) {
+                    self.deliver_to_inbox(incoming).await;
+                } else {
+                    self.counters.refused_messages += 1;
+                    debug!(from = ?message.from, topic = incoming.topic, "direct event refused: the sender is not allowed");
+                }
+            }
             Received::Ignored { reason, warn } => {
                 self.counters.ignored_stanzas += 1;
                 if warn {

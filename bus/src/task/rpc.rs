@@ -11,6 +11,7 @@ use xmpp_parsers::minidom::Element;
 use xmpp_parsers::stanza_error::StanzaError;
 
 use super::{PendingIq, Task, answer};
+use crate::allow::Allow;
 use crate::command::{Answer, CallFailure, CallOutcome, Route, Target};
 use crate::request::ServeError;
 use crate::rpc;
@@ -72,12 +73,13 @@ impl Task {
         &mut self,
         method: String,
         handler: ErasedHandler,
+        allow: Allow,
     ) -> Result<(), ServeError> {
         if self.handlers.contains_key(&method) {
             return Err(ServeError::AlreadyServed { method });
         }
         debug!(method, "serving");
-        self.handlers.insert(method, handler);
+        self.handlers.insert(method, (handler, allow));
         Ok(())
     }
 
@@ -111,7 +113,19 @@ impl Task {
             return;
         }
         let method = request.attr("method").unwrap_or_default().to_owned();
-        let Some(handler) = self.handlers.get(&method).cloned() else {
+        let served = self.handlers.get(&method);
+        // Checked first: a caller that may not call learns nothing, not
+        // even whether the method is served.
+        let allow = served.map_or(&self.allow, |(_, allow)| allow);
+        let own = self.bound().to_bare();
+        if !allow.allows_for(&own, &from.to_bare()) {
+            let error = rpc::forbidden(&method, &from, &allow.describe(&own));
+            debug!(method, %from, "call refused: the caller is not allowed");
+            self.counters.forbidden_calls += 1;
+            self.refuse_call(header, error).await;
+            return;
+        }
+        let Some(handler) = served.map(|(handler, _)| handler.clone()) else {
             debug!(method, %from, "call to a method without handler");
             let error = if method.is_empty() {
                 rpc::bad_request("the request has no method attribute".into())

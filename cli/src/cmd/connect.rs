@@ -21,6 +21,10 @@ pub struct ConnectArgs {
     /// The account's password.
     #[arg(long, env = "XBUS_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+    /// A file holding the password (a mounted secret), instead of
+    /// `--password`; one trailing newline is ignored.
+    #[arg(long, env = "XBUS_PASSWORD_FILE", value_name = "PATH")]
+    pub password_file: Option<PathBuf>,
     /// Server to connect to, `host:port`, or several, comma-separated (the
     /// nodes of a cluster: the first that answers) [default: the JID's
     /// domain, port 5222].
@@ -50,8 +54,24 @@ impl ConnectArgs {
         let given = |value: &Option<String>| value.clone().filter(|v| !v.is_empty());
         let jid = given(&self.jid)
             .ok_or_else(|| anyhow!("no account JID: pass --jid or set XBUS_JID"))?;
-        let password = given(&self.password)
-            .ok_or_else(|| anyhow!("no password: pass --password or set XBUS_PASSWORD"))?;
+        let password = match (given(&self.password), &self.password_file) {
+            (Some(password), None) => password,
+            (None, Some(path)) => {
+                BusConfig::read_password_file(path).map_err(|e| anyhow!("--password-file/{e}"))?
+            }
+            (Some(_), Some(_)) => {
+                return Err(anyhow!(
+                    "both a password and a password file are given \
+                     (--password/XBUS_PASSWORD, --password-file/XBUS_PASSWORD_FILE): give one"
+                ));
+            }
+            (None, None) => {
+                return Err(anyhow!(
+                    "no password: pass --password or --password-file, \
+                     or set XBUS_PASSWORD or XBUS_PASSWORD_FILE"
+                ));
+            }
+        };
         let mut builder = BusConfig::builder(jid, password).connect_timeout(self.connect_timeout);
         if let Some(server) = given(&self.server) {
             builder = builder.server(server);

@@ -177,7 +177,12 @@ impl Task {
             }
             _ => {
                 let why = "claims come from instances of the same service only";
-                let error = refusal(DefinedCondition::BadRequest, why.into());
+                let error = IqPayload::Error(StanzaError::new(
+                    ErrorType::Auth,
+                    DefinedCondition::Forbidden,
+                    "en",
+                    why,
+                ));
                 return self.answer_iq(header, error).await;
             }
         };

@@ -93,17 +93,14 @@ impl Task {
         id: &str,
         request: &Element,
     ) -> Option<IqPayload> {
-        let refuse = |reason: String| {
-            Some(IqPayload::Error(StanzaError::new(
-                xmpp_parsers::stanza_error::ErrorType::Cancel,
-                xmpp_parsers::stanza_error::DefinedCondition::BadRequest,
-                "en",
-                reason,
-            )))
-        };
         let own = self.bound().to_bare();
         let Some(leader) = from.filter(|f| f.to_bare() == own) else {
-            return refuse("jobs come from instances of the same service only".into());
+            return Some(IqPayload::Error(StanzaError::new(
+                xmpp_parsers::stanza_error::ErrorType::Auth,
+                xmpp_parsers::stanza_error::DefinedCondition::Forbidden,
+                "en",
+                "jobs come from instances of the same service only",
+            )));
         };
         let offer = match JobOffer::from_element(request, self.max_payload) {
             Ok(offer) => offer,
