@@ -54,6 +54,8 @@ impl Topic {
 /// One local subscription.
 struct LocalSub {
     id: u64,
+    /// The topic, for the metrics of its dropped events.
+    topic: String,
     tx: Producer<Incoming>,
     /// Ids of the items delivered lately.
     seen: Window,
@@ -85,6 +87,7 @@ impl LocalSub {
         }
         if self.tx.push(item).await? == Pushed::DroppedOldest {
             counters.overflowed += 1;
+            crate::meter::dropped(&self.topic);
         }
         Ok(())
     }
@@ -102,6 +105,7 @@ impl Task {
         let id = self.next_id();
         let sub = LocalSub {
             id,
+            topic: topic.clone(),
             tx,
             seen: Window::new(self.max_items),
             catch_up: (replay > 0).then(|| CatchUp {
@@ -411,6 +415,7 @@ impl Task {
                 if catch_up.live.len() >= CATCH_UP_LIMIT {
                     catch_up.live.pop_front();
                     counters.overflowed += 1;
+                    crate::meter::dropped(&sub.topic);
                 }
                 catch_up.live.push_back(this);
             } else if sub.deliver(this, counters).await.is_err() {
@@ -436,7 +441,10 @@ impl Task {
         for (id, tx) in list.iter() {
             match tx.push(item.clone()).await {
                 Ok(Pushed::Queued) => {}
-                Ok(Pushed::DroppedOldest) => self.counters.overflowed += 1,
+                Ok(Pushed::DroppedOldest) => {
+                    self.counters.overflowed += 1;
+                    crate::meter::dropped(&item.topic);
+                }
                 Err(Gone) => gone.push(*id),
             }
         }
