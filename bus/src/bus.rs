@@ -337,7 +337,7 @@ impl Bus {
         .await;
         let error = outcome.as_ref().err().map(meter::publish_error_type);
         meter::sent(
-            meter::Send::Publish,
+            meter::Outgoing::Publish,
             &measured.topic,
             started.elapsed(),
             error,
@@ -481,7 +481,12 @@ impl Bus {
         .instrument(span)
         .await;
         let error = outcome.as_ref().err().map(meter::send_error_type);
-        meter::sent(meter::Send::Send, &payload.topic, started.elapsed(), error);
+        meter::sent(
+            meter::Outgoing::Send,
+            &payload.topic,
+            started.elapsed(),
+            error,
+        );
         outcome
     }
 

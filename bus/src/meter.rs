@@ -69,7 +69,7 @@ const SYSTEM: &str = "xmpp";
 
 /// What a send on the messaging side was.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Send {
+pub(crate) enum Outgoing {
     /// A pubsub publish, measured until the server's confirmation.
     Publish,
     /// A direct `<message/>` (`send`, `send_to_any`), until the server's
@@ -77,12 +77,12 @@ pub(crate) enum Send {
     Send,
 }
 
-impl Send {
+impl Outgoing {
     #[cfg(feature = "metrics")]
     fn name(self) -> &'static str {
         match self {
-            Send::Publish => "publish",
-            Send::Send => "send",
+            Outgoing::Publish => "publish",
+            Outgoing::Send => "send",
         }
     }
 }
@@ -90,7 +90,7 @@ impl Send {
 /// One publish or send finished after `elapsed`, failed with `error`
 /// (an `error.type`) or not.
 #[inline]
-pub(crate) fn sent(kind: Send, topic: &str, elapsed: Duration, error: Option<&'static str>) {
+pub(crate) fn sent(kind: Outgoing, topic: &str, elapsed: Duration, error: Option<&'static str>) {
     #[cfg(feature = "metrics")]
     imp::sent(kind, topic, elapsed, error);
     #[cfg(not(feature = "metrics"))]
@@ -261,9 +261,9 @@ mod imp {
 
     use metrics::{Label, Unit, counter, describe_counter, describe_gauge, describe_histogram};
 
-    use super::{SYSTEM, Send};
+    use super::{Outgoing, SYSTEM};
 
-    pub fn sent(kind: Send, topic: &str, elapsed: Duration, error: Option<&'static str>) {
+    pub fn sent(kind: Outgoing, topic: &str, elapsed: Duration, error: Option<&'static str>) {
         describe();
         let mut labels = vec![
             Label::from_static_parts("messaging.system", SYSTEM),
