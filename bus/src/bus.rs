@@ -25,6 +25,7 @@ use crate::event::{Event, Persistence, validate_topic};
 use crate::headers::Headers;
 use crate::login::Login;
 use crate::mechanism::LastMechanism;
+use crate::meter;
 use crate::pubsub;
 use crate::pubsub::{Incoming, Repeatable};
 use crate::queue::{self, Consumer, Producer};
@@ -124,6 +125,7 @@ impl Bus {
     /// repaired in the background.
     pub async fn connect(config: BusConfig) -> Result<Bus, ConnectError> {
         let login = Login::new(&config)?;
+        meter::describe();
         let servers = login.servers().clone();
         let mechanism = login.mechanism();
         let server = servers.all_addresses();
@@ -288,11 +290,13 @@ impl Bus {
     /// that exists keeps its configuration.
     pub async fn publish_raw_with(
         &self,
-        payload: RawPayload,
+        mut payload: RawPayload,
         persistence: Persistence,
     ) -> Result<PublishReceipt, PublishError> {
         validate_topic(&payload.topic)?;
         payload.headers.validate()?;
+        let span = info_span!("publish", topic = payload.topic.as_str());
+        crate::trace::inject(&span, &mut payload.headers);
         if let Some((size, max)) = self.oversize(&payload) {
             return Err(PublishError::PayloadTooLarge { size, max });
         }
@@ -303,8 +307,9 @@ impl Bus {
         // Shared with the connection task, which keeps it (not a copy of
         // the request element) to re-send the publish after a session reset.
         let payload = Arc::new(payload);
-        let span = info_span!("publish", topic);
-        async {
+        let measured = payload.clone();
+        let started = Instant::now();
+        let outcome = async {
             let timeout = self.inner.config.publish_timeout;
             let deadline = Instant::now() + timeout;
             let timed_out = || PublishError::TimedOut {
@@ -343,7 +348,15 @@ impl Bus {
             }
         }
         .instrument(span)
-        .await
+        .await;
+        let error = outcome.as_ref().err().map(meter::publish_error_type);
+        meter::sent(
+            meter::Outgoing::Publish,
+            &measured.topic,
+            started.elapsed(),
+            error,
+        );
+        outcome
     }
 
     /// Subscribes to events of type `E` on their topic.
@@ -450,18 +463,45 @@ impl Bus {
             reason: e.to_string(),
         })?;
         payload.headers.validate()?;
+        let span = info_span!("send", topic = payload.topic.as_str(), %to);
+        self.send_payload(span, payload, |payload, reply| Command::Send {
+            to,
+            payload,
+            reply,
+        })
+        .await
+    }
+
+    /// Sends `payload` with the command `command` builds, in the `send`
+    /// span `span` whose trace context the payload carries, and measures it.
+    pub(crate) async fn send_payload<T>(
+        &self,
+        span: tracing::Span,
+        mut payload: RawPayload,
+        command: impl FnOnce(Element, oneshot::Sender<Result<T, SendError>>) -> Command,
+    ) -> Result<T, SendError> {
+        crate::trace::inject(&span, &mut payload.headers);
         if let Some((size, max)) = self.oversize(&payload) {
             return Err(SendError::PayloadTooLarge { size, max });
         }
         let (reply, answer) = oneshot::channel();
-        self.command(Command::Send {
-            to,
-            payload: payload.to_element(),
-            reply,
-        })
-        .await
-        .map_err(|_| SendError::Closed)?;
-        answer.await.map_err(|_| SendError::Closed)?
+        let started = Instant::now();
+        let outcome = async {
+            self.command(command(payload.to_element(), reply))
+                .await
+                .map_err(|_| SendError::Closed)?;
+            answer.await.map_err(|_| SendError::Closed)?
+        }
+        .instrument(span)
+        .await;
+        let error = outcome.as_ref().err().map(meter::send_error_type);
+        meter::sent(
+            meter::Outgoing::Send,
+            &payload.topic,
+            started.elapsed(),
+            error,
+        );
+        outcome
     }
 
     /// The stream of events of type `E` sent directly to this bus with

@@ -17,6 +17,7 @@ use crate::bus::Bus;
 use crate::command::{Answer, CallFailure, Command, Dropped, Route, Target};
 use crate::event::validate_topic;
 use crate::headers::Headers;
+use crate::meter;
 use crate::request::{Request, RequestError, ServeError};
 use crate::rpc::{self, RawRequest, RawResponse};
 use crate::serve::{self, Handler};
@@ -103,7 +104,7 @@ impl Bus {
     pub async fn request_raw(
         &self,
         target: &str,
-        request: RawRequest,
+        mut request: RawRequest,
         timeout: Option<Duration>,
     ) -> Result<(FullJid, RawResponse), RequestError> {
         let method = request.method.clone();
@@ -133,9 +134,16 @@ impl Bus {
         };
         let timeout = timeout.unwrap_or(self.config().request_timeout);
         let span = info_span!("request", method, to = %target);
-        self.call(target, request.to_element(timeout), method, timeout)
+        crate::trace::inject(&span, &mut request.headers);
+        let in_flight = meter::InFlight::start(meter::Side::Client, &method);
+        let started = Instant::now();
+        let outcome = self
+            .call(target, request.to_element(timeout), method.clone(), timeout)
             .instrument(span)
-            .await
+            .await;
+        drop(in_flight);
+        meter::called(&method, started.elapsed(), outcome.as_ref().map(|_| ()));
+        outcome
     }
 
     async fn call(

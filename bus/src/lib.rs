@@ -111,6 +111,27 @@
 //!   resumptions, session resets.
 //! - [`Bus::close`] waits (bounded) for the publishes already started.
 //!
+//! ## Cargo features
+//!
+//! Both off by default; without them xbus has no OpenTelemetry or
+//! `metrics` dependency and behaves exactly as without observability.
+//!
+//! - `otel`: W3C trace context across every hop. [`Bus::publish`],
+//!   [`Bus::send`], [`Bus::send_to_any`] and [`Bus::request`] write the
+//!   context of their span as the [`TRACEPARENT`] (and [`TRACESTATE`])
+//!   headers, and the receiving `handler`, `delivery` and `job` spans
+//!   continue that trace, through `tracing-opentelemetry`. Handlers run
+//!   inside their span; `Delivery::span` and `Job::span` give the span
+//!   to run a subscriber's work in.
+//! - `metrics`: counters, gauges and histograms (events published and
+//!   consumed per topic, publish-confirm and call latencies, calls in
+//!   flight, handler outcomes, reconnects, buffer drops, consumer-group
+//!   redeliveries and dead letters) through the `metrics` facade, named
+//!   after the OpenTelemetry messaging and RPC conventions.
+//!
+//! Every span, metric and label is listed in `docs/OBSERVABILITY.md`; the
+//! headers in `docs/PROTOCOL.md` (§2.1).
+//!
 //! ## `#[derive(Event)]`
 //!
 //! `#[event(topic = "...", encoding = "msgpack" | "json", version = N,
@@ -150,6 +171,7 @@ mod headers;
 mod liveness;
 mod login;
 mod mechanism;
+mod meter;
 mod presence;
 mod pubsub;
 mod queue;
@@ -162,6 +184,7 @@ mod stats;
 mod status;
 mod subscription;
 mod task;
+mod trace;
 mod write_batch;
 
 pub use allow::Allow;
@@ -194,6 +217,7 @@ pub use status::{ConnectionEvent, StatusStream};
 pub use subscription::{
     Delivery, RawDelivery, RawSubscription, Replay, SubscribeOptions, Subscription,
 };
+pub use trace::{TRACEPARENT, TRACESTATE};
 /// Derives [`Event`](trait@Event); see the [crate docs](crate#deriveevent).
 pub use xbus_macros::Event;
 /// Derives [`Request`](trait@Request); see the [crate docs](crate#deriverequest).

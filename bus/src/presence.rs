@@ -260,18 +260,13 @@ impl Bus {
             reason: e.to_string(),
         })?;
         let payload = RawPayload::encode(event)?;
-        if let Some((size, max)) = self.oversize(&payload) {
-            return Err(SendError::PayloadTooLarge { size, max });
-        }
-        let (reply, answer) = oneshot::channel();
-        self.command(Command::SendToAny {
+        let span = tracing::info_span!("send", topic = payload.topic.as_str(), to = %service);
+        self.send_payload(span, payload, |payload, reply| Command::SendToAny {
             service,
-            payload: payload.to_element(),
+            payload,
             reply,
         })
         .await
-        .map_err(|_| SendError::Closed)?;
-        answer.await.map_err(|_| SendError::Closed)?
     }
 
     /// Counters of this bus's connection task.

@@ -86,6 +86,7 @@ impl StatusSender {
 
     /// Logs `event` and hands it to every status stream.
     pub(crate) fn report(&self, event: ConnectionEvent) {
+        crate::meter::connection(&event);
         match &event {
             ConnectionEvent::Reconnecting { attempt } => {
                 warn!(attempt, "connection lost; reconnecting")

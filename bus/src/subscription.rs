@@ -15,6 +15,7 @@ use crate::event::{Event, Persistence};
 use crate::headers::Headers;
 use crate::pubsub::Incoming;
 use crate::queue::{BufferPolicy, Consumer};
+use crate::trace::ReceiveSpan;
 
 /// Which stored events a new subscription delivers before live ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -116,6 +117,21 @@ pub struct Delivery<E> {
     pub publisher: Option<String>,
     /// XEP-0131 headers: the publisher's, then the server's.
     pub headers: Headers,
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
+    pub(crate) span: ReceiveSpan,
+}
+
+#[cfg(feature = "otel")]
+impl<E> Delivery<E> {
+    /// The `delivery` span (feature `otel`): a child of the publisher's
+    /// `publish` or `send` span when the event carried a `traceparent`
+    /// header. It ends when the last clone of it is dropped, so it covers
+    /// the handling of the event if that runs in it:
+    /// `handle(d.event).instrument(d.span().clone())`, or
+    /// `let _entered = d.span().enter();` around synchronous code.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span.0
+    }
 }
 
 /// One event as bytes, for tools and bridges that do not know its type.
@@ -131,6 +147,16 @@ pub struct RawDelivery {
     pub publisher: Option<String>,
     /// Headers added by the server (e.g. the pubsub service).
     pub server_headers: Headers,
+    span: ReceiveSpan,
+}
+
+#[cfg(feature = "otel")]
+impl RawDelivery {
+    /// The `delivery` span (feature `otel`), as
+    /// [`Delivery::span`] describes it.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span.0
+    }
 }
 
 impl RawDelivery {
@@ -148,6 +174,7 @@ impl RawDelivery {
                     topic: self.payload.topic,
                     publisher: self.publisher,
                     headers,
+                    span: self.span,
                 })
             }
             Err(reason) => Err(DeliveryError::new(
@@ -163,12 +190,21 @@ impl RawDelivery {
 
 pub(crate) fn into_raw(incoming: Incoming) -> Result<RawDelivery, DeliveryError> {
     match incoming.payload {
-        Ok(payload) => Ok(RawDelivery {
-            payload,
-            item_id: incoming.item_id,
-            publisher: incoming.from,
-            server_headers: incoming.headers,
-        }),
+        Ok(payload) => {
+            // Counted as the application takes it from the stream.
+            crate::meter::consumed(&payload.topic, None);
+            Ok(RawDelivery {
+                span: ReceiveSpan::delivery(
+                    &payload.topic,
+                    incoming.item_id.as_deref(),
+                    &payload.headers,
+                ),
+                payload,
+                item_id: incoming.item_id,
+                publisher: incoming.from,
+                server_headers: incoming.headers,
+            })
+        }
         Err((reason, raw_xml)) => Err(DeliveryError::new(
             reason,
             incoming.topic,

@@ -48,6 +48,7 @@ pub fn delivery<E>(event: E, topic: impl Into<String>) -> Delivery<E> {
         topic: topic.into(),
         publisher: None,
         headers: Headers::new(),
+        span: Default::default(),
     }
 }
 

@@ -11,6 +11,7 @@ use tracing::warn;
 use super::{Consumer, Job, Verdict};
 use crate::event::Event;
 use crate::headers::Headers;
+use crate::trace::ReceiveSpan;
 
 /// What a handler learns about its event besides the event itself.
 #[derive(Debug, Clone)]
@@ -85,6 +86,7 @@ where
         publisher,
         attempt,
         mut settle,
+        span,
     } = job;
     let meta = JobMeta {
         item_id: item_id.clone(),
@@ -93,7 +95,7 @@ where
         attempt,
     };
     let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(event, meta))) {
-        Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+        Ok(future) => AssertUnwindSafe(in_span(future, span)).catch_unwind().await,
         Err(panic) => Err(panic),
     };
     let verdict = match outcome {
@@ -122,4 +124,16 @@ where
     if let Err(error) = settle.send(verdict) {
         warn!(item = item_id, %error, "settling a handled event");
     }
+}
+
+/// Runs the handler's future in the job's span (feature `otel`), so that
+/// the handler's own spans join the publisher's trace.
+#[cfg(feature = "otel")]
+fn in_span<F: Future>(future: F, span: ReceiveSpan) -> impl Future<Output = F::Output> {
+    tracing::Instrument::instrument(future, span.0)
+}
+
+#[cfg(not(feature = "otel"))]
+fn in_span<F: Future>(future: F, _span: ReceiveSpan) -> F {
+    future
 }

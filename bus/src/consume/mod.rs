@@ -18,6 +18,7 @@ use crate::event::{Event, validate_topic};
 use crate::headers::Headers;
 use crate::pubsub::Incoming;
 use crate::subscription::DropGuard;
+use crate::trace::ReceiveSpan;
 
 mod handler;
 
@@ -213,6 +214,7 @@ pub struct Job<E> {
     /// Which delivery of the event this is: 1 for the first.
     pub attempt: u32,
     settle: Settler,
+    span: ReceiveSpan,
 }
 
 /// Why a settlement may not count.
@@ -291,6 +293,17 @@ impl Drop for Settler {
 }
 
 impl<E> Job<E> {
+    /// The `job` span (feature `otel`): a child of the publisher's
+    /// `publish` span when the event carried a `traceparent` header (a
+    /// group hands out the publisher's headers unchanged). It ends when the
+    /// job and every clone of the span are dropped; run the handling in it
+    /// (`work(job.event).instrument(job.span().clone())`) to make the
+    /// handling part of the trace. [`Consumer::handle`] does that itself.
+    #[cfg(feature = "otel")]
+    pub fn span(&self) -> &tracing::Span {
+        &self.span.0
+    }
+
     /// A job on no bus, for [`crate::testing`]: its settlement goes to
     /// the receiver.
     pub(crate) fn detached(
@@ -315,6 +328,7 @@ impl<E> Job<E> {
             publisher: None,
             attempt: 1,
             settle,
+            span: ReceiveSpan::default(),
         };
         (job, rx)
     }
@@ -474,6 +488,7 @@ impl RawConsumer {
             payload,
             ..
         } = handed.incoming;
+        crate::meter::consumed(&topic, Some(&self.key.group));
         let decoded = match payload {
             Ok(raw) => match decode(&raw) {
                 Ok(event) => Ok((event, raw.headers)),
@@ -483,6 +498,13 @@ impl RawConsumer {
         };
         Poll::Ready(Some(match decoded {
             Ok((event, headers)) => Ok(Job {
+                span: ReceiveSpan::job(
+                    &self.key.group,
+                    &topic,
+                    &handed.item,
+                    handed.attempt,
+                    &headers,
+                ),
                 event,
                 item_id: handed.item,
                 headers,

@@ -54,6 +54,8 @@ impl Topic {
 /// One local subscription.
 struct LocalSub {
     id: u64,
+    /// The topic, for the metrics of its dropped events.
+    topic: String,
     tx: Producer<Incoming>,
     /// Ids of the items delivered lately.
     seen: Window,
@@ -85,6 +87,7 @@ impl LocalSub {
         }
         if self.tx.push(item).await? == Pushed::DroppedOldest {
             counters.overflowed += 1;
+            crate::meter::dropped(&self.topic);
         }
         Ok(())
     }
@@ -102,6 +105,7 @@ impl Task {
         let id = self.next_id();
         let sub = LocalSub {
             id,
+            topic: topic.clone(),
             tx,
             seen: Window::new(self.max_items),
             catch_up: (replay > 0).then(|| CatchUp {
@@ -379,6 +383,7 @@ impl Task {
                     self.deliver_to_inbox(incoming).await;
                 } else {
                     self.counters.refused_messages += 1;
+                    crate::meter::refused_message();
                     debug!(from = ?message.from, topic = incoming.topic, "direct event refused: the sender is not allowed");
                 }
             }
@@ -420,6 +425,7 @@ impl Task {
                 if catch_up.live.len() >= CATCH_UP_LIMIT {
                     catch_up.live.pop_front();
                     counters.overflowed += 1;
+                    crate::meter::dropped(&sub.topic);
                 }
                 catch_up.live.push_back(this);
             } else if sub.deliver(this, counters).await.is_err() {
@@ -445,7 +451,10 @@ impl Task {
         for (id, tx) in list.iter() {
             match tx.push(item.clone()).await {
                 Ok(Pushed::Queued) => {}
-                Ok(Pushed::DroppedOldest) => self.counters.overflowed += 1,
+                Ok(Pushed::DroppedOldest) => {
+                    self.counters.overflowed += 1;
+                    crate::meter::dropped(&item.topic);
+                }
                 Err(Gone) => gone.push(*id),
             }
         }

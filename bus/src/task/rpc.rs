@@ -4,7 +4,7 @@
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use tracing::{Instrument, debug, debug_span};
+use tracing::{Instrument, debug, info_span};
 use xmpp_parsers::iq::{IqHeader, IqPayload};
 use xmpp_parsers::jid::{BareJid, FullJid, Jid};
 use xmpp_parsers::minidom::Element;
@@ -13,6 +13,7 @@ use xmpp_parsers::stanza_error::StanzaError;
 use super::{PendingIq, Task, answer};
 use crate::allow::Allow;
 use crate::command::{Answer, CallFailure, CallOutcome, Route, Target};
+use crate::meter;
 use crate::request::ServeError;
 use crate::rpc;
 use crate::serve::{self, Call, ErasedHandler};
@@ -86,6 +87,7 @@ impl Task {
     /// Answers a call with `error` before any handler ran.
     async fn refuse_call(&mut self, header: IqHeader, error: StanzaError) {
         self.counters.refused_calls += 1;
+        meter::refused(meter::answer_error_type(&error));
         self.answer_iq(header, IqPayload::Error(error)).await;
     }
 
@@ -142,15 +144,21 @@ impl Task {
             return;
         };
         let answers = self.answers_tx.clone();
-        let span = debug_span!("handler", method, %from, id = header.id);
+        let span = info_span!("handler", method, %from, id = header.id);
+        crate::trace::continue_from_element(&span, &request);
         let call = Call {
             from,
             request,
             arrived,
         };
+        let in_flight = meter::InFlight::start(meter::Side::Server, &method);
         tokio::spawn(
             async move {
-                let response = match serve::run(handler, call).await {
+                let outcome = serve::run(handler, call).await;
+                let error = outcome.as_ref().err().map(meter::answer_error_type);
+                meter::handled(&method, arrived.elapsed(), error);
+                drop(in_flight);
+                let response = match outcome {
                     Ok(element) => IqPayload::Result(Some(element)),
                     Err(error) => {
                         debug!(?error.defined_condition, "call answered with an error");

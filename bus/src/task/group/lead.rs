@@ -114,6 +114,8 @@ impl Task {
         if !deliveries.is_empty() {
             leading.dirty = true;
         }
+        let again = deliveries.iter().filter(|d| d.attempt > 1).count();
+        crate::meter::group(&key.topic, &key.group, again as u64, 0);
         let epoch = leading.epoch;
         let ack_wait = group.options.ack_wait;
         let mut remote = Vec::new();
@@ -260,6 +262,7 @@ impl Task {
         let Some(leading) = group.leading.as_mut() else {
             return;
         };
+        crate::meter::group(&key.topic, &key.group, 0, dead.len() as u64);
         let mut publishes = Vec::new();
         for d in dead {
             warn!(group = key.group, item = d.item, attempts = d.attempts, error = d.last_error, %topic, "dead-lettering an event");
