@@ -88,6 +88,18 @@ impl Failure {
         Failure::new(ErrorType::Auth, DefinedCondition::Forbidden, text)
     }
 
+    /// `not-allowed` + `<closed-node/>` (cancel), XEP-0060 §6.1.3.4 and §6.5.9.x: the node's access model (a
+    /// whitelist) leaves the requester out.
+    pub(crate) fn closed_node() -> Failure {
+        Failure::new(
+            ErrorType::Cancel,
+            DefinedCondition::NotAllowed,
+            "the node is whitelisted and you are not on its list: ask its owner to make \
+             you a member or publisher",
+        )
+        .with_app("closed-node")
+    }
+
     /// `unexpected-request` + `<not-subscribed/>` (cancel).
     pub(crate) fn not_subscribed() -> Failure {
         Failure::new(

@@ -7,23 +7,29 @@
 //! (named, or instant with a generated name), publish, subscribe and
 //! retrieve items. Node creation takes the `pubsub#node_config` options
 //! `persist_items`, `max_items` (a number or `max`), `notification_type`,
-//! `access_model` (`open` only), `publish_model`, `deliver_payloads`,
+//! `access_model` (`open` or `whitelist`), `publish_model`, `deliver_payloads`,
 //! `deliver_notifications`, `notify_delete`, `notify_retract`, `title` and
 //! `send_last_published_item`; other options are accepted and ignored.
 //! Publishing creates a missing node (`auto-create`, configurable),
 //! honours publish-options as preconditions (XEP-0060 §7.1.5) and evicts the
 //! oldest items beyond `max_items`. Owners configure, purge and delete
-//! nodes, list or change their subscriptions, and list or set their
-//! `publisher` affiliations (kept and listed; every user may publish, as
-//! the publish model is open). disco#info and
+//! nodes, list or change their subscriptions, and list or set
+//! affiliations (`owner`, `publisher`, `member`, `outcast`, `none`).
+//! Access is enforced: the `publishers` publish model lets owners and
+//! publishers publish; the `whitelist` access model lets owners,
+//! publishers and members subscribe and retrieve items (others get
+//! `not-allowed` + `<closed-node/>`); outcasts may do neither. An account
+//! that loses access loses its subscriptions. disco#info and
 //! disco#items describe the service, the nodes and their items.
 //!
 //! # Choices, and where it differs from Prosody or ejabberd
 //! - `pubsub#max_items` above [`PubSubConfig::max_items_limit`] is refused
 //!   with `not-acceptable` (Prosody refuses too; ejabberd clamps). `max`
 //!   means the limit.
-//! - Access models other than `open` are refused with
-//!   `feature-not-implemented` + `<unsupported feature='access-…'/>`.
+//! - Access models other than `open` and `whitelist` (`presence`,
+//!   `roster`, `authorize`) are refused with `feature-not-implemented` +
+//!   `<unsupported feature='access-…'/>` (Prosody 0.12 refuses them with
+//!   `not-acceptable`; ejabberd implements them).
 //! - No item is sent on subscribe unless the node asks for it with
 //!   `send_last_published_item` (ejabberd's default is `on_sub_and_presence`).
 //! - Subscribing again with the same JID returns the existing subscription
@@ -38,8 +44,10 @@
 //!   for the others).
 //! - See [`PubSub::session_ended`] for full-JID subscriptions.
 //! - In the default [`Ownership::Everyone`] mode every user may configure,
-//!   purge and delete any node and list its subscribers (like the test
-//!   harness's Prosody, where every account is a component admin).
+//!   purge and delete any open node and list its subscribers (like the
+//!   test harness's Prosody, where every account is a component admin). A
+//!   node with a publisher list or a whitelist is administered by its
+//!   owners alone in either mode: anyone could otherwise edit its lists.
 //!
 //! # Implementation
 //! Requests are read as minidom elements: the typed pubsub parsers of
@@ -70,7 +78,7 @@ use xmpp_parsers::message::{Id, Message, MessageType};
 use xmpp_parsers::minidom::Element;
 
 use errors::{Failure, Result};
-use node::Node;
+use node::{Affiliation, Node};
 
 /// Namespaces.
 pub(crate) mod ns {
@@ -92,8 +100,10 @@ const MAX_NAME_LEN: usize = 1024;
 /// Who may administer (configure, purge, delete, list subscribers of) a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Ownership {
-    /// Every user owns every node: the development mode, like the test
-    /// harness's Prosody, where every account is a component admin.
+    /// Every user owns every open node: the development mode, like the
+    /// test harness's Prosody, where every account is a component admin.
+    /// A node with a publisher list or a whitelist has its creator (and
+    /// the owners it names) as its only owners.
     #[default]
     Everyone,
     /// Only the user (bare JID) that created the node.
@@ -279,11 +289,17 @@ impl PubSub {
         }
     }
 
+    /// Whether `bare` administers `node`: its owners do; in
+    /// [`Ownership::Everyone`] mode everyone does, unless the node
+    /// restricts access (a whitelist or a publisher list would mean
+    /// nothing if anyone could edit them).
     fn role(&self, bare: &str, node: &Node) -> Role {
+        if node.affiliation(bare) == Affiliation::Owner {
+            return Role::Owner;
+        }
         match self.config.ownership {
-            Ownership::Everyone => Role::Owner,
-            Ownership::Creator if node.owner == bare => Role::Owner,
-            Ownership::Creator => Role::Other,
+            Ownership::Everyone if !node.config.restricted() => Role::Owner,
+            Ownership::Everyone | Ownership::Creator => Role::Other,
         }
     }
 

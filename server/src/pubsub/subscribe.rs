@@ -17,6 +17,9 @@ impl PubSub {
             own_jid(bare, request).map_err(|text| Failure::bad_request_app("invalid-jid", text))?;
         let limit = self.config.max_subscriptions_per_node;
         let node = self.node(&node_name)?;
+        if !node.may_read(bare) {
+            return Err(Failure::closed_node());
+        }
         let key = jid.to_string();
         if let Some(existing) = node.subscriptions.get(&key) {
             let reply = subscription_element(&node_name, &existing.jid, &existing.subid);

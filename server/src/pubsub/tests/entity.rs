@@ -124,7 +124,7 @@ fn create_options_are_validated() {
             None,
         ),
         (
-            field("pubsub#access_model", "whitelist"),
+            field("pubsub#access_model", "authorize"),
             "feature-not-implemented",
             Some("unsupported"),
         ),
