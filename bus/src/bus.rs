@@ -1,6 +1,9 @@
 //! [`Bus`]: the cloneable handle that services use.
 
+mod access;
 mod nodes;
+
+pub use access::{AccessError, TopicAccessLists};
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -19,7 +22,8 @@ use crate::codec::RawPayload;
 use crate::command::{Command, Dropped, IqOutcome, Shared};
 use crate::config::BusConfig;
 use crate::error::{
-    CloseError, ConnectError, PublishError, SendError, ServerError, SubscribeError,
+    AccessNotApplied, CloseError, ConnectError, PublishError, SendError, ServerError,
+    SubscribeError,
 };
 use crate::event::{Event, Persistence, validate_topic};
 use crate::headers::Headers;
@@ -310,7 +314,12 @@ impl Bus {
                 .await
                 .map_err(|e| match e {
                     IqError::TimedOut => timed_out(),
-                    _ => PublishError::Closed,
+                    IqError::Server(error) => AccessNotApplied {
+                        topic: topic.clone(),
+                        error,
+                    }
+                    .into(),
+                    IqError::Closed => PublishError::Closed,
                 })?;
             let item_id = pubsub::new_item_id();
             let request = Repeatable::Publish { item_id, payload };
@@ -322,6 +331,9 @@ impl Bus {
                     };
                     debug!(item_id, "published");
                     Ok(PublishReceipt { topic, item_id })
+                }
+                Err(IqError::Server(error)) if error.is_access_refusal() => {
+                    Err(PublishError::Forbidden { topic, error })
                 }
                 Err(IqError::Server(error)) => Err(PublishError::Rejected { topic, error }),
                 Err(IqError::TimedOut) => Err(timed_out()),
@@ -383,7 +395,12 @@ impl Bus {
             .await
             .map_err(|e| match e {
                 IqError::TimedOut => timed_out(),
-                _ => SubscribeError::Closed,
+                IqError::Server(error) => AccessNotApplied {
+                    topic: topic.to_owned(),
+                    error,
+                }
+                .into(),
+                IqError::Closed => SubscribeError::Closed,
             })?;
         let (tx, rx) = self.buffer(&options);
         let (reply, answer) = oneshot::channel();

@@ -128,6 +128,46 @@ impl fmt::Display for ServerError {
 
 impl std::error::Error for ServerError {}
 
+/// How an account refused a subscription gets access.
+fn subscribe_fix(error: &ServerError) -> &'static str {
+    match error.specific.as_deref() {
+        Some("presence-subscription-required") => {
+            "the topic's access model is presence: the account needs a presence subscription \
+             to the topic's owner (the owner approves it, or an operator adds it to the owner's \
+             roster)"
+        }
+        _ => {
+            "ask the topic's owner to add it to the subscribers \
+             (`bus.topic_access(topic).allow_subscriber(jid)`)"
+        }
+    }
+}
+
+/// The server would not create a topic with the access restrictions this
+/// bus's [`topic_access`](crate::BusConfigBuilder::topic_access) gives it
+/// (e.g. an access model it does not implement). Nothing was sent, so that
+/// the server does not create the topic open instead.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", access_not_applied(topic, error))]
+pub struct AccessNotApplied {
+    /// The topic.
+    pub topic: String,
+    /// The server's error.
+    #[source]
+    pub error: ServerError,
+}
+
+/// The message of [`AccessNotApplied`].
+fn access_not_applied(topic: &str, error: &ServerError) -> String {
+    format!(
+        "the server refused to create topic {topic:?} with the access restrictions of this \
+         bus's topic_access ({error}); nothing was sent, so that the topic is not created \
+         open instead: Prosody 0.12 and the embedded server implement the whitelist access \
+         model but not presence or authorize, and on Prosody only admins of the pubsub \
+         component create topics (docs/DEPLOYMENT.md, \"Topic access\")"
+    )
+}
+
 /// The hint for a pubsub address that no service answers at.
 const NO_PUBSUB_SERVICE: &str = "; no pubsub service answers at that address: Prosody needs a \
      `Component \"pubsub.DOMAIN\" \"pubsub\"` section, ejabberd `mod_pubsub`; or name the \
@@ -217,6 +257,26 @@ pub enum PublishError {
         #[source]
         error: ServerError,
     },
+    /// The topic's access excludes this account: the topic publishes only
+    /// its owner's and its publishers' events (`pubsub#publish_model`
+    /// `publishers`), or the server lets this account create no topics.
+    #[error(
+        "this account may not publish to {topic:?} ({error}): ask the topic's owner to add it \
+         to the publishers (`bus.topic_access(topic).allow_publisher(jid)`, docs/DEPLOYMENT.md, \
+         \"Topic access\"){}",
+        error.pubsub_hint()
+    )]
+    Forbidden {
+        /// The topic.
+        topic: String,
+        /// The server's error (`forbidden` on every server).
+        #[source]
+        error: ServerError,
+    },
+    /// The server would not create the topic with its access restrictions;
+    /// nothing was sent.
+    #[error(transparent)]
+    AccessNotApplied(#[from] AccessNotApplied),
     /// The outbox stayed full (too many unconfirmed publishes, e.g. while
     /// the connection is down) until the publish timeout. Nothing was sent.
     #[error(
@@ -298,6 +358,36 @@ pub enum SubscribeError {
         /// The server's error.
         #[source]
         error: ServerError,
+    },
+    /// The topic's access excludes this account (`pubsub#access_model`:
+    /// not on the whitelist, no presence subscription to the owner, ...).
+    #[error(
+        "this account may not subscribe to {topic:?} or read its events ({error}): {} \
+         (docs/DEPLOYMENT.md, \"Topic access\")",
+        subscribe_fix(error)
+    )]
+    Forbidden {
+        /// The topic.
+        topic: String,
+        /// The server's error (`forbidden`, or ejabberd's `not-allowed` +
+        /// `closed-node`).
+        #[source]
+        error: ServerError,
+    },
+    /// The server would not create the topic with its access restrictions;
+    /// nothing was sent.
+    #[error(transparent)]
+    AccessNotApplied(#[from] AccessNotApplied),
+    /// The topic's access model is `authorize` and its owner has not
+    /// approved this account's subscription yet (ejabberd sends the owner
+    /// an approval form). Subscribe again once it is approved.
+    #[error(
+        "the subscription to {topic:?} awaits the approval of the topic's owner (access model \
+         `authorize`); subscribe again once it is approved (docs/DEPLOYMENT.md, \"Topic access\")"
+    )]
+    AwaitingApproval {
+        /// The topic.
+        topic: String,
     },
     /// The server did not answer in time.
     #[error("no answer to the subscription to {topic:?} within {after:?}")]

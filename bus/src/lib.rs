@@ -135,6 +135,7 @@
 //! `Serialize` and `Deserialize`.
 #![deny(missing_docs)]
 
+mod access;
 mod bus;
 mod call;
 mod codec;
@@ -163,8 +164,9 @@ mod task;
 mod write_batch;
 
 /// Re-exported for implementing [`Handler`] on a type.
+pub use access::{AccessModel, TopicAccess};
 pub use async_trait::async_trait;
-pub use bus::{Bus, PublishReceipt};
+pub use bus::{AccessError, Bus, PublishReceipt, TopicAccessLists};
 pub use call::RequestBuilder;
 pub use codec::RawPayload;
 pub use config::{BusConfig, BusConfigBuilder, Tls};
@@ -173,8 +175,9 @@ pub use consume::{
     dead_letter_headers,
 };
 pub use error::{
-    CloseError, ConfigError, ConnectError, ConsumeError, DecodeError, DeliveryError, EncodeError,
-    PublishError, SendError, ServerError, SubscribeError, TopicSetupError,
+    AccessNotApplied, CloseError, ConfigError, ConnectError, ConsumeError, DecodeError,
+    DeliveryError, EncodeError, PublishError, SendError, ServerError, SubscribeError,
+    TopicSetupError,
 };
 pub use event::{
     Encoding, Event, MAX_TOPIC_LEN, Persistence, TopicError, UnknownEncoding, validate_topic,

@@ -7,6 +7,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::{Bus, IqError};
+use crate::access::{self, TopicAccess};
 use crate::error::TopicSetupError;
 use crate::event::{Persistence, validate_topic};
 use crate::pubsub::{self, Repeatable};
@@ -15,7 +16,9 @@ impl Bus {
     /// Creates the topic's node (persistent or transient), once per bus. An
     /// existing node (`conflict`) is fine; other refusals are left for the
     /// publish or subscribe itself to report (some servers create nodes on
-    /// publish, or let only admins create them).
+    /// publish, or let only admins create them), except for a topic with
+    /// restricted access, whose refusal is returned
+    /// ([`IqError::Server`]): an auto-created node would be open.
     pub(super) async fn ensure_node(
         &self,
         topic: &str,
@@ -47,10 +50,12 @@ impl Bus {
         deadline: Instant,
     ) -> Result<(), IqError> {
         cell.get_or_try_init(|| async {
+            let access = self.inner.config.topic_access.get(topic).cloned();
             let request = Repeatable::Create {
                 node: topic.to_owned(),
                 max_items: self.inner.config.max_items,
                 persistence,
+                access: access.clone(),
             };
             let asked = self.inner.config.max_items;
             match self.iq(request, deadline).await {
@@ -59,8 +64,20 @@ impl Bus {
                     if persistence == Persistence::Persistent {
                         self.check_kept(topic, asked, deadline).await;
                     }
+                    if let Some(access) = &access {
+                        self.set_lists(topic, access, deadline).await;
+                    }
                 }
-                Err(IqError::Server(error)) if error.condition == "conflict" => {}
+                Err(IqError::Server(error)) if error.condition == "conflict" => {
+                    if let Some(access) = &access {
+                        self.configure_existing(topic, access, deadline).await;
+                    }
+                }
+                // A restricted topic must not be left for the server to
+                // create open on the first publish.
+                Err(IqError::Server(error)) if access.as_ref().is_some_and(|a| !a.is_open()) => {
+                    return Err(IqError::Server(error));
+                }
                 // Over a server's limit: the embedded server says
                 // not-acceptable, Prosody bad-request ("max_items: out of
                 // bounds"), and its autocreate then makes the node with
@@ -129,11 +146,15 @@ impl Bus {
             node: topic.to_owned(),
             max_items: self.inner.config.max_items,
             persistence: Persistence::Persistent,
+            access: self.inner.config.topic_access.get(topic).cloned(),
         };
         match self.iq(create, deadline).await {
             Ok(_) => {
                 self.check_kept(topic, self.inner.config.max_items, deadline)
-                    .await
+                    .await;
+                if let Some(access) = self.inner.config.topic_access.get(topic) {
+                    self.set_lists(topic, access, deadline).await;
+                }
             }
             Err(IqError::Server(error)) if error.condition == "conflict" => {}
             Err(error) => return Err(failed("create")(error)),
@@ -145,6 +166,45 @@ impl Bus {
                 .map_err(failed("set the publishers of"))?;
         }
         Ok(())
+    }
+
+    /// Gives the accounts of `access` their affiliations with the node of
+    /// `topic`, which this bus just created; a refusal is logged (the
+    /// publishes and subscriptions of the accounts left out will say so).
+    async fn set_lists(&self, topic: &str, access: &TopicAccess, deadline: Instant) {
+        let list = access.affiliations();
+        if list.is_empty() {
+            return;
+        }
+        let payload = access::set_affiliations(topic, &list);
+        match self.pubsub_iq(true, payload, None, deadline).await {
+            Ok(_) => debug!(topic, accounts = list.len(), "topic access lists set"),
+            Err(error) => warn!(
+                topic,
+                ?error,
+                "the server refused the access lists of the topic; set them with \
+                 Bus::topic_access (docs/DEPLOYMENT.md, \"Topic access\")"
+            ),
+        }
+    }
+
+    /// The node of `topic` exists already (another bus, perhaps a
+    /// subscriber's, created it): sets `access` on it if this account owns
+    /// it, and warns otherwise, since the topic then has the access its
+    /// creator gave it.
+    async fn configure_existing(&self, topic: &str, access: &TopicAccess, deadline: Instant) {
+        let payload = access::configure(topic, access.form_fields());
+        match self.pubsub_iq(true, payload, None, deadline).await {
+            Ok(_) => self.set_lists(topic, access, deadline).await,
+            Err(error) => warn!(
+                topic,
+                ?error,
+                "topic {topic:?} existed already and this account may not configure it: its \
+                 access is what its creator set, not this bus's topic_access; have the \
+                 topic's owner set it, or delete the topic and let this bus create it first \
+                 (docs/DEPLOYMENT.md, \"Topic access\")"
+            ),
+        }
     }
 
     /// Reads back what the node of `topic`, just created, keeps, and warns

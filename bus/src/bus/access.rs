@@ -1,0 +1,139 @@
+//! Changing a topic's access lists at runtime, as the topic's owner
+//! (XEP-0060 §8.9, "Manage Affiliations").
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Bus, IqError};
+use crate::access::{self, Affiliation};
+use crate::error::ServerError;
+use crate::event::TopicError;
+use crate::event::validate_topic;
+
+/// Changing a topic's lists failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccessError {
+    /// The topic is not a valid node name.
+    #[error(transparent)]
+    InvalidTopic(#[from] TopicError),
+    /// An account is not a bare JID.
+    #[error("invalid account {jid:?}: give an account's bare JID, e.g. billing@example.org")]
+    InvalidAccount {
+        /// What was given.
+        jid: String,
+    },
+    /// This account does not own the topic: only its owner (the account
+    /// that created it; on Prosody, also the pubsub component's admins)
+    /// changes its lists.
+    #[error(
+        "this account may not change the access lists of {topic:?} ({error}): only the topic's \
+         owner may, the account whose bus created it (docs/DEPLOYMENT.md, \"Topic access\")"
+    )]
+    NotOwner {
+        /// The topic.
+        topic: String,
+        /// The server's error.
+        #[source]
+        error: ServerError,
+    },
+    /// The server refused the change for another reason (e.g.
+    /// `item-not-found`: no such topic yet).
+    #[error("the server refused to change the access lists of {topic:?}: {error}")]
+    Rejected {
+        /// The topic.
+        topic: String,
+        /// The server's error.
+        #[source]
+        error: ServerError,
+    },
+    /// The server did not answer in time.
+    #[error("no answer about the access lists of {topic:?} within {after:?}")]
+    TimedOut {
+        /// The topic.
+        topic: String,
+        /// How long the bus waited.
+        after: Duration,
+    },
+    /// The bus is closed.
+    #[error("the bus is closed")]
+    Closed,
+}
+
+/// The access lists of one topic, changed as its owner: from
+/// [`Bus::topic_access`].
+///
+/// Each change is one request to the pubsub service and takes effect at
+/// once for new publishes, subscriptions and item fetches. An account has
+/// one affiliation per topic: [`allow_publisher`](Self::allow_publisher)
+/// replaces [`allow_subscriber`](Self::allow_subscriber) and the other way
+/// round, and [`revoke`](Self::revoke) removes either.
+#[derive(Debug)]
+pub struct TopicAccessLists<'a> {
+    bus: &'a Bus,
+    topic: String,
+}
+
+impl Bus {
+    /// The access lists of `topic`, to change as its owner (the account
+    /// whose bus created it with
+    /// [`topic_access`](crate::BusConfigBuilder::topic_access)).
+    pub fn topic_access(&self, topic: impl Into<String>) -> TopicAccessLists<'_> {
+        TopicAccessLists {
+            bus: self,
+            topic: topic.into(),
+        }
+    }
+}
+
+impl TopicAccessLists<'_> {
+    /// Lets `jid` (an account's bare JID) publish to the topic, and
+    /// subscribe to it under a whitelist: the `publisher` affiliation.
+    pub async fn allow_publisher(&self, jid: &str) -> Result<(), AccessError> {
+        self.set(jid, Affiliation::Publisher).await
+    }
+
+    /// Lets `jid` subscribe to the topic and read its stored events under
+    /// a whitelist: the `member` affiliation.
+    pub async fn allow_subscriber(&self, jid: &str) -> Result<(), AccessError> {
+        self.set(jid, Affiliation::Member).await
+    }
+
+    /// Takes `jid` off both lists (the affiliation `none`): it may no longer
+    /// publish to a topic with a publisher list, nor subscribe to or read a
+    /// whitelisted one. Subscriptions it holds already are the server's
+    /// business: see docs/DEPLOYMENT.md, "Topic access".
+    pub async fn revoke(&self, jid: &str) -> Result<(), AccessError> {
+        self.set(jid, Affiliation::None).await
+    }
+
+    async fn set(&self, jid: &str, affiliation: Affiliation) -> Result<(), AccessError> {
+        let topic = &self.topic;
+        validate_topic(topic)?;
+        let bare = access::bare_account(jid).ok_or_else(|| AccessError::InvalidAccount {
+            jid: jid.to_owned(),
+        })?;
+        let timeout = self.bus.inner.config.publish_timeout;
+        let payload = access::set_affiliations(topic, &[(bare, affiliation)]);
+        let deadline = Instant::now() + timeout;
+        match self.bus.pubsub_iq(true, payload, None, deadline).await {
+            Ok(_) => Ok(()),
+            Err(IqError::Server(error)) if error.is_access_refusal() => {
+                Err(AccessError::NotOwner {
+                    topic: topic.clone(),
+                    error,
+                })
+            }
+            Err(IqError::Server(error)) => Err(AccessError::Rejected {
+                topic: topic.clone(),
+                error,
+            }),
+            Err(IqError::TimedOut) => Err(AccessError::TimedOut {
+                topic: topic.clone(),
+                after: timeout,
+            }),
+            Err(IqError::Closed) => Err(AccessError::Closed),
+        }
+    }
+}
