@@ -192,20 +192,51 @@ fn field(var: &str, value: &str) -> Element {
 /// `<affiliations node/>` of the owner namespace: sets each account's
 /// affiliation with `node` (XEP-0060 §8.9.2).
 pub(crate) fn set_affiliations(node: &str, list: &[(String, Affiliation)]) -> Element {
-    let affiliations = list.iter().map(|(jid, affiliation)| {
-        Element::builder("affiliation", NS_PUBSUB_OWNER)
-            .attr(name("jid"), jid.as_str())
-            .attr(name("affiliation"), affiliation.as_str())
+    let list = list.iter().map(|(jid, a)| (jid.as_str(), a.as_str()));
+    owner_list("affiliations", "affiliation", node, list)
+}
+
+/// `<subscriptions node/>` of the owner namespace: with no `jids`, asks
+/// for the node's subscriptions (XEP-0060 §8.8.1); with some, ends each
+/// of their subscriptions (`subscription='none'`, §8.8.2).
+pub(crate) fn subscriptions(node: &str, jids: &[String]) -> Element {
+    let list = jids.iter().map(|jid| (jid.as_str(), "none"));
+    owner_list("subscriptions", "subscription", node, list)
+}
+
+/// `<LIST node><ITEM jid ITEM='state'/>…</LIST>` in the owner namespace,
+/// the shape of both lists an owner manages.
+fn owner_list<'a>(
+    list: &str,
+    item: &'static str,
+    node: &str,
+    entries: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Element {
+    let children = entries.map(|(jid, state)| {
+        Element::builder(item, NS_PUBSUB_OWNER)
+            .attr(name("jid"), jid)
+            .attr(name(item), state)
             .build()
     });
     Element::builder("pubsub", NS_PUBSUB_OWNER)
         .append(
-            Element::builder("affiliations", NS_PUBSUB_OWNER)
+            Element::builder(list, NS_PUBSUB_OWNER)
                 .attr(name("node"), node)
-                .append_all(affiliations)
+                .append_all(children)
                 .build(),
         )
         .build()
+}
+
+/// The subscribed JIDs in the answer to [`subscriptions`].
+pub(crate) fn subscribed_jids(answer: &Element) -> Vec<String> {
+    answer
+        .get_child("subscriptions", NS_PUBSUB_OWNER)
+        .into_iter()
+        .flat_map(Element::children)
+        .filter(|s| s.is("subscription", NS_PUBSUB_OWNER))
+        .filter_map(|s| s.attr("jid").map(str::to_owned))
+        .collect()
 }
 
 /// `<configure node/>` with a submitted form of `fields` (XEP-0060 §8.2.4):

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
+use xmpp_parsers::minidom::Element;
 
 use super::{Bus, IqError};
 use crate::access::{self, Affiliation};
@@ -91,34 +92,65 @@ impl TopicAccessLists<'_> {
     /// Lets `jid` (an account's bare JID) publish to the topic, and
     /// subscribe to it under a whitelist: the `publisher` affiliation.
     pub async fn allow_publisher(&self, jid: &str) -> Result<(), AccessError> {
-        self.set(jid, Affiliation::Publisher).await
+        self.set(jid, Affiliation::Publisher).await.map(drop)
     }
 
     /// Lets `jid` subscribe to the topic and read its stored events under
     /// a whitelist: the `member` affiliation.
     pub async fn allow_subscriber(&self, jid: &str) -> Result<(), AccessError> {
-        self.set(jid, Affiliation::Member).await
+        self.set(jid, Affiliation::Member).await.map(drop)
     }
 
     /// Takes `jid` off both lists (the affiliation `none`): it may no longer
     /// publish to a topic with a publisher list, nor subscribe to or read a
-    /// whitelisted one. Subscriptions it holds already are the server's
-    /// business: see docs/DEPLOYMENT.md, "Topic access".
+    /// whitelisted one. Then ends the subscriptions it holds (as the owner,
+    /// XEP-0060 §8.8.2): Prosody and ejabberd keep notifying an existing
+    /// subscription whatever the affiliation becomes.
     pub async fn revoke(&self, jid: &str) -> Result<(), AccessError> {
-        self.set(jid, Affiliation::None).await
+        let bare = self.set(jid, Affiliation::None).await?;
+        let deadline = self.deadline();
+        let list = self
+            .request(false, access::subscriptions(&self.topic, &[]), deadline)
+            .await?;
+        let theirs: Vec<String> = list
+            .as_ref()
+            .map(access::subscribed_jids)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|subscribed| access::bare_account(subscribed).as_deref() == Some(&bare))
+            .collect();
+        if !theirs.is_empty() {
+            let payload = access::subscriptions(&self.topic, &theirs);
+            self.request(true, payload, deadline).await?;
+        }
+        Ok(())
     }
 
-    async fn set(&self, jid: &str, affiliation: Affiliation) -> Result<(), AccessError> {
-        let topic = &self.topic;
-        validate_topic(topic)?;
+    /// Sets the affiliation of `jid`'s account; returns the account.
+    async fn set(&self, jid: &str, affiliation: Affiliation) -> Result<String, AccessError> {
+        validate_topic(&self.topic)?;
         let bare = access::bare_account(jid).ok_or_else(|| AccessError::InvalidAccount {
             jid: jid.to_owned(),
         })?;
-        let timeout = self.bus.inner.config.publish_timeout;
-        let payload = access::set_affiliations(topic, &[(bare, affiliation)]);
-        let deadline = Instant::now() + timeout;
-        match self.bus.pubsub_iq(true, payload, None, deadline).await {
-            Ok(_) => Ok(()),
+        let payload = access::set_affiliations(&self.topic, &[(bare.clone(), affiliation)]);
+        self.request(true, payload, self.deadline()).await?;
+        Ok(bare)
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.bus.inner.config.publish_timeout
+    }
+
+    /// An owner request about the topic, its refusals as [`AccessError`]s.
+    async fn request(
+        &self,
+        set: bool,
+        payload: Element,
+        deadline: Instant,
+    ) -> Result<Option<Element>, AccessError> {
+        let topic = &self.topic;
+        match self.bus.pubsub_iq(set, payload, None, deadline).await {
+            Ok(answer) => Ok(answer),
             Err(IqError::Server(error)) if error.is_access_refusal() => {
                 Err(AccessError::NotOwner {
                     topic: topic.clone(),
@@ -131,7 +163,7 @@ impl TopicAccessLists<'_> {
             }),
             Err(IqError::TimedOut) => Err(AccessError::TimedOut {
                 topic: topic.clone(),
-                after: timeout,
+                after: self.bus.inner.config.publish_timeout,
             }),
             Err(IqError::Closed) => Err(AccessError::Closed),
         }

@@ -356,6 +356,15 @@ impl Task {
                 }
             }
             Err(error) => {
+                if entry.waiting.is_empty() && error.is_access_refusal() {
+                    // Access revoked while the session was down: nothing
+                    // more may reach the subscriptions, not even what an
+                    // old server-side subscription would still send.
+                    warn!(topic, %error, "re-subscription after reconnect refused: this account lost access to the topic; its subscriptions end (docs/DEPLOYMENT.md, \"Topic access\")");
+                    self.topics.remove(&topic);
+                    self.unsubscribe_on_server(&topic).await;
+                    return;
+                }
                 if entry.waiting.is_empty() {
                     warn!(topic, %error, "re-subscription after reconnect refused");
                     return;
