@@ -46,6 +46,12 @@ struct Approved {
     id: u64,
 }
 
+#[derive(Event, Serialize, Deserialize, Debug, PartialEq)]
+#[event(topic = "acl.audit", encoding = "json")]
+struct Audit {
+    id: u64,
+}
+
 const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
 
 /// How long a subscription must stay silent to count as getting nothing.
@@ -110,6 +116,10 @@ async fn topic_access_is_enforced_by_the_server() {
             config(&*server, &owner_account)
                 .topic_access("acl.orders", access)
                 .topic_access(
+                    "acl.audit",
+                    TopicAccess::new().subscribers(Vec::<String>::new()),
+                )
+                .topic_access(
                     "acl.presence",
                     TopicAccess::new().access_model(AccessModel::Presence),
                 )
@@ -140,6 +150,11 @@ async fn topic_access_is_enforced_by_the_server() {
             .await
             .unwrap_or_else(|e| panic!("{}a listed publisher publishes: {e}", tag()));
         assert_eq!(next("live", &mut orders).await.unwrap().event.id, 2);
+        // A publisher may subscribe to a whitelisted topic too.
+        let own = within("publisher subscribes", publishing.subscribe::<Order>())
+            .await
+            .unwrap_or_else(|e| panic!("{}a publisher subscribes: {e}", tag()));
+        drop(own);
 
         // An account outside the lists is refused, with typed errors.
         let refused = within("outsider publishes", outside.publish(&Order { id: 3 }))
@@ -223,6 +238,20 @@ async fn topic_access_is_enforced_by_the_server() {
             "{error:?}"
         );
 
+        // A restricted topic created by the owner's subscribe (no publish
+        // yet) is restricted too.
+        let audit = within("owner subscribes first", owner.subscribe::<Audit>())
+            .await
+            .unwrap_or_else(|e| panic!("{}the owner subscribes: {e}", tag()));
+        let refused = within("outsider subscribes", outside.subscribe::<Audit>())
+            .await
+            .expect_err("not on the whitelist");
+        assert!(
+            matches!(refused, SubscribeError::Forbidden { .. }),
+            "{refused:?}"
+        );
+        drop(audit);
+
         // Presence and authorize: what each server does.
         let presence = within("presence topic", owner.publish(&Seen { id: 1 })).await;
         let authorize = within("authorize topic", owner.publish(&Approved { id: 1 })).await;
@@ -263,7 +292,7 @@ async fn topic_access_is_enforced_by_the_server() {
 
         // The refused buses still work.
         within(
-            "publisher still publishes elsewhere",
+            "the once refused bus publishes",
             outside.publish(&Order { id: 6 }),
         )
         .await
