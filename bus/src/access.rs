@@ -44,6 +44,49 @@ impl AccessModel {
     }
 }
 
+/// The access an event type asks for in its derive:
+/// `#[event(publish_model = "publishers", access_model = "whitelist")]`.
+///
+/// Only the models: the lists (which accounts) are deployment settings,
+/// given with [`BusConfigBuilder::topic_access`](crate::BusConfigBuilder::topic_access)
+/// or changed with [`Bus::topic_access`](crate::Bus::topic_access). A topic
+/// with both takes the config's lists and models, and the derive's where
+/// the config leaves them open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventAccess {
+    /// `pubsub#publish_model` = `publishers`: only the owner and the
+    /// publisher list publish.
+    pub publishers_only: bool,
+    /// `pubsub#access_model`.
+    pub model: AccessModel,
+}
+
+impl EventAccess {
+    /// No restriction, the default.
+    pub const OPEN: EventAccess = EventAccess {
+        publishers_only: false,
+        model: AccessModel::Open,
+    };
+
+    /// Whether nothing is restricted.
+    pub const fn is_open(&self) -> bool {
+        !self.publishers_only && matches!(self.model, AccessModel::Open)
+    }
+
+    /// `config` (or open access) with this type's models where it leaves
+    /// them open.
+    pub(crate) fn merged_into(self, config: Option<&TopicAccess>) -> TopicAccess {
+        let mut access = config.cloned().unwrap_or_default();
+        if self.publishers_only && access.publishers.is_none() {
+            access.publishers = Some(Vec::new());
+        }
+        if access.model == AccessModel::Open {
+            access.model = self.model;
+        }
+        access
+    }
+}
+
 /// Who may publish to and subscribe to one topic, set on the topic's node
 /// when this bus creates it
 /// ([`BusConfigBuilder::topic_access`](crate::BusConfigBuilder::topic_access)).
@@ -309,6 +352,22 @@ mod tests {
         assert_eq!(fields.len(), 2);
         assert_eq!(fields[0].0, "pubsub#publish_model");
         assert_eq!(fields[1].0, "pubsub#access_model");
+    }
+
+    #[test]
+    fn a_derive_fills_in_what_the_config_leaves_open() {
+        let derive = EventAccess {
+            publishers_only: true,
+            model: AccessModel::Whitelist,
+        };
+        assert!(EventAccess::OPEN.is_open() && !derive.is_open());
+        let alone = derive.merged_into(None);
+        assert_eq!(alone.publishers, Some(Vec::new()));
+        assert_eq!(alone.model, AccessModel::Whitelist);
+        let config = TopicAccess::new()
+            .publishers(["a@example.org"])
+            .access_model(AccessModel::Presence);
+        assert_eq!(derive.merged_into(Some(&config)), config);
     }
 
     #[test]

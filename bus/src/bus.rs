@@ -68,6 +68,9 @@ struct Inner {
     pubsub: Jid,
     /// Per topic: set once this bus has created or found its node.
     known_nodes: Mutex<HashMap<String, Arc<OnceCell<()>>>>,
+    /// Topics whose event type restricts access (`#[event(access_model)]`),
+    /// merged with the config's lists.
+    derived_access: Mutex<HashMap<String, Arc<crate::TopicAccess>>>,
     /// Publish calls under way, for `close()` to wait on.
     publishing: AtomicUsize,
     /// Signalled when `publishing` drops to zero.
@@ -201,6 +204,7 @@ impl Bus {
                 shared,
                 pubsub,
                 known_nodes: Mutex::new(HashMap::new()),
+                derived_access: Mutex::new(HashMap::new()),
                 publishing: AtomicUsize::new(0),
                 publish_idle: Notify::new(),
                 closing: AtomicBool::new(false),
@@ -250,6 +254,7 @@ impl Bus {
     /// items and the configured `max_items`, or for a transient event type
     /// with `persist_items` off.
     pub async fn publish<E: Event>(&self, event: &E) -> Result<PublishReceipt, PublishError> {
+        self.note_access::<E>();
         self.publish_raw_with(RawPayload::encode(event)?, E::PERSISTENCE)
             .await
     }
@@ -262,6 +267,7 @@ impl Bus {
     ) -> Result<PublishReceipt, PublishError> {
         let mut payload = RawPayload::encode(event)?;
         payload.headers = headers;
+        self.note_access::<E>();
         self.publish_raw_with(payload, E::PERSISTENCE).await
     }
 
@@ -360,6 +366,7 @@ impl Bus {
         options: impl Into<SubscribeOptions>,
     ) -> Result<Subscription<E>, SubscribeError> {
         let options = options.into().persistence(E::PERSISTENCE);
+        self.note_access::<E>();
         Ok(Subscription::new(
             self.subscribe_raw_with(E::TOPIC, options).await?,
         ))

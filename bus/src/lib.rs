@@ -114,13 +114,16 @@
 //! ## `#[derive(Event)]`
 //!
 //! `#[event(topic = "...", encoding = "msgpack" | "json", version = N,
-//! transient)]`, every key optional: the topic defaults to the type name in
+//! transient, publish_model = "publishers", access_model = "whitelist" |
+//! "presence" | "authorize")]`, every key optional: the topic defaults to the type name in
 //! snake case (`OrderCreated` → `order_created`), the encoding to
 //! MessagePack, the version to 1. A topic is 1 to 255 ASCII letters,
 //! digits, `.`, `_` and `-` without empty `.`-segments; an invalid one is a
 //! compile error. The flag `transient` makes a topic whose events the
 //! server does not keep ([`Persistence::Transient`]: no storage cost, no
-//! replay, no gap fill after a session reset). The type must also
+//! replay, no gap fill after a session reset). `publish_model` and
+//! `access_model` restrict the topic ([`EventAccess`]; the accounts on its
+//! lists come from [`BusConfigBuilder::topic_access`]). The type must also
 //! implement serde's `Serialize` and `Deserialize`.
 //!
 //! ## `#[derive(Request)]`
@@ -164,7 +167,7 @@ mod task;
 mod write_batch;
 
 /// Re-exported for implementing [`Handler`] on a type.
-pub use access::{AccessModel, TopicAccess};
+pub use access::{AccessModel, EventAccess, TopicAccess};
 pub use async_trait::async_trait;
 pub use bus::{AccessError, Bus, PublishReceipt, TopicAccessLists};
 pub use call::RequestBuilder;
@@ -206,6 +209,7 @@ pub mod __private {
     pub use ::core;
     pub use ::serde;
 
+    pub use crate::access::{AccessModel, EventAccess};
     pub use crate::event::{Encoding, Event, Persistence};
     pub use crate::request::Request;
 }

@@ -1,16 +1,17 @@
 //! Changing a topic's access lists at runtime, as the topic's owner
 //! (XEP-0060 §8.9, "Manage Affiliations").
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 use xmpp_parsers::minidom::Element;
 
 use super::{Bus, IqError};
-use crate::access::{self, Affiliation};
+use crate::access::{self, Affiliation, TopicAccess};
 use crate::error::ServerError;
 use crate::event::TopicError;
-use crate::event::validate_topic;
+use crate::event::{Event, validate_topic};
 
 /// Changing a topic's lists failed.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +78,31 @@ pub struct TopicAccessLists<'a> {
 }
 
 impl Bus {
+    /// Remembers the access that `E`'s derive asks for, merged with the
+    /// config's, for when this bus creates the topic. Free for an open
+    /// event type (the check is on a constant).
+    pub(super) fn note_access<E: Event>(&self) {
+        if E::ACCESS.is_open() {
+            return;
+        }
+        let mut derived = self.inner.derived_access.lock().expect("lock poisoned");
+        if !derived.contains_key(E::TOPIC) {
+            let config = self.inner.config.topic_access.get(E::TOPIC);
+            let access = E::ACCESS.merged_into(config.map(|a| &**a));
+            derived.insert(E::TOPIC.to_owned(), Arc::new(access));
+        }
+    }
+
+    /// The access this bus gives `topic` when it creates it: from the event
+    /// type's derive (merged with the config), or from the config.
+    pub(super) fn access_for(&self, topic: &str) -> Option<Arc<TopicAccess>> {
+        let derived = self.inner.derived_access.lock().expect("lock poisoned");
+        derived
+            .get(topic)
+            .or_else(|| self.inner.config.topic_access.get(topic))
+            .cloned()
+    }
+
     /// The access lists of `topic`, to change as its owner (the account
     /// whose bus created it with
     /// [`topic_access`](crate::BusConfigBuilder::topic_access)).
