@@ -436,6 +436,20 @@ pub enum ConsumeError {
     /// The bus is closed.
     #[error("the bus is closed")]
     Closed,
+    /// The server would not create the restricted topic with its access
+    /// restrictions; the group did not start.
+    #[error(transparent)]
+    AccessNotApplied(#[from] AccessNotApplied),
+    /// The restricted topic could not be created in time (the group
+    /// creates it, restricted, before it starts, so that it is not created
+    /// open).
+    #[error("no answer to the creation of the restricted topic {topic:?} within {after:?}")]
+    TimedOut {
+        /// The topic.
+        topic: String,
+        /// How long the bus waited (the publish timeout).
+        after: Duration,
+    },
     /// A consumer group was asked of a transient topic: a group hands out
     /// events the server stores, and this topic's are not stored.
     #[error(

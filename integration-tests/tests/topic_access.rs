@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::{IqRequest, IqResponse};
 use xbus::{
-    AccessModel, Bus, Event, PublishError, Replay, SubscribeError, SubscribeOptions, TopicAccess,
+    AccessModel, Bus, ConsumeOptions, Event, PublishError, Replay, SubscribeError,
+    SubscribeOptions, TopicAccess,
 };
 
 #[derive(Event, Serialize, Deserialize, Debug, PartialEq)]
@@ -49,6 +50,12 @@ struct Approved {
 #[derive(Event, Serialize, Deserialize, Debug, PartialEq)]
 #[event(topic = "acl.audit", encoding = "json", access_model = "whitelist")]
 struct Audit {
+    id: u64,
+}
+
+#[derive(Event, Serialize, Deserialize, Debug, PartialEq)]
+#[event(topic = "acl.jobs", encoding = "json", access_model = "whitelist")]
+struct Task {
     id: u64,
 }
 
@@ -261,6 +268,23 @@ async fn topic_access_is_enforced_by_the_server() {
             .await
             .unwrap_or_else(|e| panic!("{}a listed subscriber of a derived topic: {e}", tag()));
         drop((audit, listed));
+        // A consumer group that touches a restricted topic first creates
+        // it restricted too.
+        let group = within(
+            "owner's group",
+            owner.consume::<Task>("workers", ConsumeOptions::new()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}the owner's group: {e}", tag()));
+        let refused = within("outsider subscribes", outside.subscribe::<Task>())
+            .await
+            .expect_err("not on the whitelist");
+        assert!(
+            matches!(refused, SubscribeError::Forbidden { .. }),
+            "{}{refused:?}",
+            tag()
+        );
+        drop(group);
 
         // Presence and authorize: what each server does.
         let presence = within("presence topic", owner.publish(&Seen { id: 1 })).await;

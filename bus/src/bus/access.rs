@@ -9,9 +9,9 @@ use xmpp_parsers::minidom::Element;
 
 use super::{Bus, IqError};
 use crate::access::{self, Affiliation, TopicAccess};
-use crate::error::ServerError;
+use crate::error::{AccessNotApplied, ConsumeError, ServerError};
 use crate::event::TopicError;
-use crate::event::{Event, validate_topic};
+use crate::event::{Event, Persistence, validate_topic};
 
 /// Changing a topic's lists failed.
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +81,7 @@ impl Bus {
     /// Remembers the access that `E`'s derive asks for, merged with the
     /// config's, for when this bus creates the topic. Free for an open
     /// event type (the check is on a constant).
-    pub(super) fn note_access<E: Event>(&self) {
+    pub(crate) fn note_access<E: Event>(&self) {
         if E::ACCESS.is_open() {
             return;
         }
@@ -91,6 +91,31 @@ impl Bus {
             let access = E::ACCESS.merged_into(config.map(|a| &**a));
             derived.insert(E::TOPIC.to_owned(), Arc::new(access));
         }
+    }
+
+    /// Creates `topic` now if this bus restricts it, so that a consumer
+    /// group's own create (which knows no access) finds it there and does
+    /// not make it open.
+    pub(crate) async fn ensure_restricted_node(&self, topic: &str) -> Result<(), ConsumeError> {
+        if self.access_for(topic).is_none_or(|a| a.is_open()) {
+            return Ok(());
+        }
+        let after = self.inner.config.publish_timeout;
+        let deadline = Instant::now() + after;
+        self.ensure_node(topic, Persistence::Persistent, deadline)
+            .await
+            .map_err(|e| match e {
+                IqError::Server(error) => AccessNotApplied {
+                    topic: topic.to_owned(),
+                    error,
+                }
+                .into(),
+                IqError::TimedOut => ConsumeError::TimedOut {
+                    topic: topic.to_owned(),
+                    after,
+                },
+                IqError::Closed => ConsumeError::Closed,
+            })
     }
 
     /// The access this bus gives `topic` when it creates it: from the event
