@@ -371,6 +371,31 @@ mod tests {
     }
 
     #[test]
+    fn owner_lists_have_the_xep_shape() {
+        let set = set_affiliations("t", &[("a@x".to_owned(), Affiliation::Member)]);
+        let list = set.get_child("affiliations", NS_PUBSUB_OWNER).unwrap();
+        assert_eq!(list.attr("node"), Some("t"));
+        let one = list.get_child("affiliation", NS_PUBSUB_OWNER).unwrap();
+        assert_eq!(one.attr("jid"), Some("a@x"));
+        assert_eq!(one.attr("affiliation"), Some("member"));
+        let end = subscriptions("t", &["a@x/r".to_owned()]);
+        let sub = end
+            .get_child("subscriptions", NS_PUBSUB_OWNER)
+            .and_then(|l| l.get_child("subscription", NS_PUBSUB_OWNER))
+            .unwrap();
+        assert_eq!(sub.attr("jid"), Some("a@x/r"));
+        assert_eq!(sub.attr("subscription"), Some("none"));
+        let answer: Element = "<pubsub xmlns='http://jabber.org/protocol/pubsub#owner'>\
+            <subscriptions node='t'>\
+            <subscription jid='a@x/r1' subscription='subscribed'/>\
+            <subscription jid='b@x' subscription='subscribed'/>\
+            </subscriptions></pubsub>"
+            .parse()
+            .unwrap();
+        assert_eq!(subscribed_jids(&answer), ["a@x/r1", "b@x"]);
+    }
+
+    #[test]
     fn refusals_by_access_are_told_apart() {
         let error = |condition: &str, specific: Option<&str>, text: Option<&str>| ServerError {
             condition: condition.into(),
