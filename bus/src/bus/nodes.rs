@@ -107,7 +107,10 @@ impl Bus {
     /// Creates `topic` as this account, which becomes its owner, keeping
     /// the bus's `max_items` events, and makes each of `publishers` (bare
     /// JIDs of service accounts) a publisher of it. A topic that exists
-    /// already is fine: its publishers are set all the same.
+    /// already is fine: its publishers are set all the same. If the config
+    /// restricts the topic ([`topic_access`](crate::BusConfigBuilder::topic_access)),
+    /// its access and lists are set too, on an existing topic as well
+    /// (which takes being its owner).
     ///
     /// For servers on which services should not create topics themselves:
     /// Prosody 0.12 lets only admins of the pubsub component create nodes,
@@ -148,22 +151,36 @@ impl Bus {
                 IqError::Closed => TopicSetupError::Closed,
             }
         };
+        let access = self.access_for(topic);
         let create = Repeatable::Create {
             node: topic.to_owned(),
             max_items: self.inner.config.max_items,
             persistence: Persistence::Persistent,
-            access: self.access_for(topic),
+            access: access.clone(),
         };
-        match self.iq(create, deadline).await {
+        let existed = match self.iq(create, deadline).await {
             Ok(_) => {
                 self.check_kept(topic, self.inner.config.max_items, deadline)
                     .await;
-                if let Some(access) = self.access_for(topic) {
-                    self.set_lists(topic, &access, deadline).await;
-                }
+                false
             }
-            Err(IqError::Server(error)) if error.condition == "conflict" => {}
+            Err(IqError::Server(error)) if error.condition == "conflict" => true,
             Err(error) => return Err(failed("create")(error)),
+        };
+        if let Some(access) = access.filter(|a| !a.is_open()) {
+            if existed {
+                let payload = access::configure(topic, access.form_fields());
+                self.pubsub_iq(true, payload, None, deadline)
+                    .await
+                    .map_err(failed("configure the access of"))?;
+            }
+            let lists = access.affiliations();
+            if !lists.is_empty() {
+                let payload = access::set_affiliations(topic, &lists);
+                self.pubsub_iq(true, payload, None, deadline)
+                    .await
+                    .map_err(failed("set the access lists of"))?;
+            }
         }
         if !jids.is_empty() {
             let payload = pubsub::publishers(topic, &jids);
