@@ -25,8 +25,9 @@ pub enum AccessModel {
     /// The topic's owner and the accounts it lists as members or
     /// publishers ([`TopicAccess::subscribers`]).
     Whitelist,
-    /// Accounts subscribed to the presence of the topic's owner (ejabberd
-    /// only: Prosody's and the embedded server's pubsub refuse it).
+    /// Accounts subscribed to the presence of the topic's owner, and its
+    /// members and publishers (ejabberd and the embedded server; Prosody
+    /// 0.12 refuses it).
     Presence,
     /// Every subscription waits for the owner's approval (ejabberd only).
     Authorize,

@@ -162,9 +162,10 @@ fn access_not_applied(topic: &str, error: &ServerError) -> String {
     format!(
         "the server refused to create topic {topic:?} with the access restrictions of this \
          bus's topic_access ({error}); nothing was sent, so that the topic is not created \
-         open instead: Prosody 0.12 and the embedded server implement the whitelist access \
-         model but not presence or authorize, and on Prosody only admins of the pubsub \
-         component create topics (docs/DEPLOYMENT.md, \"Topic access\")"
+         open instead: Prosody 0.12 implements the whitelist access model only, the embedded \
+         server whitelist and presence, ejabberd all of them (authorize too); and on Prosody \
+         only admins of the pubsub component create topics (docs/DEPLOYMENT.md, \"Topic \
+         access\")"
     )
 }
 

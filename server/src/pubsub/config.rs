@@ -8,14 +8,16 @@ use super::errors::{Failure, Result};
 use super::ns;
 
 /// Who may subscribe to a node and retrieve its items
-/// (`pubsub#access_model`); `presence`, `roster` and `authorize` are not
-/// implemented.
+/// (`pubsub#access_model`); `roster` and `authorize` are not implemented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AccessModel {
     /// Anyone (but outcasts).
     Open,
     /// Owners, publishers and members.
     Whitelist,
+    /// Those, and the accounts that receive the owner's presence (a
+    /// roster subscription to it).
+    Presence,
 }
 
 /// Who may publish to a node (`pubsub#publish_model`).
@@ -169,7 +171,7 @@ impl NodeConfig {
                     "open" => AccessModel::Open,
                     "whitelist" => AccessModel::Whitelist,
                     "authorize" => return Err(Failure::unsupported("access-authorize")),
-                    "presence" => return Err(Failure::unsupported("access-presence")),
+                    "presence" => AccessModel::Presence,
                     "roster" => return Err(Failure::unsupported("access-roster")),
                     _ => return Err(bad_value(var, value)),
                 }
@@ -227,10 +229,11 @@ impl NodeConfig {
                 .with_value(&self.max_items.to_string()),
             list(
                 "pubsub#access_model",
-                &["open", "whitelist"],
+                &["open", "whitelist", "presence"],
                 match self.access_model {
                     AccessModel::Open => "open",
                     AccessModel::Whitelist => "whitelist",
+                    AccessModel::Presence => "presence",
                 },
             ),
             list(

@@ -11,6 +11,7 @@ use super::{Done, PubSub, ns};
 /// `pubsub#…` features the service announces.
 const FEATURES: &[&str] = &[
     "access-open",
+    "access-presence",
     "auto-create",
     "access-open",
     "access-whitelist",

@@ -8,7 +8,7 @@ use super::config::{self, NodeConfig, PublishModel};
 use super::errors::{Failure, Result};
 use super::node::{Affiliation, Item, Node};
 use super::xml::{bool_attr, build};
-use super::{Done, MAX_NAME_LEN, PubSub, Role, node_attr, ns};
+use super::{Done, MAX_NAME_LEN, PubSub, Role, Sees, node_attr, ns};
 
 /// Children of `<pubsub/>` that accompany a request rather than being one.
 const COMPANIONS: [&str; 3] = ["configure", "publish-options", "options"];
@@ -19,6 +19,7 @@ impl PubSub {
         from: &FullJid,
         elem: &Element,
         set: bool,
+        sees: Sees<'_>,
     ) -> Result<Done> {
         let mut verb: Option<&Element> = None;
         // Children in other namespaces (e.g. an XEP-0059 result set
@@ -54,9 +55,9 @@ impl PubSub {
             ("create", true) => self.create(bare, verb, companion("configure")),
             ("publish", true) => self.publish(bare, verb, companion("publish-options")),
             ("retract", true) => self.retract(&bare, verb),
-            ("subscribe", true) => self.subscribe(&bare, verb),
+            ("subscribe", true) => self.subscribe(&bare, verb, sees),
             ("unsubscribe", true) => self.unsubscribe(&bare, verb),
-            ("items", false) => self.items(&bare, verb),
+            ("items", false) => self.items(&bare, verb, sees),
             ("subscriptions", false) => self.subscriptions(&bare, verb),
             ("affiliations", false) => self.affiliations(&bare, verb),
             ("default", false) => Err(Failure::unsupported("subscription-options")),
@@ -294,10 +295,11 @@ impl PubSub {
         })
     }
 
-    fn items(&self, bare: &str, request: &Element) -> Result<Done> {
+    fn items(&self, bare: &str, request: &Element, sees: Sees<'_>) -> Result<Done> {
         let node_name = node_attr(request)?;
-        if !self.node(node_name)?.may_read(bare) {
-            return Err(Failure::closed_node());
+        let node = self.node(node_name)?;
+        if !node.may_read(bare, Some(sees)) {
+            return Err(node.read_refusal());
         }
         let max = match request.attr("max_items") {
             None => None,

@@ -100,6 +100,19 @@ impl Failure {
         .with_app("closed-node")
     }
 
+    /// `not-authorized` + `<presence-subscription-required/>` (auth),
+    /// XEP-0060 §6.1.3.2: the node's access model is presence and the
+    /// requester does not receive its owner's presence.
+    pub(crate) fn presence_required() -> Failure {
+        Failure::new(
+            ErrorType::Auth,
+            DefinedCondition::NotAuthorized,
+            "the node's access model is presence: subscribe to its owner's presence, or \
+             ask its owner to make you a member",
+        )
+        .with_app("presence-subscription-required")
+    }
+
     /// `unexpected-request` + `<not-subscribed/>` (cancel).
     pub(crate) fn not_subscribed() -> Failure {
         Failure::new(

@@ -7,7 +7,7 @@
 //! (named, or instant with a generated name), publish, subscribe and
 //! retrieve items. Node creation takes the `pubsub#node_config` options
 //! `persist_items`, `max_items` (a number or `max`), `notification_type`,
-//! `access_model` (`open` or `whitelist`), `publish_model`, `deliver_payloads`,
+//! `access_model` (`open`, `whitelist` or `presence`), `publish_model`, `deliver_payloads`,
 //! `deliver_notifications`, `notify_delete`, `notify_retract`, `title` and
 //! `send_last_published_item`; other options are accepted and ignored.
 //! Publishing creates a missing node (`auto-create`, configurable),
@@ -18,7 +18,11 @@
 //! Access is enforced: the `publishers` publish model lets owners and
 //! publishers publish; the `whitelist` access model lets owners,
 //! publishers and members subscribe and retrieve items (others get
-//! `not-allowed` + `<closed-node/>`); outcasts may do neither. An account
+//! `not-allowed` + `<closed-node/>`); the `presence` access model admits
+//! those and the accounts that receive the owner's presence (others get
+//! `not-authorized` + `<presence-subscription-required/>`; the server
+//! passes the requester's roster in, [`PubSub::handle_iq_seeing`]);
+//! outcasts may do neither. An account
 //! that loses access loses its subscriptions. disco#info and
 //! disco#items describe the service, the nodes and their items.
 //!
@@ -26,10 +30,10 @@
 //! - `pubsub#max_items` above [`PubSubConfig::max_items_limit`] is refused
 //!   with `not-acceptable` (Prosody refuses too; ejabberd clamps). `max`
 //!   means the limit.
-//! - Access models other than `open` and `whitelist` (`presence`,
-//!   `roster`, `authorize`) are refused with `feature-not-implemented` +
-//!   `<unsupported feature='access-…'/>` (Prosody 0.12 refuses them with
-//!   `not-acceptable`; ejabberd implements them).
+//! - The `roster` and `authorize` access models are refused with
+//!   `feature-not-implemented` + `<unsupported feature='access-…'/>`
+//!   (Prosody 0.12 refuses them, and `presence`, with `not-acceptable`;
+//!   ejabberd implements them).
 //! - No item is sent on subscribe unless the node asks for it with
 //!   `send_last_published_item` (ejabberd's default is `on_sub_and_presence`).
 //! - Subscribing again with the same JID returns the existing subscription
@@ -109,6 +113,11 @@ pub enum Ownership {
     /// Only the user (bare JID) that created the node.
     Creator,
 }
+
+/// Whether the requester receives the presence of an account (a bare
+/// JID): what the `presence` access model asks of a subscriber, about the
+/// node's owner.
+pub type Sees<'a> = &'a dyn Fn(&str) -> bool;
 
 /// Limits of the pubsub service.
 #[derive(Debug, Clone)]
@@ -220,10 +229,17 @@ impl PubSub {
     /// `result` or `error` IQs (RFC 6120 §8.2.3 forbids answering them);
     /// if it does, the reply is an error that it should drop.
     pub fn handle_iq(&mut self, from: &FullJid, iq: Iq) -> Outcome {
+        self.handle_iq_seeing(from, iq, &|_| false)
+    }
+
+    /// [`handle_iq`](Self::handle_iq) for a requester that receives the
+    /// presence of the accounts (bare JIDs) for which `sees` is true: the
+    /// `presence` access model admits it to the nodes they own.
+    pub fn handle_iq_seeing(&mut self, from: &FullJid, iq: Iq, sees: Sees<'_>) -> Outcome {
         let (header, payload) = iq.split();
         let result = match payload {
-            IqPayload::Get(elem) => self.dispatch(from, &elem, false),
-            IqPayload::Set(elem) => self.dispatch(from, &elem, true),
+            IqPayload::Get(elem) => self.dispatch(from, &elem, false, sees),
+            IqPayload::Set(elem) => self.dispatch(from, &elem, true, sees),
             IqPayload::Result(_) | IqPayload::Error(_) => {
                 Err(Failure::bad_request("not a request"))
             }
@@ -275,10 +291,16 @@ impl PubSub {
         }
     }
 
-    fn dispatch(&mut self, from: &FullJid, elem: &Element, set: bool) -> Result<Done> {
+    fn dispatch(
+        &mut self,
+        from: &FullJid,
+        elem: &Element,
+        set: bool,
+        sees: Sees<'_>,
+    ) -> Result<Done> {
         let ns = elem.ns();
         match (elem.name(), ns.as_str(), set) {
-            ("pubsub", ns::PUBSUB, _) => self.entity_request(from, elem, set),
+            ("pubsub", ns::PUBSUB, _) => self.entity_request(from, elem, set, sees),
             ("pubsub", ns::OWNER, _) => self.owner_request(from, elem, set),
             ("query", ns::DISCO_INFO, false) => self.disco_info(elem),
             ("query", ns::DISCO_ITEMS, false) => self.disco_items(elem),

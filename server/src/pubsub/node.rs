@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::minidom::Element;
 
+use super::Sees;
 use super::config::{AccessModel, NodeConfig};
+use super::errors::Failure;
 
 /// One published item.
 #[derive(Debug, Clone)]
@@ -165,16 +167,29 @@ impl Node {
             .unwrap_or(Affiliation::None)
     }
 
+    /// Why [`may_read`](Self::may_read) said no, as the XEP's error.
+    pub(crate) fn read_refusal(&self) -> Failure {
+        match self.config.access_model {
+            AccessModel::Presence => Failure::presence_required(),
+            AccessModel::Open | AccessModel::Whitelist => Failure::closed_node(),
+        }
+    }
+
     /// Whether `bare` may subscribe and retrieve items under the node's
-    /// access model (whitelist: owners, publishers and members).
-    pub(crate) fn may_read(&self, bare: &str) -> bool {
-        match (self.affiliation(bare), self.config.access_model) {
+    /// access model: whitelist, owners, publishers and members; presence,
+    /// those and the accounts that receive the owner's presence (`sees`;
+    /// `None`: not known, taken as yes).
+    pub(crate) fn may_read(&self, bare: &str, sees: Option<Sees<'_>>) -> bool {
+        let affiliation = self.affiliation(bare);
+        let listed = matches!(
+            affiliation,
+            Affiliation::Owner | Affiliation::Publisher | Affiliation::Member
+        );
+        match (affiliation, self.config.access_model) {
             (Affiliation::Outcast, _) => false,
             (_, AccessModel::Open) => true,
-            (affiliation, AccessModel::Whitelist) => matches!(
-                affiliation,
-                Affiliation::Owner | Affiliation::Publisher | Affiliation::Member
-            ),
+            (_, AccessModel::Whitelist) => listed,
+            (_, AccessModel::Presence) => listed || sees.is_none_or(|sees| sees(&self.owner)),
         }
     }
 

@@ -186,7 +186,7 @@ impl PubSub {
         let gone: Vec<Jid> = node
             .subscriptions
             .values()
-            .filter(|s| !node.may_read(s.jid.to_bare().as_str()))
+            .filter(|s| !node.may_read(s.jid.to_bare().as_str(), None))
             .map(|s| s.jid.clone())
             .collect();
         for jid in gone {

@@ -100,14 +100,56 @@ fn a_whitelisted_node_with_publishers_lets_only_its_lists_in() {
 }
 
 #[test]
-fn presence_and_authorize_are_not_implemented() {
-    for model in ["presence", "authorize"] {
-        let mut ps = service();
-        let out = set(
-            &mut ps,
-            OWNER,
-            &create_form(&field("pubsub#access_model", model)),
-        );
-        assert_err(&out, "feature-not-implemented", Some("unsupported"));
-    }
+fn authorize_is_not_implemented() {
+    let mut ps = service();
+    let out = set(
+        &mut ps,
+        OWNER,
+        &create_form(&field("pubsub#access_model", "authorize")),
+    );
+    assert_err(&out, "feature-not-implemented", Some("unsupported"));
+}
+
+/// A request as a requester that receives the presence of `sees`.
+fn seeing(ps: &mut PubSub, from: &str, type_: &str, inner: &str, sees: &str) -> Outcome {
+    let xml = format!(
+        "<iq xmlns='jabber:client' type='{type_}' id='t' to='pubsub.localhost'>\
+         <pubsub xmlns='{PS}'>{inner}</pubsub></iq>"
+    );
+    let iq = Iq::try_from(xml.parse::<Element>().unwrap()).unwrap();
+    ps.handle_iq_seeing(&jid(from), iq, &|owner| owner == sees)
+}
+
+#[test]
+fn the_presence_model_admits_who_sees_the_owner() {
+    let mut ps = service();
+    ok(&set(
+        &mut ps,
+        OWNER,
+        &create_form(&field("pubsub#access_model", "presence")),
+    ));
+    let request = format!("<subscribe node='n' jid='{MEMBER}'/>");
+    // Without a presence subscription to the owner: refused.
+    assert_err(
+        &seeing(&mut ps, MEMBER, "set", &request, "someone@localhost"),
+        "not-authorized",
+        Some("presence-subscription-required"),
+    );
+    assert_err(
+        &subscribe(&mut ps, MEMBER),
+        "not-authorized",
+        Some("presence-subscription-required"),
+    );
+    // With one: admitted, items too.
+    ok(&seeing(&mut ps, MEMBER, "set", &request, "owner@localhost"));
+    ok(&seeing(
+        &mut ps,
+        MEMBER,
+        "get",
+        "<items node='n'/>",
+        "owner@localhost",
+    ));
+    // A member is admitted whatever its roster.
+    ok(&affiliate(&mut ps, OWNER, "outsider@localhost", "member"));
+    ok(&subscribe(&mut ps, OUTSIDER));
 }

@@ -129,7 +129,7 @@ fn create_options_are_validated() {
             Some("unsupported"),
         ),
         (
-            field("pubsub#access_model", "presence"),
+            field("pubsub#access_model", "roster"),
             "feature-not-implemented",
             Some("unsupported"),
         ),
