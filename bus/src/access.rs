@@ -323,6 +323,47 @@ impl ServerError {
     }
 }
 
+/// How an account refused a subscription gets access.
+pub(crate) fn subscribe_fix(error: &ServerError) -> &'static str {
+    match error.specific.as_deref() {
+        Some("presence-subscription-required") => {
+            "the topic's access model is presence: the account needs a presence subscription \
+             to the topic's owner (the owner approves it, or an operator adds it to the owner's \
+             roster)"
+        }
+        _ => {
+            "ask the topic's owner to add it to the subscribers \
+             (`bus.topic_access(topic).allow_subscriber(jid)`)"
+        }
+    }
+}
+
+/// The server would not create a topic with the access restrictions this
+/// bus's [`topic_access`](crate::BusConfigBuilder::topic_access) gives it
+/// (e.g. an access model it does not implement). Nothing was sent, so that
+/// the server does not create the topic open instead.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", access_not_applied(topic, error))]
+pub struct AccessNotApplied {
+    /// The topic.
+    pub topic: String,
+    /// The server's error.
+    #[source]
+    pub error: ServerError,
+}
+
+/// The message of [`AccessNotApplied`].
+fn access_not_applied(topic: &str, error: &ServerError) -> String {
+    format!(
+        "the server refused to create topic {topic:?} with the access restrictions of this \
+         bus's topic_access ({error}); nothing was sent, so that the topic is not created \
+         open instead: Prosody 0.12 implements the whitelist access model only, the embedded \
+         server whitelist and presence, ejabberd all of them (authorize too); and on Prosody \
+         only admins of the pubsub component create topics (docs/DEPLOYMENT.md, \"Topic \
+         access\")"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,12 +18,12 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use xmpp_parsers::jid::{FullJid, Jid};
 use xmpp_parsers::minidom::Element;
 
+use crate::access::AccessNotApplied;
 use crate::codec::RawPayload;
 use crate::command::{Command, Dropped, IqOutcome, Shared};
 use crate::config::BusConfig;
 use crate::error::{
-    AccessNotApplied, CloseError, ConnectError, PublishError, SendError, ServerError,
-    SubscribeError,
+    CloseError, ConnectError, PublishError, SendError, ServerError, SubscribeError,
 };
 use crate::event::{Event, Persistence, validate_topic};
 use crate::headers::Headers;

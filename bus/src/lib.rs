@@ -167,7 +167,7 @@ mod task;
 mod write_batch;
 
 /// Re-exported for implementing [`Handler`] on a type.
-pub use access::{AccessModel, EventAccess, TopicAccess};
+pub use access::{AccessModel, AccessNotApplied, EventAccess, TopicAccess};
 pub use async_trait::async_trait;
 pub use bus::{AccessError, Bus, PublishReceipt, TopicAccessLists};
 pub use call::RequestBuilder;
@@ -178,9 +178,8 @@ pub use consume::{
     dead_letter_headers,
 };
 pub use error::{
-    AccessNotApplied, CloseError, ConfigError, ConnectError, ConsumeError, DecodeError,
-    DeliveryError, EncodeError, PublishError, SendError, ServerError, SubscribeError,
-    TopicSetupError,
+    CloseError, ConfigError, ConnectError, ConsumeError, DecodeError, DeliveryError, EncodeError,
+    PublishError, SendError, ServerError, SubscribeError, TopicSetupError,
 };
 pub use event::{
     Encoding, Event, MAX_TOPIC_LEN, Persistence, TopicError, UnknownEncoding, validate_topic,

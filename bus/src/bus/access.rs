@@ -8,10 +8,10 @@ use tokio::time::Instant;
 use xmpp_parsers::minidom::Element;
 
 use super::{Bus, IqError};
+use crate::access::AccessNotApplied;
 use crate::access::{self, Affiliation, TopicAccess};
-use crate::error::{AccessNotApplied, ConsumeError, ServerError};
-use crate::event::TopicError;
-use crate::event::{Event, Persistence, validate_topic};
+use crate::error::{ConsumeError, ServerError};
+use crate::event::{Event, Persistence, TopicError, validate_topic};
 
 /// Changing a topic's lists failed.
 #[derive(Debug, thiserror::Error)]
