@@ -1,6 +1,9 @@
 //! [`Bus`]: the cloneable handle that services use.
 
+mod access;
 mod nodes;
+
+pub use access::{AccessError, TopicAccessLists};
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -15,6 +18,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use xmpp_parsers::jid::{FullJid, Jid};
 use xmpp_parsers::minidom::Element;
 
+use crate::access::AccessNotApplied;
 use crate::codec::RawPayload;
 use crate::command::{Command, Dropped, IqOutcome, Shared};
 use crate::config::BusConfig;
@@ -66,6 +70,9 @@ struct Inner {
     pubsub: Jid,
     /// Per topic: set once this bus has created or found its node.
     known_nodes: Mutex<HashMap<String, Arc<OnceCell<()>>>>,
+    /// Topics whose event type restricts access (`#[event(access_model)]`),
+    /// merged with the config's lists.
+    derived_access: Mutex<HashMap<String, Arc<crate::TopicAccess>>>,
     /// Publish calls under way, for `close()` to wait on.
     publishing: AtomicUsize,
     /// Signalled when `publishing` drops to zero.
@@ -203,6 +210,7 @@ impl Bus {
                 shared,
                 pubsub,
                 known_nodes: Mutex::new(HashMap::new()),
+                derived_access: Mutex::new(HashMap::new()),
                 publishing: AtomicUsize::new(0),
                 publish_idle: Notify::new(),
                 closing: AtomicBool::new(false),
@@ -262,6 +270,7 @@ impl Bus {
     /// items and the configured `max_items`, or for a transient event type
     /// with `persist_items` off.
     pub async fn publish<E: Event>(&self, event: &E) -> Result<PublishReceipt, PublishError> {
+        self.note_access::<E>();
         self.publish_raw_with(RawPayload::encode(event)?, E::PERSISTENCE)
             .await
     }
@@ -274,6 +283,7 @@ impl Bus {
     ) -> Result<PublishReceipt, PublishError> {
         let mut payload = RawPayload::encode(event)?;
         payload.headers = headers;
+        self.note_access::<E>();
         self.publish_raw_with(payload, E::PERSISTENCE).await
     }
 
@@ -329,7 +339,12 @@ impl Bus {
                 .await
                 .map_err(|e| match e {
                     IqError::TimedOut => timed_out(),
-                    _ => PublishError::Closed,
+                    IqError::Server(error) => AccessNotApplied {
+                        topic: topic.clone(),
+                        error,
+                    }
+                    .into(),
+                    IqError::Closed => PublishError::Closed,
                 })?;
             let item_id = pubsub::new_item_id();
             let request = Repeatable::Publish { item_id, payload };
@@ -341,6 +356,9 @@ impl Bus {
                     };
                     debug!(item_id, "published");
                     Ok(PublishReceipt { topic, item_id })
+                }
+                Err(IqError::Server(error)) if error.is_access_refusal() => {
+                    Err(PublishError::Forbidden { topic, error })
                 }
                 Err(IqError::Server(error)) => Err(PublishError::Rejected { topic, error }),
                 Err(IqError::TimedOut) => Err(timed_out()),
@@ -375,6 +393,7 @@ impl Bus {
         options: impl Into<SubscribeOptions>,
     ) -> Result<Subscription<E>, SubscribeError> {
         let options = options.into().persistence(E::PERSISTENCE);
+        self.note_access::<E>();
         Ok(Subscription::new(
             self.subscribe_raw_with(E::TOPIC, options).await?,
         ))
@@ -410,7 +429,12 @@ impl Bus {
             .await
             .map_err(|e| match e {
                 IqError::TimedOut => timed_out(),
-                _ => SubscribeError::Closed,
+                IqError::Server(error) => AccessNotApplied {
+                    topic: topic.to_owned(),
+                    error,
+                }
+                .into(),
+                IqError::Closed => SubscribeError::Closed,
             })?;
         let (tx, rx) = self.buffer(&options);
         let (reply, answer) = oneshot::channel();

@@ -1,13 +1,17 @@
 //! [`BusConfig`]: where to connect, as whom, and the bus's limits.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use xmpp_parsers::jid::{BareJid, Jid};
 
+use crate::access::TopicAccess;
 use crate::allow::Allow;
 use crate::error::ConfigError;
+use crate::event::validate_topic;
 use crate::liveness::Liveness;
 use crate::presence::SubscriptionPolicy;
 use crate::queue::BufferPolicy;
@@ -61,6 +65,8 @@ pub struct BusConfig {
     pub(crate) outbox_capacity: usize,
     pub(crate) buffer_policy: BufferPolicy,
     pub(crate) allow: Allow,
+    /// Restricted topics: topic → access set when this bus creates it.
+    pub(crate) topic_access: HashMap<String, Arc<TopicAccess>>,
 }
 
 impl BusConfig {
@@ -89,6 +95,7 @@ impl BusConfig {
             outbox_capacity: 1024,
             buffer_policy: BufferPolicy::default(),
             allow: Allow::default(),
+            topic_access: Vec::new(),
         }
     }
 
@@ -130,9 +137,20 @@ pub struct BusConfigBuilder {
     outbox_capacity: usize,
     buffer_policy: BufferPolicy,
     allow: Allow,
+    topic_access: Vec<(String, TopicAccess)>,
 }
 
 impl BusConfigBuilder {
+    /// Restricts who may publish to and subscribe to `topic`: this bus sets
+    /// `access` on the topic's node when it creates it, and becomes its
+    /// owner (docs/DEPLOYMENT.md, "Topic access"). A topic given twice
+    /// takes the last access. Change the lists later with
+    /// [`Bus::topic_access`](crate::Bus::topic_access).
+    pub fn topic_access(mut self, topic: impl Into<String>, access: TopicAccess) -> Self {
+        self.topic_access.push((topic.into(), access));
+        self
+    }
+
     /// The server to connect to, as `host:port`, or several, comma-separated
     /// (`"a.example.org:5222,b.example.org:5222"`), like [`servers`](Self::servers).
     /// Default: the JID's domain, port 5222 (no SRV lookup).
@@ -384,6 +402,18 @@ impl BusConfigBuilder {
                 "no such CA file".into(),
             ));
         }
+        let mut topic_access = HashMap::new();
+        for (topic, access) in self.topic_access {
+            validate_topic(&topic).map_err(|e| invalid("topic_access", &topic, e.to_string()))?;
+            let access = access.normalized().map_err(|jid| {
+                invalid(
+                    "topic_access",
+                    &jid,
+                    format!("not an account's bare JID (for topic {topic:?}); give e.g. orders@example.org"),
+                )
+            })?;
+            topic_access.insert(topic, Arc::new(access));
+        }
         Ok(BusConfig {
             jid,
             password: self.password,
@@ -405,6 +435,7 @@ impl BusConfigBuilder {
             outbox_capacity: self.outbox_capacity,
             buffer_policy: self.buffer_policy,
             allow: self.allow,
+            topic_access,
         })
     }
 }

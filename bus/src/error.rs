@@ -4,6 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::access::{AccessNotApplied, subscribe_fix};
 use crate::event::{Encoding, TopicError};
 
 /// A configuration value is missing or invalid.
@@ -229,6 +230,26 @@ pub enum PublishError {
         #[source]
         error: ServerError,
     },
+    /// The topic's access excludes this account: the topic publishes only
+    /// its owner's and its publishers' events (`pubsub#publish_model`
+    /// `publishers`), or the server lets this account create no topics.
+    #[error(
+        "this account may not publish to {topic:?} ({error}): ask the topic's owner to add it \
+         to the publishers (`bus.topic_access(topic).allow_publisher(jid)`, docs/DEPLOYMENT.md, \
+         \"Topic access\"){}",
+        error.pubsub_hint()
+    )]
+    Forbidden {
+        /// The topic.
+        topic: String,
+        /// The server's error (`forbidden` on every server).
+        #[source]
+        error: ServerError,
+    },
+    /// The server would not create the topic with its access restrictions;
+    /// nothing was sent.
+    #[error(transparent)]
+    AccessNotApplied(#[from] AccessNotApplied),
     /// The outbox stayed full (too many unconfirmed publishes, e.g. while
     /// the connection is down) until the publish timeout. Nothing was sent.
     #[error(
@@ -311,6 +332,36 @@ pub enum SubscribeError {
         #[source]
         error: ServerError,
     },
+    /// The topic's access excludes this account (`pubsub#access_model`:
+    /// not on the whitelist, no presence subscription to the owner, ...).
+    #[error(
+        "this account may not subscribe to {topic:?} or read its events ({error}): {} \
+         (docs/DEPLOYMENT.md, \"Topic access\")",
+        subscribe_fix(error)
+    )]
+    Forbidden {
+        /// The topic.
+        topic: String,
+        /// The server's error (`forbidden`, or ejabberd's `not-allowed` +
+        /// `closed-node`).
+        #[source]
+        error: ServerError,
+    },
+    /// The server would not create the topic with its access restrictions;
+    /// nothing was sent.
+    #[error(transparent)]
+    AccessNotApplied(#[from] AccessNotApplied),
+    /// The topic's access model is `authorize` and its owner has not
+    /// approved this account's subscription yet (ejabberd sends the owner
+    /// an approval form). Subscribe again once it is approved.
+    #[error(
+        "the subscription to {topic:?} awaits the approval of the topic's owner (access model \
+         `authorize`); subscribe again once it is approved (docs/DEPLOYMENT.md, \"Topic access\")"
+    )]
+    AwaitingApproval {
+        /// The topic.
+        topic: String,
+    },
     /// The server did not answer in time.
     #[error("no answer to the subscription to {topic:?} within {after:?}")]
     TimedOut {
@@ -358,6 +409,20 @@ pub enum ConsumeError {
     /// The bus is closed.
     #[error("the bus is closed")]
     Closed,
+    /// The server would not create the restricted topic with its access
+    /// restrictions; the group did not start.
+    #[error(transparent)]
+    AccessNotApplied(#[from] AccessNotApplied),
+    /// The restricted topic could not be created in time (the group
+    /// creates it, restricted, before it starts, so that it is not created
+    /// open).
+    #[error("no answer to the creation of the restricted topic {topic:?} within {after:?}")]
+    TimedOut {
+        /// The topic.
+        topic: String,
+        /// How long the bus waited (the publish timeout).
+        after: Duration,
+    },
     /// A consumer group was asked of a transient topic: a group hands out
     /// events the server stores, and this topic's are not stored.
     #[error(

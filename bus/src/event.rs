@@ -4,6 +4,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::Serialize;
+
+use crate::access::EventAccess;
 use serde::de::DeserializeOwned;
 
 /// A typed event that can be published to a topic or sent to one service.
@@ -25,6 +27,12 @@ pub trait Event: Serialize + DeserializeOwned + Send + 'static {
     /// [`Persistent`](Persistence::Persistent) unless the type says
     /// `#[event(transient)]`.
     const PERSISTENCE: Persistence = Persistence::Persistent;
+    /// Who may publish to and subscribe to the topic: open unless the type
+    /// says `#[event(publish_model = "publishers")]` or
+    /// `#[event(access_model = "whitelist")]` (or `presence`, `authorize`).
+    /// Set on the topic's node when this bus creates it (docs/DEPLOYMENT.md,
+    /// "Topic access").
+    const ACCESS: EventAccess = EventAccess::OPEN;
 }
 
 /// Whether the server stores a topic's events (`pubsub#persist_items`).

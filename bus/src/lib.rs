@@ -135,13 +135,16 @@
 //! ## `#[derive(Event)]`
 //!
 //! `#[event(topic = "...", encoding = "msgpack" | "json", version = N,
-//! transient)]`, every key optional: the topic defaults to the type name in
+//! transient, publish_model = "publishers", access_model = "whitelist" |
+//! "presence" | "authorize")]`, every key optional: the topic defaults to the type name in
 //! snake case (`OrderCreated` → `order_created`), the encoding to
 //! MessagePack, the version to 1. A topic is 1 to 255 ASCII letters,
 //! digits, `.`, `_` and `-` without empty `.`-segments; an invalid one is a
 //! compile error. The flag `transient` makes a topic whose events the
 //! server does not keep ([`Persistence::Transient`]: no storage cost, no
-//! replay, no gap fill after a session reset). The type must also
+//! replay, no gap fill after a session reset). `publish_model` and
+//! `access_model` restrict the topic ([`EventAccess`]; the accounts on its
+//! lists come from [`BusConfigBuilder::topic_access`]). The type must also
 //! implement serde's `Serialize` and `Deserialize`.
 //!
 //! ## `#[derive(Request)]`
@@ -156,6 +159,7 @@
 //! `Serialize` and `Deserialize`.
 #![deny(missing_docs)]
 
+mod access;
 mod allow;
 mod bus;
 mod call;
@@ -187,10 +191,11 @@ mod task;
 mod trace;
 mod write_batch;
 
+pub use access::{AccessModel, AccessNotApplied, EventAccess, TopicAccess};
 pub use allow::Allow;
 /// Re-exported for implementing [`Handler`] on a type.
 pub use async_trait::async_trait;
-pub use bus::{Bus, PublishReceipt};
+pub use bus::{AccessError, Bus, PublishReceipt, TopicAccessLists};
 pub use call::{RequestBuilder, ServeBuilder};
 pub use codec::RawPayload;
 pub use config::{BusConfig, BusConfigBuilder, Tls};
@@ -230,6 +235,7 @@ pub mod __private {
     pub use ::core;
     pub use ::serde;
 
+    pub use crate::access::{AccessModel, EventAccess};
     pub use crate::event::{Encoding, Event, Persistence};
     pub use crate::request::Request;
 }

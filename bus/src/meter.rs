@@ -50,6 +50,8 @@ pub(crate) fn publish_error_type(error: &PublishError) -> &'static str {
         PublishError::OutboxFull { .. } => "outbox_full",
         PublishError::TimedOut { .. } => "timed_out",
         PublishError::Closed => "closed",
+        PublishError::Forbidden { .. } => "forbidden",
+        PublishError::AccessNotApplied(_) => "access_not_applied",
         _ => "invalid",
     }
 }

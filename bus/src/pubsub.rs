@@ -9,6 +9,7 @@ use xmpp_parsers::message::{Message, MessageType};
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::stanza_error::StanzaError;
 
+use crate::access::{self, Affiliation, TopicAccess};
 use crate::codec::{RawPayload, find_payload, name};
 use crate::error::{DecodeError, ServerError};
 use crate::event::Persistence;
@@ -33,8 +34,14 @@ fn field(var: &str, value: &str) -> Element {
 }
 
 /// `<create node/>` with persistent items and `max_items`, or (transient)
-/// with `persist_items` off.
-pub(crate) fn create(node: &str, max_items: u32, persistence: Persistence) -> Element {
+/// with `persist_items` off, and the topic's access (docs/PROTOCOL.md,
+/// "Topic access").
+pub(crate) fn create(
+    node: &str,
+    max_items: u32,
+    persistence: Persistence,
+    access: Option<&TopicAccess>,
+) -> Element {
     let form = Element::builder("x", NS_DATA)
         .attr(name("type"), "submit")
         .append(field("FORM_TYPE", NS_NODE_CONFIG));
@@ -44,6 +51,7 @@ pub(crate) fn create(node: &str, max_items: u32, persistence: Persistence) -> El
             .append(field("pubsub#max_items", &max_items.to_string())),
         Persistence::Transient => form.append(field("pubsub#persist_items", "0")),
     }
+    .append_all(access.map(TopicAccess::form_fields).unwrap_or_default())
     .build();
     Element::builder("pubsub", NS_PUBSUB)
         .append(
@@ -105,6 +113,8 @@ pub(crate) enum Repeatable {
         node: String,
         max_items: u32,
         persistence: Persistence,
+        /// The topic's access, if the config restricts it.
+        access: Option<Arc<TopicAccess>>,
     },
 }
 
@@ -121,7 +131,8 @@ impl Repeatable {
                 node,
                 max_items,
                 persistence,
-            } => create(node, *max_items, *persistence),
+                access,
+            } => create(node, *max_items, *persistence, access.as_deref()),
         }
     }
 }
@@ -129,20 +140,11 @@ impl Repeatable {
 /// `<affiliations node/>` of the owner namespace: makes each of `jids` a
 /// publisher of `node` (XEP-0060 §8.9.2).
 pub(crate) fn publishers(node: &str, jids: &[String]) -> Element {
-    let affiliations = jids.iter().map(|jid| {
-        Element::builder("affiliation", NS_PUBSUB_OWNER)
-            .attr(name("jid"), jid.as_str())
-            .attr(name("affiliation"), "publisher")
-            .build()
-    });
-    Element::builder("pubsub", NS_PUBSUB_OWNER)
-        .append(
-            Element::builder("affiliations", NS_PUBSUB_OWNER)
-                .attr(name("node"), node)
-                .append_all(affiliations)
-                .build(),
-        )
-        .build()
+    let list: Vec<_> = jids
+        .iter()
+        .map(|jid| (jid.clone(), Affiliation::Publisher))
+        .collect();
+    access::set_affiliations(node, &list)
 }
 
 /// `<configure node/>` of the owner namespace: asks for a node's
@@ -240,6 +242,15 @@ pub(crate) fn unsubscribe(node: &str, jid: &str) -> Element {
             .attr(name("jid"), jid)
             .build(),
     )
+}
+
+/// Whether the answer to [`subscribe`] says the subscription is pending:
+/// the node's owner must approve it first (`pubsub#access_model`
+/// `authorize`, XEP-0060 §6.1.2).
+pub(crate) fn is_pending(result: &Element) -> bool {
+    result
+        .get_child("subscription", NS_PUBSUB)
+        .is_some_and(|s| s.attr("subscription") == Some("pending"))
 }
 
 /// `<items node max_items/>`: the last `max` items of a node, oldest first
@@ -468,10 +479,11 @@ mod tests {
             node: "orders".into(),
             max_items: 9,
             persistence: Persistence::Persistent,
+            access: None,
         };
         assert_eq!(
             create.to_element(),
-            super::create("orders", 9, Persistence::Persistent)
+            super::create("orders", 9, Persistence::Persistent, None)
         );
     }
 
@@ -518,7 +530,7 @@ mod tests {
     #[test]
     fn transient_nodes_persist_nothing() {
         let fields = |persistence| {
-            let create = super::create("t", 9, persistence);
+            let create = super::create("t", 9, persistence, None);
             let form = create
                 .get_child("configure", NS_PUBSUB)
                 .and_then(|c| c.get_child("x", NS_DATA))

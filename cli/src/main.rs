@@ -11,7 +11,7 @@
 //! | `xbus consume TOPIC --group NAME` | takes a share of a consumer group's events, prints each job as JSON and acks it (`--nak` to nak) |
 //! | `xbus req TARGET METHOD JSON` | calls a service, prints its answer as JSON |
 //! | `xbus services SERVICE` | the live table of a service's instances |
-//! | `xbus topic create TOPIC --publisher JID` | creates a topic as this account and lets those accounts publish (for servers where services may not create topics) |
+//! | `xbus topic create TOPIC --publisher JID [--publishers-only] [--subscriber JID]` | creates a topic as this account and lets those accounts publish (only them, with `--publishers-only`) and subscribe (only them, with `--subscriber`), for servers where services may not create topics |
 //! | `xbus bench ARGS` | runs `xbus-bench ARGS`, the benchmark (its own crate, `bench/`): xbus beside raw tokio-xmpp, NATS and HTTP |
 //!
 //! The bus commands take `--jid`, `--password` (or `--password-file`),

@@ -433,22 +433,35 @@ async fn topic_create_sets_a_topic_up_for_its_publishers() {
     matrix(async |kind| {
         let (admin, publisher) = (User::new(kind), User::new(kind));
         let topic = format!("cli.setup.{kind}");
-        let out = run(admin.xbus(&[
-            "topic",
-            "create",
-            &topic,
-            "--publisher",
-            publisher.jid(),
-            "--max-items",
-            "50",
-        ]))
-        .await;
+        // `xbus topic create TOPIC --publisher PUBLISHER OPTIONS...`.
+        let create = async |options: &[&str]| {
+            let mut args = vec!["topic", "create", &topic, "--publisher", publisher.jid()];
+            args.extend_from_slice(options);
+            run(admin.xbus(&args)).await
+        };
+        let out = create(&["--max-items", "50"]).await;
         assert_eq!(out.ok(), "", "{out:?}");
         let id = run(publisher.xbus(&["pub", &topic, r#"{"id":1}"#])).await;
         assert!(!id.ok().trim().is_empty(), "{id:?}");
         let bad = run(admin.xbus(&["topic", "create", &topic, "--publisher", "nobody"])).await;
         assert_eq!(bad.code, Some(1), "{bad:?}");
         assert!(bad.stderr.contains("bare JID"), "{bad:?}");
+
+        // Restricted, on the topic that exists: only the publisher
+        // publishes, only the reader (and the publisher) subscribes.
+        let (reader, outsider) = (User::plain(kind), User::plain(kind));
+        let out = create(&["--publishers-only", "--subscriber", reader.jid()]).await;
+        assert_eq!(out.ok(), "", "{out:?}");
+        let id = run(publisher.xbus(&["pub", &topic, r#"{"id":1}"#])).await;
+        assert!(!id.ok().trim().is_empty(), "{id:?}");
+        let replayed = run(reader.xbus(&["sub", &topic, "--replay", "1", "--count", "1"])).await;
+        assert!(replayed.ok().contains(r#""id":1"#), "{replayed:?}");
+        let refused = run(outsider.xbus(&["pub", &topic, r#"{"id":2}"#])).await;
+        assert_eq!(refused.code, Some(1), "{refused:?}");
+        assert!(refused.stderr.contains("allow_publisher"), "{refused:?}");
+        let refused = run(outsider.xbus(&["sub", &topic, "--replay", "1", "--count", "1"])).await;
+        assert_eq!(refused.code, Some(1), "{refused:?}");
+        assert!(refused.stderr.contains("allow_subscriber"), "{refused:?}");
     })
     .await;
 }

@@ -362,6 +362,13 @@ pub trait XmppServer: Send + Sync + fmt::Debug {
     fn ca_file(&self) -> &Path;
     /// Registers a fresh account (unique name, random password).
     fn account(&self) -> Result<Account, HarnessError>;
+    /// Registers a fresh account that no pubsub setting favours, to test
+    /// access control with: on Prosody one outside the component's
+    /// `admins` (who bypass every node's access model, and are the only
+    /// accounts that may create nodes); elsewhere every account is one.
+    fn plain_account(&self) -> Result<Account, HarnessError> {
+        self.account()
+    }
     /// Kills the server with `SIGKILL` (no clean shutdown) and waits for it.
     fn kill(&mut self);
     /// Stops the server if it runs, then starts it again on the same port
@@ -391,6 +398,9 @@ impl<T: XmppServer + ?Sized> XmppServer for Box<T> {
     }
     fn account(&self) -> Result<Account, HarnessError> {
         (**self).account()
+    }
+    fn plain_account(&self) -> Result<Account, HarnessError> {
+        (**self).plain_account()
     }
     fn kill(&mut self) {
         (**self).kill()

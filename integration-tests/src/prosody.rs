@@ -99,6 +99,8 @@ pub struct Prosody {
     addr: SocketAddr,
     process: Option<ServerProcess>,
     next_account: AtomicUsize,
+    /// Accounts handed out by [`XmppServer::plain_account`].
+    next_plain: AtomicUsize,
     /// Debian's own `prosody.cfg.lua`, when the server runs on it instead
     /// of `deploy/prosody/prosody.cfg.lua`.
     debian: Option<String>,
@@ -180,6 +182,7 @@ impl Prosody {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             process: None,
             next_account: AtomicUsize::new(0),
+            next_plain: AtomicUsize::new(0),
             debian,
         };
         process::start_on_free_port(&mut server, "Prosody", |server, port| {
@@ -339,23 +342,15 @@ impl XmppServer for Prosody {
                 size: ACCOUNT_POOL_SIZE,
             });
         }
-        let user = format!("u{n}");
-        let password = process::random_alnum(20)?;
-        let mut command = Command::new("prosodyctl");
-        command
-            .arg("--config")
-            .arg(&self.config)
-            .args(["register", &user, DOMAIN, &password])
-            .current_dir(&self.root);
-        let shown = format!(
-            "prosodyctl --config {} register {user} {DOMAIN} <password>",
-            self.config.display()
-        );
-        process::run(command, &shown, PROSODYCTL_TIMEOUT)?;
-        Ok(Account {
-            jid: format!("{user}@{DOMAIN}"),
-            password,
-        })
+        self.register(&format!("u{n}"))
+    }
+
+    /// Registers a fresh account outside the `admins` pool (`plain1`,
+    /// `plain2`, ...): it may neither create nodes nor bypass their access
+    /// models.
+    fn plain_account(&self) -> Result<Account, HarnessError> {
+        let n = self.next_plain.fetch_add(1, Ordering::SeqCst) + 1;
+        self.register(&format!("plain{n}"))
     }
 
     /// Kills the server with `SIGKILL` (no clean shutdown, like a crash) and
@@ -381,5 +376,28 @@ impl XmppServer for Prosody {
     /// says otherwise).
     fn log_path(&self) -> PathBuf {
         self.root.join("prosody.log")
+    }
+}
+
+impl Prosody {
+    /// Registers `user@localhost` with `prosodyctl register` (at most 10 s)
+    /// and a random password.
+    fn register(&self, user: &str) -> Result<Account, HarnessError> {
+        let password = process::random_alnum(20)?;
+        let mut command = Command::new("prosodyctl");
+        command
+            .arg("--config")
+            .arg(&self.config)
+            .args(["register", user, DOMAIN, &password])
+            .current_dir(&self.root);
+        let shown = format!(
+            "prosodyctl --config {} register {user} {DOMAIN} <password>",
+            self.config.display()
+        );
+        process::run(command, &shown, PROSODYCTL_TIMEOUT)?;
+        Ok(Account {
+            jid: format!("{user}@{DOMAIN}"),
+            password,
+        })
     }
 }

@@ -29,7 +29,8 @@ pub struct Kind {
     pub name_example: &'static str,
     /// Whether the attribute takes `response = Type`.
     pub response: bool,
-    /// Whether the attribute takes the `transient` flag.
+    /// Whether the attribute takes the `transient` flag and the
+    /// `publish_model` and `access_model` keys (the topic's access).
     pub transient: bool,
 }
 
@@ -37,7 +38,11 @@ impl Kind {
     /// The keys the attribute accepts, for the "unknown key" message.
     fn keys(&self) -> String {
         let response = if self.response { "`response`, " } else { "" };
-        let transient = if self.transient { ", `transient`" } else { "" };
+        let transient = if self.transient {
+            ", `transient`, `publish_model`, `access_model`"
+        } else {
+            ""
+        };
         format!(
             "`{}`, {response}`encoding`, `version`{transient}",
             self.name_key
@@ -90,6 +95,45 @@ pub struct Attrs {
     pub version: Option<u32>,
     /// The `transient` flag (only `#[event]` takes it).
     pub transient: Option<()>,
+    /// `publish_model = "publishers" | "open"` (only `#[event]`).
+    pub publish_model: Option<PublishModel>,
+    /// `access_model = "open" | "whitelist" | "presence" | "authorize"`
+    /// (only `#[event]`).
+    pub access_model: Option<AccessModel>,
+}
+
+/// `publish_model = "..."`: who may publish to the topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishModel {
+    /// `"open"`: anyone, the default.
+    Open,
+    /// `"publishers"`: the topic's owner and its publisher list.
+    Publishers,
+}
+
+/// `access_model = "..."`, mirroring `xbus::AccessModel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessModel {
+    /// `"open"`.
+    Open,
+    /// `"whitelist"`.
+    Whitelist,
+    /// `"presence"`.
+    Presence,
+    /// `"authorize"`.
+    Authorize,
+}
+
+impl AccessModel {
+    /// The `xbus::AccessModel` variant, through the hidden module.
+    pub fn to_tokens(self) -> TokenStream {
+        match self {
+            AccessModel::Open => quote!(::xbus::__private::AccessModel::Open),
+            AccessModel::Whitelist => quote!(::xbus::__private::AccessModel::Whitelist),
+            AccessModel::Presence => quote!(::xbus::__private::AccessModel::Presence),
+            AccessModel::Authorize => quote!(::xbus::__private::AccessModel::Authorize),
+        }
+    }
 }
 
 /// The first attribute of `kind` in `attrs`, if any.
@@ -121,6 +165,39 @@ fn parse_key(out: &mut Attrs, meta: &ParseNestedMeta<'_>, kind: &Kind) -> syn::R
         Some(key @ "transient") if kind.transient => {
             set(&mut out.transient, meta, kind, key, || {
                 flag_value(meta, kind, key)
+            })
+        }
+        Some(key @ "publish_model") if kind.transient => {
+            set(&mut out.publish_model, meta, kind, key, || {
+                let lit = string_value(meta, key, "\"publishers\"")?;
+                match lit.value().as_str() {
+                    "publishers" => Ok(PublishModel::Publishers),
+                    "open" => Ok(PublishModel::Open),
+                    other => Err(syn::Error::new(
+                        lit.span(),
+                        format!(
+                            "unknown publish_model {other:?}; expected \"publishers\" or \"open\""
+                        ),
+                    )),
+                }
+            })
+        }
+        Some(key @ "access_model") if kind.transient => {
+            set(&mut out.access_model, meta, kind, key, || {
+                let lit = string_value(meta, key, "\"whitelist\"")?;
+                match lit.value().as_str() {
+                    "open" => Ok(AccessModel::Open),
+                    "whitelist" => Ok(AccessModel::Whitelist),
+                    "presence" => Ok(AccessModel::Presence),
+                    "authorize" => Ok(AccessModel::Authorize),
+                    other => Err(syn::Error::new(
+                        lit.span(),
+                        format!(
+                            "unknown access_model {other:?}; expected \"open\", \"whitelist\", \
+                             \"presence\" or \"authorize\""
+                        ),
+                    )),
+                }
             })
         }
         _ => {
@@ -309,7 +386,7 @@ mod tests {
         let cases: [(Vec<Attribute>, &str); 10] = [
             (
                 vec![parse_quote!(#[event(nope = 1)])],
-                "unknown `event` key `nope`; expected one of `topic`, `encoding`, `version`, `transient`",
+                "unknown `event` key `nope`; expected one of `topic`, `encoding`, `version`, `transient`, `publish_model`, `access_model`",
             ),
             (
                 vec![parse_quote!(#[event(a::b)])],

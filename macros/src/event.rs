@@ -11,7 +11,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 use syn::DeriveInput;
 
-use crate::attrs::Kind;
+use crate::attrs::{AccessModel, Kind, PublishModel};
 use crate::common::{self, Spec};
 
 /// `#[derive(Event)]` with `#[event(topic = "...", ...)]`.
@@ -25,7 +25,8 @@ pub const KIND: Kind = Kind {
 };
 
 /// Expands `#[derive(Event)]` on `input`, or says what is wrong with it.
-/// `#[event(transient)]` adds `const PERSISTENCE = Persistence::Transient`.
+/// `#[event(transient)]` adds `const PERSISTENCE = Persistence::Transient`;
+/// `publish_model` and `access_model` add `const ACCESS`.
 pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let (attrs, spec) = common::spec(input, &KIND)?;
     let persistence = attrs.transient.map(|()| {
@@ -34,7 +35,21 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                 ::xbus::__private::Persistence::Transient;
         }
     });
-    Ok(common::impl_trait(input, &KIND, &spec, None, persistence))
+    let access = (attrs.publish_model.is_some() || attrs.access_model.is_some()).then(|| {
+        let publishers_only = attrs.publish_model == Some(PublishModel::Publishers);
+        let model = attrs.access_model.unwrap_or(AccessModel::Open).to_tokens();
+        quote! {
+            const ACCESS: ::xbus::__private::EventAccess = ::xbus::__private::EventAccess {
+                publishers_only: #publishers_only,
+                model: #model,
+            };
+        }
+    });
+    let items = match (persistence, access) {
+        (None, None) => None,
+        (persistence, access) => Some(quote!(#persistence #access)),
+    };
+    Ok(common::impl_trait(input, &KIND, &spec, None, items))
 }
 
 /// An impl with default values, emitted next to the error when [`expand`]
@@ -100,6 +115,47 @@ mod tests {
                     struct A;
                 ),
                 "duplicate `transient` key",
+            ),
+        ] {
+            let error = expand(&syn::parse2(input).unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(expected), "{error}");
+        }
+    }
+
+    #[test]
+    fn access_keys_set_the_access_const() {
+        let code = expand(&parse_quote! {
+            #[event(topic = "orders", publish_model = "publishers", access_model = "whitelist")]
+            struct Order;
+        })
+        .unwrap()
+        .to_string();
+        assert!(code.contains("const ACCESS"), "{code}");
+        assert!(code.contains("publishers_only : true"), "{code}");
+        assert!(code.contains("AccessModel :: Whitelist"), "{code}");
+        let open = expand(&parse_quote! {
+            #[event(topic = "orders")]
+            struct Order;
+        })
+        .unwrap()
+        .to_string();
+        assert!(!open.contains("ACCESS"), "{open}");
+        for (input, expected) in [
+            (
+                quote!(
+                    #[event(access_model = "roster")]
+                    struct A;
+                ),
+                "unknown access_model \"roster\"",
+            ),
+            (
+                quote!(
+                    #[event(publish_model = "subscribers")]
+                    struct A;
+                ),
+                "unknown publish_model \"subscribers\"",
             ),
         ] {
             let error = expand(&syn::parse2(input).unwrap())

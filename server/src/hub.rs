@@ -390,7 +390,18 @@ impl Hub {
     /// Hands an IQ to the pubsub service and routes what it returns.
     fn pubsub_iq(&self, from: &FullJid, iq: Iq) {
         let mut state = self.lock();
-        let outcome = state.pubsub.handle_iq(from, iq);
+        let State { users, pubsub, .. } = &mut *state;
+        // The `presence` access model: whether `from` receives the presence
+        // of a node's owner (its roster has the owner with `to`).
+        let roster = from.node().and_then(|n| users.get(n.as_str()));
+        let sees = |owner: &str| {
+            let owner = owner.parse::<BareJid>().ok();
+            roster
+                .zip(owner)
+                .and_then(|(user, owner)| user.roster.get(&owner))
+                .is_some_and(|item| item.to)
+        };
+        let outcome = pubsub.handle_iq_seeing(from, iq, &sees);
         let reply = outcome.reply;
         if let Some(me) = state.session(from) {
             me.deliver(Stanza::Iq(reply));

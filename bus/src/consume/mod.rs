@@ -556,6 +556,7 @@ impl Bus {
                 topic: E::TOPIC.to_owned(),
             });
         }
+        self.note_access::<E>();
         Ok(Consumer {
             raw: self.consume_raw(E::TOPIC, group, options).await?,
             _event: PhantomData,
@@ -573,6 +574,7 @@ impl Bus {
         crate::group::validate_group(group)?;
         let dead_letter = options.dead_letter_topic(topic);
         validate_topic(&dead_letter).map_err(ConsumeError::Topic)?;
+        self.ensure_restricted_node(topic).await?;
         let key = crate::group::GroupKey::new(topic, group);
         let (tx, rx) = mpsc::channel(options.max_in_flight.max(1));
         let (notify, notices) = mpsc::channel(NOTICES);

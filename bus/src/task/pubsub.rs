@@ -215,6 +215,10 @@ impl Task {
         let items = match &answer {
             Ok(Some(result)) => pubsub::fetched_items(result, self.max_payload),
             Ok(None) => Vec::new(),
+            Err(error) if error.is_access_refusal() => {
+                warn!(topic, %error, "the server refused this account the topic's stored items (topic access); none are delivered: ask the topic's owner to add the account to its subscribers (docs/DEPLOYMENT.md, \"Topic access\")");
+                Vec::new()
+            }
             Err(error) => {
                 warn!(topic, %error, "stored items could not be fetched; events published while disconnected may be missing");
                 Vec::new()
@@ -336,6 +340,13 @@ impl Task {
             return;
         };
         match answer {
+            // The authorize access model: the owner has yet to approve.
+            Ok(Some(result)) if pubsub::is_pending(&result) => {
+                if !entry.waiting.is_empty() {
+                    let pending = |topic| SubscribeError::AwaitingApproval { topic };
+                    self.fail_waiting(&topic, pending);
+                }
+            }
             Ok(_) => {
                 entry.active = true;
                 for (id, reply) in entry.waiting.drain(..) {
@@ -349,23 +360,46 @@ impl Task {
                 }
             }
             Err(error) => {
-                let waiting: Vec<_> = entry.waiting.drain(..).collect();
-                if waiting.is_empty() {
+                if entry.waiting.is_empty() && error.is_access_refusal() {
+                    // Access revoked while the session was down: nothing
+                    // more may reach the subscriptions, not even what an
+                    // old server-side subscription would still send.
+                    warn!(topic, %error, "re-subscription after reconnect refused: this account lost access to the topic; its subscriptions end (docs/DEPLOYMENT.md, \"Topic access\")");
+                    self.topics.remove(&topic);
+                    self.unsubscribe_on_server(&topic).await;
+                    return;
+                }
+                if entry.waiting.is_empty() {
                     warn!(topic, %error, "re-subscription after reconnect refused");
                     return;
                 }
-                let ids: Vec<u64> = waiting.iter().map(|(id, _)| *id).collect();
-                entry.subs.retain(|s| !ids.contains(&s.id));
-                if entry.unused() {
-                    self.topics.remove(&topic);
-                }
-                for (_, reply) in waiting {
-                    let _ = reply.send(Err(SubscribeError::Rejected {
-                        topic: topic.clone(),
-                        error: error.clone(),
-                    }));
-                }
+                let refused = |topic: String| {
+                    let error = error.clone();
+                    if error.is_access_refusal() {
+                        SubscribeError::Forbidden { topic, error }
+                    } else {
+                        SubscribeError::Rejected { topic, error }
+                    }
+                };
+                self.fail_waiting(&topic, refused);
             }
+        }
+    }
+
+    /// Answers the subscriptions waiting for the server's answer on
+    /// `topic` with `error` and forgets them.
+    fn fail_waiting(&mut self, topic: &str, error: impl Fn(String) -> SubscribeError) {
+        let Some(entry) = self.topics.get_mut(topic) else {
+            return;
+        };
+        let waiting: Vec<_> = entry.waiting.drain(..).collect();
+        let ids: Vec<u64> = waiting.iter().map(|(id, _)| *id).collect();
+        entry.subs.retain(|s| !ids.contains(&s.id));
+        if entry.unused() {
+            self.topics.remove(topic);
+        }
+        for (_, reply) in waiting {
+            let _ = reply.send(Err(error(topic.to_owned())));
         }
     }
 

@@ -105,6 +105,7 @@ fn config_error(error: ConfigError) -> anyhow::Error {
         "server" => "--server/XBUS_SERVER",
         "pubsub_service" => "--pubsub/XBUS_PUBSUB",
         "tls" => "--tls/XBUS_TLS",
+        "topic_access" => "--publisher/--subscriber",
         _ => "a setting",
     };
     match error {

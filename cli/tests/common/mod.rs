@@ -75,6 +75,19 @@ impl User {
         }
     }
 
+    /// Registers a fresh account that no pubsub setting favours (on
+    /// Prosody, not an admin of the pubsub component).
+    pub fn plain(kind: ServerKind) -> User {
+        let server = server(kind);
+        let account = server
+            .plain_account()
+            .unwrap_or_else(|e| panic!("[{kind}] register an account: {e}"));
+        User {
+            account,
+            addr: server.addr(),
+        }
+    }
+
     /// The bare JID.
     pub fn jid(&self) -> &str {
         &self.account.jid

@@ -7,13 +7,25 @@ use super::PubSubConfig;
 use super::errors::{Failure, Result};
 use super::ns;
 
+/// Who may subscribe to a node and retrieve its items
+/// (`pubsub#access_model`); `roster` and `authorize` are not implemented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AccessModel {
+    /// Anyone (but outcasts).
+    Open,
+    /// Owners, publishers and members.
+    Whitelist,
+    /// Those, and the accounts that receive the owner's presence (a
+    /// roster subscription to it).
+    Presence,
+}
+
 /// Who may publish to a node (`pubsub#publish_model`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PublishModel {
-    /// Anyone.
+    /// Anyone (but outcasts).
     Open,
-    /// Owners (and publishers; the service has no publisher affiliations,
-    /// so: owners).
+    /// Owners and publishers.
     Publishers,
     /// Owners and subscribers.
     Subscribers,
@@ -46,6 +58,7 @@ pub(crate) struct NodeConfig {
     /// `true`: `type='headline'` notifications (default); `false`: `normal`.
     pub headline: bool,
     pub publish_model: PublishModel,
+    pub access_model: AccessModel,
     pub send_last: SendLast,
 }
 
@@ -62,8 +75,16 @@ impl NodeConfig {
             notify_retract: false,
             headline: true,
             publish_model: PublishModel::Open,
+            access_model: AccessModel::Open,
             send_last: SendLast::Never,
         }
+    }
+
+    /// Whether the node restricts who may publish or subscribe: its
+    /// owner requests are then its owners' alone, whatever the
+    /// [`Ownership`](super::Ownership).
+    pub(crate) fn restricted(&self) -> bool {
+        self.publish_model != PublishModel::Open || self.access_model != AccessModel::Open
     }
 
     /// How many items the node keeps.
@@ -145,14 +166,16 @@ impl NodeConfig {
                     _ => return Err(bad_value(var, value)),
                 }
             }
-            "pubsub#access_model" => match value {
-                "open" => {}
-                "authorize" => return Err(Failure::unsupported("access-authorize")),
-                "presence" => return Err(Failure::unsupported("access-presence")),
-                "roster" => return Err(Failure::unsupported("access-roster")),
-                "whitelist" => return Err(Failure::unsupported("access-whitelist")),
-                _ => return Err(bad_value(var, value)),
-            },
+            "pubsub#access_model" => {
+                self.access_model = match value {
+                    "open" => AccessModel::Open,
+                    "whitelist" => AccessModel::Whitelist,
+                    "authorize" => return Err(Failure::unsupported("access-authorize")),
+                    "presence" => AccessModel::Presence,
+                    "roster" => return Err(Failure::unsupported("access-roster")),
+                    _ => return Err(bad_value(var, value)),
+                }
+            }
             "pubsub#publish_model" => {
                 self.publish_model = match value {
                     "open" => PublishModel::Open,
@@ -204,7 +227,15 @@ impl NodeConfig {
             flag("pubsub#persist_items", self.persist_items),
             Field::new("pubsub#max_items", FieldType::TextSingle)
                 .with_value(&self.max_items.to_string()),
-            list("pubsub#access_model", &["open"], "open"),
+            list(
+                "pubsub#access_model",
+                &["open", "whitelist", "presence"],
+                match self.access_model {
+                    AccessModel::Open => "open",
+                    AccessModel::Whitelist => "whitelist",
+                    AccessModel::Presence => "presence",
+                },
+            ),
             list(
                 "pubsub#publish_model",
                 &["open", "publishers", "subscribers"],

@@ -6,9 +6,9 @@ use xmpp_parsers::minidom::Element;
 
 use super::config::{self, NodeConfig, PublishModel};
 use super::errors::{Failure, Result};
-use super::node::{Item, Node};
+use super::node::{Affiliation, Item, Node};
 use super::xml::{bool_attr, build};
-use super::{Done, MAX_NAME_LEN, PubSub, Role, node_attr, ns};
+use super::{Done, MAX_NAME_LEN, PubSub, Role, Sees, node_attr, ns};
 
 /// Children of `<pubsub/>` that accompany a request rather than being one.
 const COMPANIONS: [&str; 3] = ["configure", "publish-options", "options"];
@@ -19,6 +19,7 @@ impl PubSub {
         from: &FullJid,
         elem: &Element,
         set: bool,
+        sees: Sees<'_>,
     ) -> Result<Done> {
         let mut verb: Option<&Element> = None;
         // Children in other namespaces (e.g. an XEP-0059 result set
@@ -54,9 +55,9 @@ impl PubSub {
             ("create", true) => self.create(bare, verb, companion("configure")),
             ("publish", true) => self.publish(bare, verb, companion("publish-options")),
             ("retract", true) => self.retract(&bare, verb),
-            ("subscribe", true) => self.subscribe(&bare, verb),
+            ("subscribe", true) => self.subscribe(&bare, verb, sees),
             ("unsubscribe", true) => self.unsubscribe(&bare, verb),
-            ("items", false) => self.items(verb),
+            ("items", false) => self.items(&bare, verb, sees),
             ("subscriptions", false) => self.subscriptions(&bare, verb),
             ("affiliations", false) => self.affiliations(&bare, verb),
             ("default", false) => Err(Failure::unsupported("subscription-options")),
@@ -181,13 +182,13 @@ impl PubSub {
                 if let Some(form) = &options {
                     node.config.check_preconditions(form, &self.config)?;
                 }
-                let allowed = match node.config.publish_model {
-                    PublishModel::Open => true,
-                    PublishModel::Publishers => matches!(self.role(&publisher, node), Role::Owner),
-                    PublishModel::Subscribers => {
-                        matches!(self.role(&publisher, node), Role::Owner)
-                            || node.has_subscriber(&publisher)
-                    }
+                let owner = matches!(self.role(&publisher, node), Role::Owner);
+                let allowed = match (node.affiliation(&publisher), node.config.publish_model) {
+                    (Affiliation::Outcast, _) => false,
+                    (_, PublishModel::Open) => true,
+                    (Affiliation::Publisher, _) => true,
+                    (_, PublishModel::Publishers) => owner,
+                    (_, PublishModel::Subscribers) => owner || node.has_subscriber(&publisher),
                 };
                 if !allowed {
                     return Err(Failure::forbidden("the node's publish model excludes you"));
@@ -294,8 +295,12 @@ impl PubSub {
         })
     }
 
-    fn items(&self, request: &Element) -> Result<Done> {
+    fn items(&self, bare: &str, request: &Element, sees: Sees<'_>) -> Result<Done> {
         let node_name = node_attr(request)?;
+        let node = self.node(node_name)?;
+        if !node.may_read(bare, Some(sees)) {
+            return Err(node.read_refusal());
+        }
         let max = match request.attr("max_items") {
             None => None,
             Some(n) => Some(n.trim().parse::<usize>().map_err(|_| {
@@ -327,12 +332,14 @@ impl PubSub {
         let owned = self
             .nodes
             .iter()
-            .filter(|(name, node)| node.owner == bare && filter.is_none_or(|f| f == name.as_str()))
-            .map(|(name, _)| {
+            .filter(|(name, _)| filter.is_none_or(|f| f == name.as_str()))
+            .map(|(name, node)| (name, node.affiliation(bare)))
+            .filter(|(_, affiliation)| *affiliation != Affiliation::None)
+            .map(|(name, affiliation)| {
                 build(
                     "affiliation",
                     ns::PUBSUB,
-                    &[("node", name), ("affiliation", "owner")],
+                    &[("node", name), ("affiliation", affiliation.as_str())],
                 )
                 .build()
             });

@@ -88,6 +88,31 @@ impl Failure {
         Failure::new(ErrorType::Auth, DefinedCondition::Forbidden, text)
     }
 
+    /// `not-allowed` + `<closed-node/>` (cancel), XEP-0060 §6.1.3.4 and §6.5.9.x: the node's access model (a
+    /// whitelist) leaves the requester out.
+    pub(crate) fn closed_node() -> Failure {
+        Failure::new(
+            ErrorType::Cancel,
+            DefinedCondition::NotAllowed,
+            "the node is whitelisted and you are not on its list: ask its owner to make \
+             you a member or publisher",
+        )
+        .with_app("closed-node")
+    }
+
+    /// `not-authorized` + `<presence-subscription-required/>` (auth),
+    /// XEP-0060 §6.1.3.2: the node's access model is presence and the
+    /// requester does not receive its owner's presence.
+    pub(crate) fn presence_required() -> Failure {
+        Failure::new(
+            ErrorType::Auth,
+            DefinedCondition::NotAuthorized,
+            "the node's access model is presence: subscribe to its owner's presence, or \
+             ask its owner to make you a member",
+        )
+        .with_app("presence-subscription-required")
+    }
+
     /// `unexpected-request` + `<not-subscribed/>` (cancel).
     pub(crate) fn not_subscribed() -> Failure {
         Failure::new(

@@ -7,23 +7,33 @@
 //! (named, or instant with a generated name), publish, subscribe and
 //! retrieve items. Node creation takes the `pubsub#node_config` options
 //! `persist_items`, `max_items` (a number or `max`), `notification_type`,
-//! `access_model` (`open` only), `publish_model`, `deliver_payloads`,
+//! `access_model` (`open`, `whitelist` or `presence`), `publish_model`, `deliver_payloads`,
 //! `deliver_notifications`, `notify_delete`, `notify_retract`, `title` and
 //! `send_last_published_item`; other options are accepted and ignored.
 //! Publishing creates a missing node (`auto-create`, configurable),
 //! honours publish-options as preconditions (XEP-0060 §7.1.5) and evicts the
 //! oldest items beyond `max_items`. Owners configure, purge and delete
-//! nodes, list or change their subscriptions, and list or set their
-//! `publisher` affiliations (kept and listed; every user may publish, as
-//! the publish model is open). disco#info and
+//! nodes, list or change their subscriptions, and list or set
+//! affiliations (`owner`, `publisher`, `member`, `outcast`, `none`).
+//! Access is enforced: the `publishers` publish model lets owners and
+//! publishers publish; the `whitelist` access model lets owners,
+//! publishers and members subscribe and retrieve items (others get
+//! `not-allowed` + `<closed-node/>`); the `presence` access model admits
+//! those and the accounts that receive the owner's presence (others get
+//! `not-authorized` + `<presence-subscription-required/>`; the server
+//! passes the requester's roster in, [`PubSub::handle_iq_seeing`]);
+//! outcasts may do neither. An account
+//! that loses access loses its subscriptions. disco#info and
 //! disco#items describe the service, the nodes and their items.
 //!
 //! # Choices, and where it differs from Prosody or ejabberd
 //! - `pubsub#max_items` above [`PubSubConfig::max_items_limit`] is refused
 //!   with `not-acceptable` (Prosody refuses too; ejabberd clamps). `max`
 //!   means the limit.
-//! - Access models other than `open` are refused with
-//!   `feature-not-implemented` + `<unsupported feature='access-…'/>`.
+//! - The `roster` and `authorize` access models are refused with
+//!   `feature-not-implemented` + `<unsupported feature='access-…'/>`
+//!   (Prosody 0.12 refuses them, and `presence`, with `not-acceptable`;
+//!   ejabberd implements them).
 //! - No item is sent on subscribe unless the node asks for it with
 //!   `send_last_published_item` (ejabberd's default is `on_sub_and_presence`).
 //! - Subscribing again with the same JID returns the existing subscription
@@ -38,8 +48,10 @@
 //!   for the others).
 //! - See [`PubSub::session_ended`] for full-JID subscriptions.
 //! - In the default [`Ownership::Everyone`] mode every user may configure,
-//!   purge and delete any node and list its subscribers (like the test
-//!   harness's Prosody, where every account is a component admin).
+//!   purge and delete any open node and list its subscribers (like the
+//!   test harness's Prosody, where every account is a component admin). A
+//!   node with a publisher list or a whitelist is administered by its
+//!   owners alone in either mode: anyone could otherwise edit its lists.
 //!
 //! # Implementation
 //! Requests are read as minidom elements: the typed pubsub parsers of
@@ -70,7 +82,7 @@ use xmpp_parsers::message::{Id, Message, MessageType};
 use xmpp_parsers::minidom::Element;
 
 use errors::{Failure, Result};
-use node::Node;
+use node::{Affiliation, Node};
 
 /// Namespaces.
 pub(crate) mod ns {
@@ -92,13 +104,20 @@ const MAX_NAME_LEN: usize = 1024;
 /// Who may administer (configure, purge, delete, list subscribers of) a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Ownership {
-    /// Every user owns every node: the development mode, like the test
-    /// harness's Prosody, where every account is a component admin.
+    /// Every user owns every open node: the development mode, like the
+    /// test harness's Prosody, where every account is a component admin.
+    /// A node with a publisher list or a whitelist has its creator (and
+    /// the owners it names) as its only owners.
     #[default]
     Everyone,
     /// Only the user (bare JID) that created the node.
     Creator,
 }
+
+/// Whether the requester receives the presence of an account (a bare
+/// JID): what the `presence` access model asks of a subscriber, about the
+/// node's owner.
+pub type Sees<'a> = &'a dyn Fn(&str) -> bool;
 
 /// Limits of the pubsub service.
 #[derive(Debug, Clone)]
@@ -210,10 +229,17 @@ impl PubSub {
     /// `result` or `error` IQs (RFC 6120 §8.2.3 forbids answering them);
     /// if it does, the reply is an error that it should drop.
     pub fn handle_iq(&mut self, from: &FullJid, iq: Iq) -> Outcome {
+        self.handle_iq_seeing(from, iq, &|_| false)
+    }
+
+    /// [`handle_iq`](Self::handle_iq) for a requester that receives the
+    /// presence of the accounts (bare JIDs) for which `sees` is true: the
+    /// `presence` access model admits it to the nodes they own.
+    pub fn handle_iq_seeing(&mut self, from: &FullJid, iq: Iq, sees: Sees<'_>) -> Outcome {
         let (header, payload) = iq.split();
         let result = match payload {
-            IqPayload::Get(elem) => self.dispatch(from, &elem, false),
-            IqPayload::Set(elem) => self.dispatch(from, &elem, true),
+            IqPayload::Get(elem) => self.dispatch(from, &elem, false, sees),
+            IqPayload::Set(elem) => self.dispatch(from, &elem, true, sees),
             IqPayload::Result(_) | IqPayload::Error(_) => {
                 Err(Failure::bad_request("not a request"))
             }
@@ -265,10 +291,16 @@ impl PubSub {
         }
     }
 
-    fn dispatch(&mut self, from: &FullJid, elem: &Element, set: bool) -> Result<Done> {
+    fn dispatch(
+        &mut self,
+        from: &FullJid,
+        elem: &Element,
+        set: bool,
+        sees: Sees<'_>,
+    ) -> Result<Done> {
         let ns = elem.ns();
         match (elem.name(), ns.as_str(), set) {
-            ("pubsub", ns::PUBSUB, _) => self.entity_request(from, elem, set),
+            ("pubsub", ns::PUBSUB, _) => self.entity_request(from, elem, set, sees),
             ("pubsub", ns::OWNER, _) => self.owner_request(from, elem, set),
             ("query", ns::DISCO_INFO, false) => self.disco_info(elem),
             ("query", ns::DISCO_ITEMS, false) => self.disco_items(elem),
@@ -279,11 +311,17 @@ impl PubSub {
         }
     }
 
+    /// Whether `bare` administers `node`: its owners do; in
+    /// [`Ownership::Everyone`] mode everyone does, unless the node
+    /// restricts access (a whitelist or a publisher list would mean
+    /// nothing if anyone could edit them).
     fn role(&self, bare: &str, node: &Node) -> Role {
+        if node.affiliation(bare) == Affiliation::Owner {
+            return Role::Owner;
+        }
         match self.config.ownership {
-            Ownership::Everyone => Role::Owner,
-            Ownership::Creator if node.owner == bare => Role::Owner,
-            Ownership::Creator => Role::Other,
+            Ownership::Everyone if !node.config.restricted() => Role::Owner,
+            Ownership::Everyone | Ownership::Creator => Role::Other,
         }
     }
 

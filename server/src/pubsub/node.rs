@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use xmpp_parsers::jid::Jid;
 use xmpp_parsers::minidom::Element;
 
-use super::config::NodeConfig;
+use super::Sees;
+use super::config::{AccessModel, NodeConfig};
+use super::errors::Failure;
 
 /// One published item.
 #[derive(Debug, Clone)]
@@ -103,10 +105,44 @@ pub(crate) struct Node {
     pub items: ItemStore,
     /// Subscribed JID (as a string) → subscription; one per JID.
     pub subscriptions: BTreeMap<String, Subscription>,
-    /// Bare JIDs given the `publisher` affiliation by an owner (XEP-0060
-    /// §8.9.2). Every user may publish here (the publish model is open);
-    /// the list is kept and reported, as a client that sets it expects.
-    pub publishers: std::collections::BTreeSet<String>,
+    /// Bare JID → the affiliation an owner gave it (XEP-0060 §8.9.2);
+    /// the creator is not in it (see [`Node::affiliation`]).
+    pub affiliations: BTreeMap<String, Affiliation>,
+}
+
+/// An account's affiliation with a node (XEP-0060 §4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Affiliation {
+    Owner,
+    Publisher,
+    Member,
+    None,
+    Outcast,
+}
+
+impl Affiliation {
+    /// The affiliation as the protocol names it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Affiliation::Owner => "owner",
+            Affiliation::Publisher => "publisher",
+            Affiliation::Member => "member",
+            Affiliation::None => "none",
+            Affiliation::Outcast => "outcast",
+        }
+    }
+
+    /// Reads an affiliation attribute.
+    pub(crate) fn parse(value: &str) -> Option<Affiliation> {
+        Some(match value {
+            "owner" => Affiliation::Owner,
+            "publisher" => Affiliation::Publisher,
+            "member" => Affiliation::Member,
+            "none" => Affiliation::None,
+            "outcast" => Affiliation::Outcast,
+            _ => return None,
+        })
+    }
 }
 
 impl Node {
@@ -116,7 +152,44 @@ impl Node {
             config,
             items: ItemStore::default(),
             subscriptions: BTreeMap::new(),
-            publishers: Default::default(),
+            affiliations: BTreeMap::new(),
+        }
+    }
+
+    /// The affiliation of the bare JID `bare`: `owner` for the creator.
+    pub(crate) fn affiliation(&self, bare: &str) -> Affiliation {
+        if self.owner == bare {
+            return Affiliation::Owner;
+        }
+        self.affiliations
+            .get(bare)
+            .copied()
+            .unwrap_or(Affiliation::None)
+    }
+
+    /// Why [`may_read`](Self::may_read) said no, as the XEP's error.
+    pub(crate) fn read_refusal(&self) -> Failure {
+        match self.config.access_model {
+            AccessModel::Presence => Failure::presence_required(),
+            AccessModel::Open | AccessModel::Whitelist => Failure::closed_node(),
+        }
+    }
+
+    /// Whether `bare` may subscribe and retrieve items under the node's
+    /// access model: whitelist, owners, publishers and members; presence,
+    /// those and the accounts that receive the owner's presence (`sees`;
+    /// `None`: not known, taken as yes).
+    pub(crate) fn may_read(&self, bare: &str, sees: Option<Sees<'_>>) -> bool {
+        let affiliation = self.affiliation(bare);
+        let listed = matches!(
+            affiliation,
+            Affiliation::Owner | Affiliation::Publisher | Affiliation::Member
+        );
+        match (affiliation, self.config.access_model) {
+            (Affiliation::Outcast, _) => false,
+            (_, AccessModel::Open) => true,
+            (_, AccessModel::Whitelist) => listed,
+            (_, AccessModel::Presence) => listed || sees.is_none_or(|sees| sees(&self.owner)),
         }
     }
 

@@ -8,7 +8,7 @@ use xmpp_parsers::minidom::Element;
 use super::config::{self, NodeConfig};
 use super::entity::event;
 use super::errors::{Failure, Result};
-use super::node::Subscription;
+use super::node::{Affiliation, Subscription};
 use super::xml::build;
 use super::{Done, PubSub, Role, node_attr, ns};
 
@@ -83,10 +83,13 @@ impl PubSub {
                     )
                     .build()
                 };
-                let publishers = node.publishers.iter().map(|j| affiliation(j, "publisher"));
+                let others = node
+                    .affiliations
+                    .iter()
+                    .map(|(jid, a)| affiliation(jid, a.as_str()));
                 let list = build("affiliations", ns::OWNER, &[("node", &node_name)])
                     .append(affiliation(&node.owner, "owner"))
-                    .append_all(publishers)
+                    .append_all(others)
                     .build();
                 Ok(Done::payload(owner(list)))
             }
@@ -156,23 +159,39 @@ impl PubSub {
         }
     }
 
-    /// XEP-0060 §8.9.2: sets `publisher` (or `none`) affiliations; other
-    /// affiliations are not kept by this server.
+    /// XEP-0060 §8.9.2: sets `owner`, `publisher`, `member`, `outcast` or
+    /// `none` affiliations (all checked before any is made). The creator's
+    /// own stays `owner`. An account that may no longer read the node
+    /// loses its subscriptions to it.
     fn modify_affiliations(&mut self, node_name: &str, request: &Element) -> Result<Done> {
-        let changes = jid_changes(request, "affiliation", "publisher")?;
+        let changes = affiliation_changes(request)?;
         let limit = self.config.max_subscriptions_per_node;
         let node = self.node_mut(node_name)?;
-        for (jid, add) in changes {
-            let jid = jid.to_bare().to_string();
-            if !add {
-                node.publishers.remove(&jid);
-            } else if node.publishers.len() < limit {
-                node.publishers.insert(jid);
+        if changes.iter().any(|(jid, _)| *jid == node.owner) {
+            return Err(Failure::not_acceptable(
+                "the node's creator stays its owner",
+            ));
+        }
+        for (jid, affiliation) in changes {
+            if affiliation == Affiliation::None {
+                node.affiliations.remove(&jid);
+            } else if node.affiliations.len() < limit || node.affiliations.contains_key(&jid) {
+                node.affiliations.insert(jid, affiliation);
             } else {
                 return Err(Failure::not_acceptable(format!(
-                    "more than {limit} publishers"
+                    "more than {limit} affiliations"
                 )));
             }
+        }
+        let gone: Vec<Jid> = node
+            .subscriptions
+            .values()
+            .filter(|s| !node.may_read(s.jid.to_bare().as_str(), None))
+            .map(|s| s.jid.clone())
+            .collect();
+        for jid in gone {
+            self.node_mut(node_name)?.subscriptions.remove(jid.as_str());
+            self.unindex_subscription(node_name, &jid);
         }
         Ok(Done::default())
     }
@@ -219,9 +238,42 @@ fn owner(child: Element) -> Element {
     Element::builder("pubsub", ns::OWNER).append(child).build()
 }
 
+/// The `<affiliation jid='…' affiliation='…'/>` children of an owner
+/// request, with bare JIDs.
+fn affiliation_changes(request: &Element) -> Result<Vec<(String, Affiliation)>> {
+    let changes = changes(request, "affiliation", |value| {
+        let value = value.unwrap_or_default();
+        Affiliation::parse(value).ok_or_else(|| {
+            Failure::not_acceptable(format!(
+                "unknown affiliation {value:?}: owner, publisher, member, outcast or none"
+            ))
+        })
+    })?;
+    Ok(changes
+        .into_iter()
+        .map(|(jid, affiliation)| (jid.to_bare().to_string(), affiliation))
+        .collect())
+}
+
 /// The `<NAME jid='…' NAME='STATE'/>` children of an owner request: `add`
 /// for STATE `adding`, removal for `none`; anything else is refused.
 fn jid_changes(request: &Element, name: &str, adding: &str) -> Result<Vec<(Jid, bool)>> {
+    changes(request, name, |state| match state {
+        Some(state) if state == adding => Ok(true),
+        Some("none") => Ok(false),
+        other => Err(Failure::not_acceptable(format!(
+            "unsupported {name} {other:?} (this server keeps {adding} and none)"
+        ))),
+    })
+}
+
+/// The `<NAME jid='…' NAME='STATE'/>` children of an owner request, each
+/// with its JID and its STATE as `state` reads it.
+fn changes<T>(
+    request: &Element,
+    name: &str,
+    state: impl Fn(Option<&str>) -> Result<T>,
+) -> Result<Vec<(Jid, T)>> {
     let mut changes = Vec::new();
     for child in request.children() {
         if !child.is(name, ns::OWNER) {
@@ -234,16 +286,7 @@ fn jid_changes(request: &Element, name: &str, adding: &str) -> Result<Vec<(Jid, 
             .attr("jid")
             .and_then(|j| Jid::new(j).ok())
             .ok_or_else(|| Failure::bad_request_app("invalid-jid", "a valid jid is required"))?;
-        let add = match child.attr(name) {
-            Some(state) if state == adding => true,
-            Some("none") => false,
-            other => {
-                return Err(Failure::not_acceptable(format!(
-                    "unsupported {name} {other:?} (this server keeps {adding} and none)"
-                )));
-            }
-        };
-        changes.push((jid, add));
+        changes.push((jid, state(child.attr(name))?));
     }
     Ok(changes)
 }

@@ -8,15 +8,23 @@ use super::entity::{event_items, pubsub};
 use super::errors::{Failure, Result};
 use super::node::Subscription;
 use super::xml::build;
-use super::{Done, PubSub, node_attr, ns};
+use super::{Done, PubSub, Sees, node_attr, ns};
 
 impl PubSub {
-    pub(super) fn subscribe(&mut self, bare: &str, request: &Element) -> Result<Done> {
+    pub(super) fn subscribe(
+        &mut self,
+        bare: &str,
+        request: &Element,
+        sees: Sees<'_>,
+    ) -> Result<Done> {
         let node_name = node_attr(request)?.to_owned();
         let jid =
             own_jid(bare, request).map_err(|text| Failure::bad_request_app("invalid-jid", text))?;
         let limit = self.config.max_subscriptions_per_node;
         let node = self.node(&node_name)?;
+        if !node.may_read(bare, Some(sees)) {
+            return Err(node.read_refusal());
+        }
         let key = jid.to_string();
         if let Some(existing) = node.subscriptions.get(&key) {
             let reply = subscription_element(&node_name, &existing.jid, &existing.subid);

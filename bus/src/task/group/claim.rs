@@ -140,11 +140,11 @@ impl Task {
             to: to.clone(),
             what: "create the group's topic",
         };
-        let create = pubsub::create(&key.topic, max_items, Persistence::Persistent);
+        let create = pubsub::create(&key.topic, max_items, Persistence::Persistent, None);
         self.send_iq(to.clone(), true, create, pending).await;
         self.group_interest(&key.topic, 1).await;
         let node = key.state_node();
-        let create = pubsub::create(&node, STATE_ITEMS as u32, Persistence::Persistent);
+        let create = pubsub::create(&node, STATE_ITEMS as u32, Persistence::Persistent, None);
         let pending = PendingIq::Fire {
             to: to.clone(),
             what: "create group state node",

@@ -288,6 +288,7 @@ impl Task {
                 &topic,
                 u32::try_from(self.max_items).unwrap_or(u32::MAX),
                 Persistence::Persistent,
+                None,
             );
             let pending = PendingIq::Fire {
                 to: to.clone(),

@@ -124,12 +124,12 @@ fn create_options_are_validated() {
             None,
         ),
         (
-            field("pubsub#access_model", "whitelist"),
+            field("pubsub#access_model", "authorize"),
             "feature-not-implemented",
             Some("unsupported"),
         ),
         (
-            field("pubsub#access_model", "presence"),
+            field("pubsub#access_model", "roster"),
             "feature-not-implemented",
             Some("unsupported"),
         ),

@@ -8,6 +8,7 @@ use xmpp_parsers::minidom::Element;
 
 use super::{Outcome, PubSub, PubSubConfig};
 
+mod access;
 mod entity;
 mod fuzz;
 mod owner;

@@ -218,7 +218,7 @@ fn affiliations() {
             &mut ps,
             A,
             "set",
-            "<affiliations node='n'><affiliation jid='b@localhost' affiliation='outcast'/></affiliations>",
+            "<affiliations node='n'><affiliation jid='b@localhost' affiliation='boss'/></affiliations>",
         ),
         "not-acceptable",
         None,
@@ -229,7 +229,7 @@ fn affiliations() {
         "set",
         "<affiliations node='n'><affiliation jid='b@localhost' affiliation='none'/></affiliations>",
     ));
-    assert!(ps.nodes["n"].publishers.is_empty());
+    assert!(ps.nodes["n"].affiliations.is_empty());
 }
 
 #[test]
