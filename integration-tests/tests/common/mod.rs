@@ -182,15 +182,28 @@ pub async fn raw_iq(
     to: &str,
     request: tokio_xmpp::IqRequest,
 ) -> tokio_xmpp::IqResponse {
+    raw_iq_within(client, to, request, STEP)
+        .await
+        .unwrap_or_else(|| panic!("{}timed out after {STEP:?}: raw iq answer", tag()))
+}
+
+/// [`raw_iq`], giving up after `limit` with `None`.
+pub async fn raw_iq_within(
+    client: &mut tokio_xmpp::Client,
+    to: &str,
+    request: tokio_xmpp::IqRequest,
+    limit: Duration,
+) -> Option<tokio_xmpp::IqResponse> {
     let to = to.parse::<tokio_xmpp::jid::Jid>().expect("jid");
     let token = client.send_iq(Some(to), request).await;
-    within("raw iq answer", async {
+    tokio::time::timeout(limit, async {
         tokio::select! {
             response = token => response.expect("iq answered"),
             _ = async { loop { let _ = client.next().await; } } => unreachable!(),
         }
     })
     .await
+    .ok()
 }
 
 /// A server of `kind` and two buses on it (tracing initialised): the usual
