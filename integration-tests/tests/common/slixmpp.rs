@@ -253,6 +253,11 @@ pub fn peer_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("slixmpp/xbus_peer.py")
 }
 
+/// The consumer-group member (`xbus_group.py`, which imports `xbus_peer.py`).
+pub fn group_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("slixmpp/xbus_group.py")
+}
+
 /// How the peer reaches the server.
 #[derive(Clone, Copy)]
 pub enum Tls {
@@ -292,10 +297,41 @@ impl Peer {
         tls: Tls,
         scenario: &str,
     ) -> Peer {
+        Peer::spawn(server, &account.jid, account, tls, scenario, peer_script()).await
+    }
+
+    /// Starts `xbus_group.py`, a consumer-group member, as
+    /// `account`/`resource`; `scenario` holds its group fields.
+    pub async fn start_member(
+        server: &dyn XmppServer,
+        account: &Account,
+        resource: &str,
+        scenario: &str,
+    ) -> Peer {
+        let jid = format!("{}/{resource}", account.jid);
+        Peer::spawn(
+            server,
+            &jid,
+            account,
+            Tls::Plaintext,
+            scenario,
+            group_script(),
+        )
+        .await
+    }
+
+    async fn spawn(
+        server: &dyn XmppServer,
+        jid: &str,
+        account: &Account,
+        tls: Tls,
+        scenario: &str,
+        script: PathBuf,
+    ) -> Peer {
         let login = to_json(Login {
             host: server.addr().ip().to_string(),
             port: server.addr().port(),
-            jid: account.jid.clone(),
+            jid: jid.to_owned(),
             password: account.password.clone(),
             tls: match tls {
                 Tls::Plaintext => "plaintext".into(),
@@ -312,7 +348,7 @@ impl Peer {
         assert!(scenario.starts_with('{') && scenario.ends_with('}'));
         let job = format!("{},{}", login.strip_suffix('}').unwrap(), &scenario[1..]);
         let mut child = Command::new(python())
-            .arg(peer_script())
+            .arg(script)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -332,7 +368,7 @@ impl Peer {
             text
         });
         Peer {
-            name: format!("slixmpp peer {}", account.jid),
+            name: format!("slixmpp peer {jid}"),
             child,
             lines: BufReader::new(stdout).lines(),
             stderr: Some(stderr),

@@ -64,6 +64,9 @@ pub(super) struct Groups {
     local: HashMap<GroupKey, LocalGroup>,
     /// Members of each group, from our account's presence.
     members: HashMap<GroupKey, BTreeSet<String>>,
+    /// Members that announced `lead='false'` (foreign clients that take
+    /// jobs but do not implement leading): never elected.
+    workers_only: HashMap<GroupKey, HashSet<String>>,
     /// Dead-letter topics whose node this bus created (or found).
     dead_letter_nodes: HashSet<String>,
 }
@@ -205,13 +208,18 @@ impl Groups {
     }
 }
 
-/// The groups an available presence announces.
-fn groups_in(presence: &Presence) -> Vec<GroupKey> {
+/// The groups an available presence announces, each with whether the
+/// member may lead it (`lead='false'` says it may not; anything else, or
+/// no attribute, that it may).
+fn groups_in(presence: &Presence) -> Vec<(GroupKey, bool)> {
     presence
         .payloads
         .iter()
         .filter(|p| p.is("group", NS))
-        .filter_map(|p| Some(GroupKey::new(p.attr("topic")?, p.attr("name")?)))
+        .filter_map(|p| {
+            let key = GroupKey::new(p.attr("topic")?, p.attr("name")?);
+            Some((key, !matches!(p.attr("lead"), Some("false" | "0"))))
+        })
         .take(64)
         .collect()
 }
@@ -285,11 +293,16 @@ impl Task {
     /// Presence from another resource of our account: its groups.
     pub(super) async fn member_presence(&mut self, from: &FullJid, available: Option<&Presence>) {
         let jid = from.to_string();
-        let joined: HashSet<GroupKey> = available
-            .map(groups_in)
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
+        let announced = available.map(groups_in).unwrap_or_default();
+        for (key, may_lead) in &announced {
+            let workers = self.groups.workers_only.entry(key.clone()).or_default();
+            if *may_lead {
+                workers.remove(&jid);
+            } else {
+                workers.insert(jid.clone());
+            }
+        }
+        let joined: HashSet<GroupKey> = announced.into_iter().map(|(key, _)| key).collect();
         let mut changed = Vec::new();
         for (key, members) in self.groups.members.iter_mut() {
             if !joined.contains(key) && members.remove(&jid) {
@@ -311,6 +324,11 @@ impl Task {
         self.groups
             .members
             .retain(|key, members| !members.is_empty() || self.groups.local.contains_key(key));
+        let members = &self.groups.members;
+        self.groups.workers_only.retain(|key, workers| {
+            workers.retain(|w| members.get(key).is_some_and(|m| m.contains(w)));
+            !workers.is_empty()
+        });
         let now = Instant::now();
         for key in changed {
             let gone = !self
@@ -330,7 +348,10 @@ impl Task {
     /// Decides who leads `key` after its members changed, and acts on it.
     async fn elect(&mut self, key: &GroupKey) {
         let me = self.bound().to_string();
-        let live = self.live_members(key);
+        let mut live = self.live_members(key);
+        if let Some(workers) = self.groups.workers_only.get(key) {
+            live.retain(|m| !workers.contains(m));
+        }
         let Some(group) = self.groups.local.get_mut(key) else {
             return;
         };
@@ -417,6 +438,7 @@ impl Task {
             group.elect_after = Some(Instant::now() + JOIN_GRACE);
         }
         self.groups.members.clear();
+        self.groups.workers_only.clear();
         for key in self.groups.local.keys() {
             self.groups
                 .members
