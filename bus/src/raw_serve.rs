@@ -154,7 +154,8 @@ fn erase_raw<H: RawHandler>(
     Arc::new(move |call: Call| {
         let (handler, method) = (handler.clone(), method.clone());
         Box::pin(async move {
-            let (raw, timeout) = serve::parse(&call, max_payload)?;
+            let (raw, timeout) = RawRequest::from_element(&call.request, max_payload)
+                .map_err(|e| rpc::bad_request(e.to_string()))?;
             if let Some(expected) = version.filter(|v| *v != raw.version) {
                 return Err(rpc::bad_request(format!(
                     "the request has schema version {}, {method:?} takes version {expected}",
@@ -178,7 +179,7 @@ fn erase_raw<H: RawHandler>(
                 version,
                 data,
             };
-            serve::answer(&response, &method, max_payload)
+            serve::answer(&response, &method, max_payload).map_err(rpc::handler_failed)
         })
     })
 }

@@ -125,7 +125,8 @@ pub(crate) fn erase<R: Request, H: Handler<R>>(
     Arc::new(move |call: Call| {
         let handler = handler.clone();
         Box::pin(async move {
-            let (raw, timeout) = parse(&call, max_payload)?;
+            let (raw, timeout) = RawRequest::from_element(&call.request, max_payload)
+                .map_err(|e| rpc::bad_request(e.to_string()))?;
             let request = raw
                 .decode::<R>()
                 .map_err(|e| rpc::bad_request(e.to_string()))?;
@@ -136,7 +137,7 @@ pub(crate) fn erase<R: Request, H: Handler<R>>(
                 .map_err(|e| rpc::app_error(&e))?;
             let raw = RawResponse::encode::<R>(&response)
                 .map_err(|e| rpc::handler_failed(format!("the response did not encode: {e}")))?;
-            answer(&raw, R::METHOD, max_payload)
+            answer(&raw, R::METHOD, max_payload).map_err(rpc::handler_failed)
         })
     })
 }
@@ -164,28 +165,19 @@ impl Context {
     }
 }
 
-/// The `<request/>` of `call` and the timeout it announced; a malformed
-/// one is `bad-request`.
-pub(crate) fn parse(
-    call: &Call,
-    max_payload: usize,
-) -> Result<(RawRequest, Option<Duration>), StanzaError> {
-    RawRequest::from_element(&call.request, max_payload)
-        .map_err(|e| rpc::bad_request(e.to_string()))
-}
-
-/// The `<response/>` answering a call of `method`, or
-/// `internal-server-error` when it exceeds the maximum payload.
+/// The `<response/>` answering a call of `method`, or why it cannot be
+/// sent (the caller gets `internal-server-error`): it exceeds the maximum
+/// payload.
 pub(crate) fn answer(
     raw: &RawResponse,
     method: &str,
     max_payload: usize,
-) -> Result<Element, StanzaError> {
+) -> Result<Element, String> {
     if raw.data.len() > max_payload {
-        return Err(rpc::handler_failed(format!(
+        return Err(format!(
             "the response of {} bytes exceeds the maximum payload of {max_payload} bytes",
             raw.data.len()
-        )));
+        ));
     }
     Ok(raw.to_element(method))
 }

@@ -12,6 +12,7 @@ pub mod request;
 pub mod server;
 pub mod services;
 pub mod shell;
+pub mod stop;
 pub mod subscribe;
 pub mod topic;
 

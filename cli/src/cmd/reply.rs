@@ -10,13 +10,12 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use xbus::{Context, RawRequest, RpcError};
 
 use super::connect::ConnectArgs;
 use super::json::{self, parse_secs};
 use super::shell;
-use super::subscribe::until;
+use super::stop::Stop;
 
 /// The error code of a request that does not decode as JSON data (e.g.
 /// MessagePack binary), before any answer is made.
@@ -116,18 +115,15 @@ pub async fn run(args: ReplyArgs) -> anyhow::Result<()> {
         return Err(anyhow!(error).context(format!("cannot serve {}", args.method)));
     }
     eprintln!("serving {} as {}", args.method, bus.jid());
-    let deadline = args.timeout.map(|timeout| Instant::now() + timeout);
+    let stop = Stop::new(args.count, args.timeout, "calls");
     let mut printed = 0;
     let outcome = loop {
-        if args.count.is_some_and(|n| printed >= n) {
+        if stop.done(printed) {
             break Ok(());
         }
         let line = tokio::select! {
             line = served.recv() => line,
-            () = until(deadline) => break match args.count {
-                Some(n) => Err(anyhow!("timed out: {printed} of {n} calls within the timeout")),
-                None => Ok(()),
-            },
+            outcome = stop.timed_out(printed) => break outcome,
             _ = interrupt.recv() => break Ok(()),
             _ = terminate.recv() => break Ok(()),
         };
