@@ -18,7 +18,7 @@
 //!   bare JID). [`Bus::watch`] and [`Bus::instances`] show which instances
 //!   are online; a call or [`Bus::send_to_any`] to a service picks one.
 //! - The untyped forms ([`Bus::publish_raw`], [`Bus::subscribe_raw`],
-//!   [`Bus::request_raw`]) serve tools and bridges.
+//!   [`Bus::request_raw`], [`Bus::serve_raw`]) serve tools and bridges.
 //!
 //! The wire format is specified in `docs/PROTOCOL.md` so that any XMPP
 //! client can take part.

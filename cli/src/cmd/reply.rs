@@ -24,7 +24,9 @@ const UNDECODABLE: &str = "undecodable_request";
 /// Options of `xbus reply`.
 #[derive(Debug, clap::Args)]
 pub struct ReplyArgs {
-    /// The method to serve, e.g. `inventory.check`.
+    /// The method to serve, e.g. `inventory.check`. The accounts of this
+    /// account's domain may call it (the library's default allow-list);
+    /// others are refused (`forbidden`).
     pub method: String,
     /// The answer to every call, as JSON; `-` reads it from stdin.
     #[arg(required_unless_present = "command", conflicts_with = "command")]
