@@ -91,7 +91,9 @@ pub async fn run(args: ReplyArgs) -> anyhow::Result<()> {
     // Listen for the signals first, so that none is missed.
     let mut interrupt = signal(SignalKind::interrupt()).context("listen for SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
-    // A bad answer is refused before connecting.
+    // A bad method or answer is refused before connecting.
+    xbus::validate_topic(&args.method)
+        .map_err(|e| anyhow!("invalid method name {:?}: {e}", args.method))?;
     let answer = Arc::new(match (&args.json, args.command) {
         (_, Some(command)) => Answer::Command(command),
         (Some(text), None) => Answer::Fixed(json::parse_arg(text)?),

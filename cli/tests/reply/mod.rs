@@ -220,6 +220,11 @@ async fn reply_rejects_a_bad_answer_before_connecting() {
     ))
     .await;
     out.error(&["xbus: invalid JSON: "]);
+    let out = run(xbus(
+        &[&["reply", "no method", "{}"][..], &unreachable[..]].concat(),
+    ))
+    .await;
+    out.error(&["xbus: invalid method name \"no method\""]);
     // An answer, or a command: one of them.
     let out = run(xbus(&[&["reply", "m.x"][..], &unreachable[..]].concat())).await;
     assert_eq!(out.code, Some(2), "{out:?}");
