@@ -39,6 +39,11 @@ pub async fn run(
         .arg("-c")
         .arg(command)
         .envs(env.iter().map(|(name, value)| (name, value)))
+        // The bus's own secret is not the mock's business.
+        .env_remove("XBUS_PASSWORD")
+        // Its own process group, so that the deadline kills what it started
+        // too (a pipeline, a sleep), not only `sh`.
+        .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -64,6 +69,13 @@ pub async fn run(
     };
     let finished = tokio::time::timeout_at(deadline, work).await;
     let Ok((out, err, status)) = finished else {
+        if let Some(pid) = child.id() {
+            // SAFETY: kill(2) with a negative pid signals the process group
+            // `sh` leads (made by process_group(0) above); no memory is shared.
+            unsafe {
+                libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+            }
+        }
         let _ = child.start_kill();
         return Err(failed(
             "the command did not finish before the caller's deadline: killed".to_owned(),
@@ -160,6 +172,51 @@ mod tests {
         assert!(error.message.contains("deadline"), "{error:?}");
         let error = run("yes", &json!({}), &[], soon()).await.unwrap_err();
         assert!(error.message.contains("more than"), "{error:?}");
+    }
+
+    /// What the command started dies with it at the deadline, and it does
+    /// not see the bus's password.
+    #[tokio::test]
+    async fn the_deadline_kills_the_whole_command_and_secrets_stay_out() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pidfile = dir.path().join("pid");
+        let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let late = Instant::now() + Duration::from_millis(300);
+        let error = run(&script, &json!({}), &[], late).await.unwrap_err();
+        assert!(error.message.contains("deadline"), "{error:?}");
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .expect("pid file")
+            .trim()
+            .parse()
+            .expect("pid");
+        let mut alive = true;
+        for _ in 0..50 {
+            // SAFETY: signal 0 only checks that the process exists. A
+            // zombie (dead, not reaped by an init that does not reap) counts
+            // as dead.
+            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                stat.rsplit(')')
+                    .next()
+                    .is_some_and(|s| s.trim_start().starts_with('Z'))
+            });
+            alive = unsafe { libc::kill(pid, 0) } == 0 && !zombie;
+            if !alive {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!alive, "the command's child {pid} outlived the deadline");
+
+        // SAFETY: set in this test process only, before the command runs.
+        unsafe { std::env::set_var("XBUS_PASSWORD", "hunter2") };
+        let answer = run(
+            r#"printf '"%s"' "${XBUS_PASSWORD:-unset}""#,
+            &json!({}),
+            &[],
+            soon(),
+        )
+        .await;
+        assert_eq!(answer, Ok(json!("unset")));
     }
 
     #[test]
