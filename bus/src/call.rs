@@ -266,17 +266,29 @@ impl<R: Request, H: Handler<R>> IntoFuture for ServeBuilder<R, H> {
             let allow = self.allow.unwrap_or_else(|| config.allow.clone());
             let handler =
                 serve::erase::<R, H>(self.handler, config.max_payload, config.request_timeout);
-            let (reply, answer) = oneshot::channel();
-            bus.command(Command::Serve {
-                method: R::METHOD.to_owned(),
-                handler,
-                allow,
-                reply,
-            })
-            .await
-            .map_err(|_| ServeError::Closed)?;
-            answer.await.map_err(|_| ServeError::Closed)?
+            bus.add_handler(R::METHOD.to_owned(), handler, allow).await
         })
+    }
+}
+
+impl Bus {
+    /// Has the task answer calls of `method` with `handler`.
+    pub(crate) async fn add_handler(
+        &self,
+        method: String,
+        handler: serve::ErasedHandler,
+        allow: Allow,
+    ) -> Result<(), ServeError> {
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::Serve {
+            method,
+            handler,
+            allow,
+            reply,
+        })
+        .await
+        .map_err(|_| ServeError::Closed)?;
+        answer.await.map_err(|_| ServeError::Closed)?
     }
 }
 

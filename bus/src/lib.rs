@@ -18,7 +18,7 @@
 //!   bare JID). [`Bus::watch`] and [`Bus::instances`] show which instances
 //!   are online; a call or [`Bus::send_to_any`] to a service picks one.
 //! - The untyped forms ([`Bus::publish_raw`], [`Bus::subscribe_raw`],
-//!   [`Bus::request_raw`]) serve tools and bridges.
+//!   [`Bus::request_raw`], [`Bus::serve_raw`]) serve tools and bridges.
 //!
 //! The wire format is specified in `docs/PROTOCOL.md` so that any XMPP
 //! client can take part.
@@ -179,6 +179,7 @@ mod meter;
 mod presence;
 mod pubsub;
 mod queue;
+mod raw_serve;
 mod reconnect;
 mod request;
 mod rpc;
@@ -214,6 +215,7 @@ pub use headers::{Headers, InvalidHeader};
 pub use liveness::Liveness;
 pub use presence::{Instance, InstanceEvent, Status, SubscriptionPolicy, Watch, WatchError};
 pub use queue::BufferPolicy;
+pub use raw_serve::{RawHandler, ServeRawBuilder};
 pub use request::{Request, RequestError, RpcError, ServeError};
 pub use rpc::{RawRequest, RawResponse};
 pub use serve::{Context, Handler};

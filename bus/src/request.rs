@@ -224,6 +224,15 @@ pub enum ServeError {
         /// The method.
         method: String,
     },
+    /// The method name is not valid (see
+    /// [`Bus::serve_raw`](crate::Bus::serve_raw)).
+    #[error("invalid method name {method:?}: {reason}")]
+    InvalidMethod {
+        /// The method.
+        method: String,
+        /// Why it is not valid.
+        reason: String,
+    },
     /// The bus is closed.
     #[error("the bus is closed")]
     Closed,

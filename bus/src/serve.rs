@@ -130,32 +130,56 @@ pub(crate) fn erase<R: Request, H: Handler<R>>(
             let request = raw
                 .decode::<R>()
                 .map_err(|e| rpc::bad_request(e.to_string()))?;
-            let ctx = Context {
-                from: call.from,
-                method: raw.method,
-                headers: raw.headers,
-                // A caller's timeout is capped at a day, so that no value
-                // can overflow the deadline.
-                deadline: call.arrived
-                    + timeout
-                        .unwrap_or(default_timeout)
-                        .min(Duration::from_secs(24 * 3600)),
-            };
+            let ctx = Context::of_call(call, raw.method, raw.headers, timeout, default_timeout);
             let response = handler
                 .handle(request, ctx)
                 .await
                 .map_err(|e| rpc::app_error(&e))?;
             let raw = RawResponse::encode::<R>(&response)
                 .map_err(|e| rpc::handler_failed(format!("the response did not encode: {e}")))?;
-            if raw.data.len() > max_payload {
-                return Err(rpc::handler_failed(format!(
-                    "the response of {} bytes exceeds the maximum payload of {max_payload} bytes",
-                    raw.data.len()
-                )));
-            }
-            Ok(raw.to_element(R::METHOD))
+            answer(&raw, R::METHOD, max_payload).map_err(rpc::handler_failed)
         })
     })
+}
+
+impl Context {
+    /// The context of `call`, whose request announced `timeout`.
+    pub(crate) fn of_call(
+        call: Call,
+        method: String,
+        headers: Headers,
+        timeout: Option<Duration>,
+        default_timeout: Duration,
+    ) -> Context {
+        Context {
+            from: call.from,
+            method,
+            headers,
+            // A caller's timeout is capped at a day, so that no value can
+            // overflow the deadline.
+            deadline: call.arrived
+                + timeout
+                    .unwrap_or(default_timeout)
+                    .min(Duration::from_secs(24 * 3600)),
+        }
+    }
+}
+
+/// The `<response/>` answering a call of `method`, or why it cannot be
+/// sent (the caller gets `internal-server-error`): it exceeds the maximum
+/// payload.
+pub(crate) fn answer(
+    raw: &RawResponse,
+    method: &str,
+    max_payload: usize,
+) -> Result<Element, String> {
+    if raw.data.len() > max_payload {
+        return Err(format!(
+            "the response of {} bytes exceeds the maximum payload of {max_payload} bytes",
+            raw.data.len()
+        ));
+    }
+    Ok(raw.to_element(method))
 }
 
 /// Runs an erased handler, turning a panic into `internal-server-error`.

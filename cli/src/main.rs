@@ -10,6 +10,7 @@
 //! | `xbus sub TOPIC` | prints each event on a topic as one line of JSON |
 //! | `xbus consume TOPIC --group NAME` | takes a share of a consumer group's events, prints each job as JSON and acks it (`--nak` to nak) |
 //! | `xbus req TARGET METHOD JSON` | calls a service, prints its answer as JSON |
+//! | `xbus reply METHOD JSON` | serves a method: answers every call with the JSON (`--command CMD`: with what `sh -c CMD` prints for the request), prints one JSON line per call |
 //! | `xbus services SERVICE` | the live table of a service's instances |
 //! | `xbus topic create TOPIC --publisher JID [--publishers-only] [--subscriber JID]` | creates a topic as this account and lets those accounts publish (only them, with `--publishers-only`) and subscribe (only them, with `--subscriber`), for servers where services may not create topics |
 //! | `xbus bench ARGS` | runs `xbus-bench ARGS`, the benchmark (its own crate, `bench/`): xbus beside raw tokio-xmpp, NATS and HTTP |
@@ -71,6 +72,9 @@ enum Command {
     Consume(cmd::consume::ConsumeArgs),
     /// Calls a method of a service and prints the answer as JSON.
     Req(cmd::request::ReqArgs),
+    /// Serves a method: answers every call with fixed JSON, or with what a
+    /// shell command prints; one line of JSON per call.
+    Reply(cmd::reply::ReplyArgs),
     /// Shows the online instances of a service, live.
     Services(cmd::services::ServicesArgs),
     /// Sets topics up: `xbus topic create TOPIC --publisher JID`.
@@ -98,6 +102,7 @@ fn main() -> ExitCode {
             Command::Sub(args) => cmd::subscribe::run(args).await,
             Command::Consume(args) => cmd::consume::run(args).await,
             Command::Req(args) => cmd::request::run(args).await,
+            Command::Reply(args) => cmd::reply::run(args).await,
             Command::Services(args) => cmd::services::run(args).await,
             Command::Topic(args) => cmd::topic::run(args).await,
             Command::Server(args) => cmd::server::run(args).await,

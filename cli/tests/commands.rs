@@ -2,6 +2,7 @@
 //! subcommand, and the errors a user meets.
 
 mod common;
+mod reply;
 
 use std::net::SocketAddr;
 use std::time::Duration;

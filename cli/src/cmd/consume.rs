@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use futures::StreamExt;
-use tokio::time::Instant;
 use xbus::{ConsumeOptions, GroupError};
 
 use super::connect::ConnectArgs;
 use super::json::parse_secs;
-use super::subscribe::{event_line, until};
+use super::stop::Stop;
+use super::subscribe::event_line;
 
 /// Options of `xbus consume`.
 #[derive(Debug, clap::Args)]
@@ -44,20 +44,17 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         .consume_raw(&args.topic, &args.group, ConsumeOptions::new())
         .await?;
     eprintln!("consuming {} in group {}", args.topic, args.group);
-    let deadline = args.timeout.map(|timeout| Instant::now() + timeout);
+    let stop = Stop::new(args.count, args.timeout, "jobs");
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     let mut printed = 0;
     let outcome = loop {
-        if args.count.is_some_and(|n| printed >= n) {
+        if stop.done(printed) {
             break Ok(());
         }
         let next = tokio::select! {
             next = jobs.next() => next,
-            () = until(deadline) => break match args.count {
-                Some(n) => Err(anyhow!("timed out: {printed} of {n} jobs within the timeout")),
-                None => Ok(()),
-            },
+            outcome = stop.timed_out(printed) => break outcome,
             _ = &mut interrupted => break Ok(()),
         };
         let job = match next {

@@ -7,9 +7,12 @@ pub mod connect;
 pub mod consume;
 pub mod json;
 pub mod publish;
+pub mod reply;
 pub mod request;
 pub mod server;
 pub mod services;
+pub mod shell;
+pub mod stop;
 pub mod subscribe;
 pub mod topic;
 

@@ -6,11 +6,11 @@ use anyhow::{anyhow, bail};
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::time::Instant;
 use xbus::{RawDelivery, RawPayload, RawSubscription, Replay, SubscribeOptions};
 
 use super::connect::ConnectArgs;
 use super::json::{self, parse_secs};
+use super::stop::Stop;
 
 /// Options of `xbus sub`.
 #[derive(Debug, clap::Args)]
@@ -56,35 +56,25 @@ pub async fn run(args: SubArgs) -> anyhow::Result<()> {
     };
     let mut subscription = bus.subscribe_raw_with(&args.topic, options).await?;
     eprintln!("subscribed to {}", args.topic);
-    let deadline = args.timeout.map(|timeout| Instant::now() + timeout);
-    let outcome = receive(&mut subscription, args.count, deadline).await;
+    let stop = Stop::new(args.count, args.timeout, "events");
+    let outcome = receive(&mut subscription, &stop).await;
     drop(subscription);
     let _ = bus.close().await;
     outcome
 }
 
-/// Prints deliveries until `count` of them are printed, `deadline` passes,
-/// Ctrl-C or stdout is closed.
-async fn receive(
-    subscription: &mut RawSubscription,
-    count: Option<u64>,
-    deadline: Option<Instant>,
-) -> anyhow::Result<()> {
+/// Prints deliveries until `stop` says so, Ctrl-C or stdout is closed.
+async fn receive(subscription: &mut RawSubscription, stop: &Stop) -> anyhow::Result<()> {
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     let mut printed = 0;
     loop {
-        if count.is_some_and(|n| printed >= n) {
+        if stop.done(printed) {
             return Ok(());
         }
         let next = tokio::select! {
             next = subscription.next() => next,
-            () = until(deadline) => return match count {
-                Some(n) => Err(anyhow!(
-                    "timed out: {printed} of {n} events within the timeout"
-                )),
-                None => Ok(()),
-            },
+            outcome = stop.timed_out(printed) => return outcome,
             _ = &mut interrupted => return Ok(()),
         };
         let delivery = match next {
@@ -109,14 +99,6 @@ async fn receive(
                 super::flatten(&error)
             ),
         }
-    }
-}
-
-/// Sleeps until `deadline`, or forever without one.
-pub(super) async fn until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 
