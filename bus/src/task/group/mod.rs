@@ -502,3 +502,39 @@ impl Leading {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(name: &str, lead: Option<&str>) -> Element {
+        let mut builder = Element::builder("group", NS)
+            .attr(crate::codec::name("name"), name)
+            .attr(crate::codec::name("topic"), "t.x");
+        if let Some(lead) = lead {
+            builder = builder.attr(crate::codec::name("lead"), lead);
+        }
+        builder.build()
+    }
+
+    /// `lead='false'` (or `0`) keeps a member out of elections; anything
+    /// else, or nothing, lets it lead.
+    #[test]
+    fn the_lead_attribute_says_who_may_lead() {
+        let mut presence = Presence::available();
+        presence.payloads = vec![
+            group("a", None),
+            group("b", Some("false")),
+            group("c", Some("0")),
+            group("d", Some("true")),
+        ];
+        let found: Vec<(String, bool)> = groups_in(&presence)
+            .into_iter()
+            .map(|(key, may_lead)| (key.group, may_lead))
+            .collect();
+        assert_eq!(
+            found,
+            [("a", true), ("b", false), ("c", false), ("d", true)].map(|(g, l)| (g.to_owned(), l))
+        );
+    }
+}
