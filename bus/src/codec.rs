@@ -82,6 +82,18 @@ impl RawPayload {
         deserialize(&self.data, self.encoding)
     }
 
+    /// Itself if its `topic` is `node`, the pubsub node it was published
+    /// on; else it is no event of that node (docs/PROTOCOL.md §2).
+    pub(crate) fn published_on(self, node: &str) -> Result<RawPayload, DecodeError> {
+        if self.topic == node {
+            return Ok(self);
+        }
+        Err(DecodeError::TopicNotNode {
+            node: node.to_owned(),
+            topic: self.topic,
+        })
+    }
+
     /// Builds the `<payload/>` element.
     pub fn to_element(&self) -> Element {
         body_element(

@@ -157,22 +157,20 @@ async fn what_a_foreign_client_meets_when_it_connects_and_subscribes() {
 #[tokio::test]
 async fn what_debians_configs_offer_a_foreign_client() {
     let prosody = Prosody::start_on_debian_config().expect("start prosody on Debian's config");
-    let seen = probe(&prosody, Tls::StartTls, None).await;
-    eprintln!(
-        "[prosody, Debian] starttls {:?}, mechanisms {:?}",
-        seen.starttls(),
-        seen.mechanisms()
-    );
-    assert_eq!(seen.starttls(), (true, true));
-    assert!(seen.mechanisms().contains(&"SCRAM-SHA-1".to_owned()));
+    debian_offer("prosody", &prosody).await;
     drop(prosody);
     let ejabberd = Ejabberd::start_on_debian_config().expect("start ejabberd on Debian's config");
-    let seen = probe(&ejabberd, Tls::StartTls, None).await;
+    debian_offer("ejabberd", &ejabberd).await;
+}
+
+/// What `server`, on Debian's config, offers over STARTTLS.
+async fn debian_offer(name: &str, server: &dyn XmppServer) {
+    let seen = probe(server, Tls::StartTls, None).await;
     eprintln!(
-        "[ejabberd, Debian] starttls {:?}, mechanisms {:?}",
+        "[{name}, Debian] starttls {:?}, mechanisms {:?}",
         seen.starttls(),
         seen.mechanisms()
     );
-    assert_eq!(seen.starttls(), (true, true));
+    assert_eq!(seen.starttls(), (true, true), "[{name}] STARTTLS required");
     assert!(seen.mechanisms().contains(&"SCRAM-SHA-1".to_owned()));
 }
