@@ -504,8 +504,9 @@ async def run(job):
                 await peer.subscribe(topic)
                 await peer.subscribe(topic, unsubscribe=True)
         elif scenario == "call":
-            peer.send_presence()
+            # Roster first, then initial presence, as section 9 says.
             await peer.within("roster", peer.get_roster())
+            peer.send_presence()
             to = job.get("to") or await peer.find_instance(job["service"])
             for spec in job["calls"]:
                 await peer.call(to, spec)
