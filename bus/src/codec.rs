@@ -11,7 +11,8 @@
 use std::borrow::Cow;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use xmpp_parsers::minidom::rxml::NcName;
 use xmpp_parsers::minidom::{Element, Node};
 
@@ -23,6 +24,13 @@ use crate::headers::Headers;
 pub const NS: &str = "urn:xbus:0";
 /// Name of the xbus payload element.
 pub const PAYLOAD: &str = "payload";
+
+/// Standard base64 (RFC 4648 §4, not URL-safe): written with padding,
+/// read with or without it (docs/PROTOCOL.md §2).
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 
 /// An event as bytes, with what is needed to decode it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +80,18 @@ impl RawPayload {
             });
         }
         deserialize(&self.data, self.encoding)
+    }
+
+    /// Itself if its `topic` is `node`, the pubsub node it was published
+    /// on; else it is no event of that node (docs/PROTOCOL.md §2).
+    pub(crate) fn published_on(self, node: &str) -> Result<RawPayload, DecodeError> {
+        if self.topic == node {
+            return Ok(self);
+        }
+        Err(DecodeError::TopicNotNode {
+            node: node.to_owned(),
+            topic: self.topic,
+        })
     }
 
     /// Builds the `<payload/>` element.
@@ -438,5 +458,34 @@ mod tests {
         // Line-wrapped base64, as some clients write it, is accepted.
         let wrapped = "<payload xmlns='urn:xbus:0' topic='t' encoding='json' version='1'>\n e3\n0=\n</payload>";
         assert_eq!(parse(wrapped).unwrap().data, b"{}");
+    }
+
+    #[test]
+    fn base64_is_written_padded_and_read_with_or_without_padding() {
+        let raw = RawPayload::encode(&JsonOrder { id: 1 }).unwrap();
+        let xml = String::from(&raw.to_element());
+        assert!(xml.contains(">eyJpZCI6MX0=<"), "{xml}");
+        let parse = |text: &str| {
+            let xml = format!(
+                "<payload xmlns='urn:xbus:0' topic='t' encoding='json' version='1'>{text}</payload>"
+            );
+            RawPayload::from_element(&xml.parse().unwrap(), 1024).map(|r| r.data)
+        };
+        for text in [
+            "ImFiIg==",
+            "ImFiIg=",
+            "ImFiIg",
+            " ImF\niIg\t",
+            "e30=",
+            "e30",
+        ] {
+            assert!(parse(text).is_ok(), "{text}");
+        }
+        assert_eq!(parse("ImFiIg").unwrap(), b"\"ab\"");
+        // Only the standard alphabet; padding only at the end, and no
+        // non-zero trailing bits.
+        for text in ["-_8", "e31=", "e3=0"] {
+            assert!(matches!(parse(text), Err(DecodeError::Base64(_))), "{text}");
+        }
     }
 }

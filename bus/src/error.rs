@@ -459,6 +459,15 @@ pub enum DecodeError {
     /// The bytes do not deserialize into the event type.
     #[error("payload does not match the event type: {0}")]
     Schema(String),
+    /// A pubsub item whose payload names another topic than the node it
+    /// was published on (docs/PROTOCOL.md §2): not delivered as an event.
+    #[error("payload says topic {topic:?} but was published on node {node:?}")]
+    TopicNotNode {
+        /// The pubsub node the item came from.
+        node: String,
+        /// The `topic` attribute of its payload.
+        topic: String,
+    },
 }
 
 /// A delivery that could not be decoded. The subscription stays open: the

@@ -455,7 +455,14 @@ fn check_notification(event: &Element, headers: &Headers, items: &[Incoming]) {
         assert_eq!(&incoming.headers, headers);
         match (find_payload(item), &incoming.payload) {
             (Some(elem), payload) => {
-                let direct = check_payload_element(elem);
+                // A payload naming another topic than its node is an error.
+                let direct = check_payload_element(elem).and_then(|raw| match raw.topic == node {
+                    true => Ok(raw),
+                    false => Err(DecodeError::TopicNotNode {
+                        node: node.to_owned(),
+                        topic: raw.topic,
+                    }),
+                });
                 assert_eq!(
                     direct.as_ref(),
                     payload.as_ref().map_err(|(e, _)| e),

@@ -309,9 +309,9 @@ fn items_in(
         };
         for item in items.children().filter(|c| c.is("item", ns)) {
             let payload = match find_payload(item) {
-                Some(elem) => {
-                    RawPayload::from_element(elem, max_payload).map_err(|e| (e, String::from(elem)))
-                }
+                Some(elem) => RawPayload::from_element(elem, max_payload)
+                    .and_then(|raw| raw.published_on(node))
+                    .map_err(|e| (e, String::from(elem))),
                 None => Err((DecodeError::MissingPayload, String::from(item))),
             };
             out.push(Incoming {
@@ -415,10 +415,17 @@ mod tests {
             <item id='1' publisher='a@localhost/x'><payload xmlns='urn:xbus:0' topic='orders' encoding='json' version='1'>e30=</payload></item>\
             <item id='2'><payload xmlns='urn:xbus:0' topic='orders' encoding='json' version='1'>%%%</payload></item>\
             <item id='3'><other xmlns='urn:x'/></item>\
+            <item id='4'><payload xmlns='urn:xbus:0' topic='other.topic' encoding='json' version='1'>e30=</payload></item>\
             <retract id='0'/></items></event>";
         let event: Element = xml.parse().unwrap();
         let items = notification_items(&event, &Headers::new(), 1024);
-        assert_eq!(items.len(), 3);
+        assert_eq!(items.len(), 4);
+        // A payload naming another topic than its node is not an event.
+        let (node, topic) = ("orders".to_owned(), "other.topic".to_owned());
+        assert_eq!(
+            items[3].payload.as_ref().unwrap_err().0,
+            DecodeError::TopicNotNode { node, topic }
+        );
         assert_eq!(items[0].item_id.as_deref(), Some("1"));
         assert_eq!(items[0].from.as_deref(), Some("a@localhost/x"));
         assert_eq!(items[0].payload.as_ref().unwrap().data, b"{}");
@@ -435,6 +442,7 @@ mod tests {
             <items node='orders'>\
             <item id='a'><payload xmlns='urn:xbus:0' topic='orders' encoding='json' version='1'>e30=</payload></item>\
             <item id='b'><payload xmlns='urn:xbus:0' topic='orders' encoding='json' version='1'>e30=</payload></item>\
+            <item id='c'><payload xmlns='urn:xbus:0' topic='orders.x' encoding='json' version='1'>e30=</payload></item>\
             </items></pubsub>";
         let result: Element = xml.parse().unwrap();
         let items = fetched_items(&result, 1024);
@@ -442,8 +450,11 @@ mod tests {
             .iter()
             .map(|i| i.item_id.as_deref().unwrap())
             .collect();
-        assert_eq!(ids, ["a", "b"]);
-        assert!(items.iter().all(|i| i.payload.is_ok()));
+        assert_eq!(ids, ["a", "b", "c"]);
+        assert!(items[..2].iter().all(|i| i.payload.is_ok()));
+        // Replay and gap fill check the topic as notifications do.
+        let bad = items[2].payload.as_ref().unwrap_err();
+        assert!(matches!(bad, (DecodeError::TopicNotNode { .. }, _)));
     }
 
     #[test]

@@ -82,6 +82,48 @@ async fn sub_replays_the_last_stored_events() {
     .await;
 }
 
+/// An item whose payload names another topic than its node is reported on
+/// stderr and printed as no event (docs/PROTOCOL.md §2); the next is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_reports_an_item_whose_topic_is_not_its_node() {
+    matrix(async |kind| {
+        let user = User::new(kind);
+        let topic = format!("cli.mismatch.{kind}");
+        let mut sub = Running::spawn(user.xbus(&["sub", &topic, "--count", "1"]));
+        assert_eq!(sub.stderr_line().await, format!("subscribed to {topic}"));
+        // {"n":1}, saying topic other.topic, published on `topic`.
+        let publish = format!(
+            "<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='{topic}'>\
+             <item id='mismatch'><payload xmlns='urn:xbus:0' topic='other.topic' \
+             encoding='json' version='1'>eyJuIjoxfQ==</payload></item></publish></pubsub>"
+        );
+        raw_set(&user, &common::server(kind).pubsub_service(), &publish).await;
+        run(user.xbus(&["pub", &topic, r#"{"n":2}"#])).await.ok();
+        let out = sub.finish().await;
+        let lines = json_lines(out.ok());
+        assert_eq!(lines.len(), 1, "{out:?}");
+        assert_eq!(lines[0]["event"], json!({"n": 2}));
+        let error =
+            format!("payload says topic \"other.topic\" but was published on node \"{topic}\"");
+        assert!(out.stderr.contains(&error), "{out:?}");
+        assert!(out.stderr.contains("mismatch"), "the item id: {out:?}");
+    })
+    .await;
+}
+
+/// Sends `<iq type='set'>` with `xml` to `to` from a raw tokio-xmpp client
+/// logged in as `user` (no xbus), and expects a result.
+async fn raw_set(user: &User, to: &str, xml: &str) {
+    use xbus_integration_tests::raw;
+    let mut client = raw::raw_client(user.addr, &user.account).await;
+    let request = tokio_xmpp::IqRequest::Set(xml.parse().expect("valid XML"));
+    let answer = raw::raw_iq_within(&mut client, to, request, Duration::from_secs(10)).await;
+    assert!(
+        matches!(answer, Some(tokio_xmpp::IqResponse::Result(_))),
+        "{answer:?}"
+    );
+}
+
 #[derive(Serialize, Deserialize)]
 struct Text {
     text: String,

@@ -15,9 +15,15 @@ Input: one JSON job, as argv[1] or on stdin:
      "scenario": "publish" | "receive" | "call" | "serve", ...scenario fields}
 
 Scenarios (fields):
-  publish  items: [{topic, encoding, version, event, headers?: {k: v}, wrap_base64?}]
+  probe    topic?: prints the <stream:features/> the server sent ("features"
+           lines), then, with `topic` (a node that must not exist yet),
+           subscribes before creating it ("missing_node": the error), then
+           creates (3.1), subscribes and unsubscribes (3.3) as section 9 says.
+  publish  items: [{topic, encoding, version, event, headers?: {k: v}, wrap_base64?,
+                   unpadded_base64?, payload_topic?}]
            creates each node before its first item (section 3.1), publishes
-           one item per entry (3.2).
+           one item per entry (3.2); `payload_topic` puts another topic than
+           the node in the payload (a receiver reports it as an error, 2).
   receive  topics: [..], count
            initial presence, creates and subscribes each topic with the full
            JID (3.3), then prints `count` events from pubsub notifications
@@ -26,14 +32,16 @@ Scenarios (fields):
            (full JID); calls: [{method, encoding, version, timeout_ms?, request}]
            sends each <request/> (5) and prints the <response/> or the error
            (5.1).
-  serve    methods: {name: {encoding, version}}, calls: N
-           announces an instance (6), answers N calls (5) with the built-in
+  serve    methods: {name: {encoding, version}}, calls: N, presence?: "full"
+           announces an instance (6) with <instance/> alone (or, "full",
+           with <status/> and <priority/> too), answers N calls (5) with the built-in
            handler `sum` (request {"values": [ints]} -> {"sum", "count",
            "caller"}; empty values -> application error code "empty"), then
            goes offline.
 
 Output: JSON lines on stdout, each with "kind": ready, node, published,
-subscribed, event, instance, response, error, served, done; on failure a
+subscribed, event, instance, response, error, served, features, missing_node,
+done; on failure a
 line {"kind": "failed", "reason": ...}, the reason on stderr, exit status 1.
 Every wait is bounded by "timeout"; the whole run by 6 times that.
 """
@@ -61,6 +69,7 @@ PUBSUB_EVENT = "http://jabber.org/protocol/pubsub#event"
 DATA_FORMS = "jabber:x:data"
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 SHIM = "http://jabber.org/protocol/shim"
+STREAMS = "http://etherx.jabber.org/streams"
 
 
 class Failed(Exception):
@@ -89,14 +98,17 @@ def deserialize(data, encoding):
     raise Failed(f"unknown encoding {encoding!r}")
 
 
-def body_element(name, attrs, encoding, version, value, headers=None, wrap=False):
+def body_element(name, attrs, encoding, version, value, headers=None, wrap=False, pad=True):
     """<name xmlns='urn:xbus:0' ... encoding=.. version=..>BASE64[<headers/>]</name>
 
     With `wrap`, the base64 is laid out as in section 2's example: on lines
     of 76 characters, indented, between newlines (receivers ignore ASCII
-    whitespace)."""
+    whitespace). Without `pad`, the trailing `=` are left out (senders pad;
+    receivers accept it without, section 2)."""
     elem = ET.Element(f"{{{NS}}}{name}", {**attrs, "encoding": encoding, "version": str(version)})
     text = base64.b64encode(serialize(value, encoding)).decode("ascii")
+    if not pad:
+        text = text.rstrip("=")
     if wrap:
         text = "".join(f"\n  {text[i:i + 76]}" for i in range(0, len(text), 76)) + "\n"
     elem.text = text
@@ -114,6 +126,7 @@ def read_body(elem):
     if encoding is None or version is None:
         raise Failed(f"<{elem.tag}> lacks encoding or version: {ET.tostring(elem)!r}")
     text = "".join((elem.text or "").split())  # ASCII whitespace is ignored
+    text += "=" * (-len(text) % 4)  # padding may be left out (section 2)
     try:
         data = base64.b64decode(text, validate=True)
     except binascii.Error as err:
@@ -149,13 +162,15 @@ def stanza_error(error_elem):
 
 class Peer(slixmpp.ClientXMPP):
     def __init__(self, job):
+        # Connecting (PROTOCOL.md section 1.1): TCP to the c2s port, then
+        # either STARTTLS verified against the server's CA, or plaintext on
+        # loopback, where SASL PLAIN in the clear must be allowed explicitly.
         super().__init__(job["jid"], job["password"], plugin_config={
-            # Loopback test servers without TLS: allow SASL PLAIN in the clear.
             "feature_mechanisms": {"unencrypted_plain": job.get("tls") == "plaintext"},
         })
         self.job = job
         self.wait = float(job.get("timeout", 10))
-        self.enable_direct_tls = False
+        self.enable_direct_tls = False  # no XEP-0368 direct TLS port
         if job.get("tls", "starttls") == "plaintext":
             self.enable_starttls = False
             self.enable_plaintext = True
@@ -164,6 +179,10 @@ class Peer(slixmpp.ClientXMPP):
             self.enable_plaintext = False
             if job.get("ca_file"):
                 self.ca_certs = Path(job["ca_file"])
+        self.offered = []  # every <stream:features/>, as XML text, in order
+        self.register_handler(Callback(
+            "features log", MatchXPath(f"{{{STREAMS}}}features"),
+            lambda stanza: self.offered.append(ET.tostring(stanza.xml, encoding="unicode"))))
         self.domain = self.boundjid.domain
         self.pubsub = job.get("pubsub") or f"pubsub.{self.domain}"
         self.started = asyncio.get_running_loop().create_future()
@@ -243,9 +262,12 @@ class Peer(slixmpp.ClientXMPP):
         item_id = uuid.uuid4().hex
         publish = ET.Element(f"{{{PUBSUB}}}publish", {"node": topic})
         item = ET.SubElement(publish, f"{{{PUBSUB}}}item", {"id": item_id})
-        item.append(body_element("payload", {"topic": topic}, spec["encoding"],
-                                 spec.get("version", 1), spec["event"], spec.get("headers"),
-                                 wrap=spec.get("wrap_base64", False)))
+        # `payload_topic` writes another topic than the node into the
+        # payload: a receiver reports such an item as an error (section 2).
+        item.append(body_element("payload", {"topic": spec.get("payload_topic", topic)},
+                                 spec["encoding"], spec.get("version", 1), spec["event"],
+                                 spec.get("headers"), wrap=spec.get("wrap_base64", False),
+                                 pad=not spec.get("unpadded_base64", False)))
         try:
             result = await self.pubsub_set(publish)
         except IqError as err:
@@ -280,6 +302,11 @@ class Peer(slixmpp.ClientXMPP):
                     if payload is None:
                         self.inbox.put_nowait(Failed(f"item without payload: {ET.tostring(item)!r}"))
                         continue
+                    if payload.get("topic") != items.get("node"):
+                        # Section 2: an item's payload names its node.
+                        self.inbox.put_nowait(Failed(
+                            f"payload topic {payload.get('topic')!r} on node {items.get('node')!r}"))
+                        continue
                     self._deliver(payload, via="pubsub", sender=sender, node=items.get("node"),
                                   item_id=item.get("id"), publisher=item.get("publisher"),
                                   message_type=xml.get("type"))
@@ -305,10 +332,12 @@ class Peer(slixmpp.ClientXMPP):
 
     # --- section 6: presence ---
 
-    def instance_presence(self, status):
+    def instance_presence(self, status, minimal=False):
+        """Section 6; with `minimal`, only the required <instance/>."""
         presence = self.Presence()
-        ET.SubElement(presence.xml, f"{{{CLIENT}}}status").text = status
-        ET.SubElement(presence.xml, f"{{{CLIENT}}}priority").text = "0"
+        if not minimal:
+            ET.SubElement(presence.xml, f"{{{CLIENT}}}status").text = status
+            ET.SubElement(presence.xml, f"{{{CLIENT}}}priority").text = "0"
         ET.SubElement(presence.xml, f"{{{NS}}}instance", {"status": status})
         return presence
 
@@ -425,7 +454,9 @@ async def run(job):
             peer.roster.auto_authorize = True
             peer.roster.auto_subscribe = False
             await peer.within("roster", peer.get_roster())
-            peer.instance_presence("ready").send()
+            # Only <instance/> is required (section 6); "presence": "full"
+            # adds <status/> and <priority/>.
+            peer.instance_presence("ready", minimal=job.get("presence") != "full").send()
             emit("ready", jid=peer.boundjid.full)
             for _ in range(int(job["calls"])):
                 served = await peer.within("the next call", peer.requests.get())
@@ -452,9 +483,30 @@ async def run(job):
                 emit("event", **got)
             for topic in job.get("topics", []):
                 await peer.subscribe(topic, unsubscribe=True)
-        elif scenario == "call":
+        elif scenario == "probe":
+            # What a new client meets (sections 1.1 and 9): the stream
+            # features the server offered, and, with `topic` (a node that
+            # does not exist), the answer to subscribing before creating.
             peer.send_presence()
+            for xml in peer.offered:
+                emit("features", xml=xml)
+            if job.get("topic"):
+                topic = job["topic"]
+                request = ET.Element(f"{{{PUBSUB}}}subscribe",
+                                     {"node": topic, "jid": peer.boundjid.full})
+                try:
+                    await peer.pubsub_set(request)
+                    emit("missing_node", topic=topic, condition=None)
+                except IqError as err:
+                    emit("missing_node", topic=topic,
+                         **stanza_error(err.iq.xml.find(f"{{{CLIENT}}}error")))
+                await peer.create_node(topic)
+                await peer.subscribe(topic)
+                await peer.subscribe(topic, unsubscribe=True)
+        elif scenario == "call":
+            # Roster first, then initial presence, as section 9 says.
             await peer.within("roster", peer.get_roster())
+            peer.send_presence()
             to = job.get("to") or await peer.find_instance(job["service"])
             for spec in job["calls"]:
                 await peer.call(to, spec)

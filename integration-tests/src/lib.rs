@@ -72,6 +72,7 @@ mod launch;
 mod process;
 mod prosody;
 pub mod proxy;
+pub mod raw;
 mod template;
 #[cfg(test)]
 mod tests;

@@ -291,6 +291,36 @@ async fn a_slow_handler_times_out_and_leaves_nothing_behind() {
     .await;
 }
 
+/// Past the `timeout` a request announced, the callee does not abort: its
+/// handler runs on and its answer is sent late (PROTOCOL.md section 5.2);
+/// the caller drops it. A raw client that keeps waiting gets it.
+#[tokio::test]
+async fn the_callee_answers_after_the_deadline() {
+    matrix(async |kind| {
+        let server = start(kind);
+        let (_, buses) = instances(&server, 1).await;
+        serve_sleep(&buses[0]).await;
+        let mut raw = raw_client(&server, &server.account().unwrap()).await;
+        // {"millis": 400}, announcing a timeout of 100 ms.
+        let late = "<request xmlns='urn:xbus:0' method='test.sleep' encoding='msgpack' \
+                    version='1' timeout='100'>gaZtaWxsaXPNAZA=</request>";
+        let started = Instant::now();
+        let to = buses[0].jid().to_string();
+        let answer = raw_iq(&mut raw, &to, IqRequest::Set(late.parse().unwrap())).await;
+        let elapsed = started.elapsed();
+        let IqResponse::Result(Some(response)) = answer else {
+            panic!("[{kind}] expected a late result, got {answer:?}");
+        };
+        assert!(elapsed >= Duration::from_millis(400), "{elapsed:?}");
+        assert!(response.is("response", "urn:xbus:0"), "{response:?}");
+        eprintln!(
+            "[{kind}] answered after {elapsed:?}: {}",
+            String::from(&response)
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn no_responder_comes_back_at_once() {
     matrix(async |kind| {

@@ -14,7 +14,10 @@ mod slixmpp;
 use slixmpp::*;
 
 /// slixmpp publishes (MessagePack and JSON, with a header, and enums) what
-/// typed Rust subscribers receive; over STARTTLS with the test CA.
+/// typed Rust subscribers receive; over STARTTLS with the test CA. Base64
+/// may come line-wrapped or without padding (section 2); an item whose
+/// payload names another topic than its node is a delivery error naming
+/// both, on a raw subscription too, and the next event follows.
 #[tokio::test]
 async fn rust_subscribers_receive_what_slixmpp_publishes() {
     common::matrix(async |kind| {
@@ -29,6 +32,10 @@ async fn rust_subscribers_receive_what_slixmpp_publishes() {
     let mut users = within("subscribe", subscriber.subscribe::<UserEvent>())
         .await
         .unwrap();
+    // What `xbus sub` uses: no type to check the topic against.
+    let mut raw_orders = within("subscribe", subscriber.subscribe_raw("orders.created"))
+        .await
+        .unwrap();
 
     let python = server.account().expect("account");
     let mut peer = Peer::start(
@@ -41,6 +48,11 @@ async fn rust_subscribers_receive_what_slixmpp_publishes() {
             {"topic": "orders.created", "encoding": "msgpack", "version": 1, "wrap_base64": true,
              "event": {"id": 8, "customer": "a customer with a long name, for several lines of base64",
                        "total_cents": 18446744073709551615, "lines": ["C3", "D4", "E5", "F6"]}},
+            {"topic": "orders.created", "encoding": "msgpack", "version": 1,
+             "payload_topic": "other.topic",
+             "event": {"id": 99, "customer": "elsewhere", "total_cents": 1, "lines": []}},
+            {"topic": "orders.created", "encoding": "msgpack", "version": 1, "unpadded_base64": true,
+             "event": {"id": 9, "customer": "unpadded", "total_cents": 5, "lines": []}},
             {"topic": "stock.changed", "encoding": "json", "version": 3,
              "event": {"sku": "C3", "delta": -4}, "headers": {"trace-id": "abc123"}},
             {"topic": "user.event", "encoding": "msgpack", "version": 1,
@@ -52,7 +64,7 @@ async fn rust_subscribers_receive_what_slixmpp_publishes() {
     .await;
     let mut published = Vec::new();
     for (topic, items) in [
-        ("orders.created", 2),
+        ("orders.created", 4),
         ("stock.changed", 1),
         ("user.event", 3),
     ] {
@@ -79,7 +91,7 @@ async fn rust_subscribers_receive_what_slixmpp_publishes() {
             .map(|p| p.encoding.as_str())
             .collect::<Vec<_>>(),
         [
-            "msgpack", "msgpack", "json", "msgpack", "msgpack", "msgpack"
+            "msgpack", "msgpack", "msgpack", "msgpack", "json", "msgpack", "msgpack", "msgpack"
         ]
     );
 
@@ -116,6 +128,30 @@ async fn rust_subscribers_receive_what_slixmpp_publishes() {
         wrapped.item_id.as_deref(),
         Some(published[1].item_id.as_str())
     );
+    // The payload says other.topic, the node is orders.created: an error
+    // naming both, then the next event (sent without base64 padding).
+    let error = next("mismatch", &mut orders).await.expect_err("topic is not the node");
+    assert_topic_not_node(&error, &published[2].item_id);
+    let unpadded = next("unpadded order", &mut orders)
+        .await
+        .expect("unpadded base64 decodes");
+    assert_eq!((unpadded.event.id, unpadded.event.customer.as_str()), (9, "unpadded"));
+    assert_eq!(unpadded.item_id.as_deref(), Some(published[3].item_id.as_str()));
+    let mut raw_ids = Vec::new();
+    for n in 0..4 {
+        match next("raw order", &mut raw_orders).await {
+            Ok(delivery) => {
+                assert_eq!(delivery.payload.topic, "orders.created");
+                raw_ids.push(delivery.item_id.expect("item id"));
+            }
+            Err(error) => {
+                assert_eq!(n, 2, "only the third item is an error: {error}");
+                assert_topic_not_node(&error, &published[2].item_id);
+            }
+        }
+    }
+    let expected: Vec<_> = [0, 1, 3].map(|i| published[i].item_id.clone()).into();
+    assert_eq!(raw_ids, expected);
 
     let change = next("stock", &mut stock).await.expect("stock decodes");
     assert_eq!(
@@ -127,13 +163,13 @@ async fn rust_subscribers_receive_what_slixmpp_publishes() {
     );
     assert_eq!(
         change.item_id.as_deref(),
-        Some(published[2].item_id.as_str())
+        Some(published[4].item_id.as_str())
     );
     assert_publisher(change.publisher.as_deref(), &python.jid);
     assert_eq!(change.headers.get("trace-id"), Some("abc123"));
 
     let mut got = Vec::new();
-    for item in &published[3..] {
+    for item in &published[5..] {
         let user = next("user", &mut users).await.expect("user event decodes");
         assert_eq!(user.item_id.as_deref(), Some(item.item_id.as_str()));
         got.push(user.event);
@@ -148,10 +184,29 @@ async fn rust_subscribers_receive_what_slixmpp_publishes() {
             UserEvent::Purged
         ]
     );
-    eprintln!("slixmpp publish scenario (6 items) took {took:?}");
+    eprintln!("slixmpp publish scenario (8 items) took {took:?}");
     within("close", subscriber.close()).await.unwrap();
     })
     .await;
+}
+
+/// The delivery error of an item whose payload says `other.topic` on the
+/// node `orders.created` (PROTOCOL.md section 2).
+fn assert_topic_not_node(error: &DeliveryError, item_id: &str) {
+    assert_eq!(
+        error.reason(),
+        &DecodeError::TopicNotNode {
+            node: "orders.created".into(),
+            topic: "other.topic".into()
+        }
+    );
+    assert_eq!(error.topic(), "orders.created");
+    assert_eq!(error.item_id(), Some(item_id));
+    let text = error.to_string();
+    assert!(
+        text.contains("other.topic") && text.contains("orders.created"),
+        "{text}"
+    );
 }
 
 #[derive(Serialize, Deserialize, Debug)]

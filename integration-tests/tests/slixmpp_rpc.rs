@@ -138,21 +138,24 @@ async fn slixmpp_calls_a_rust_service() {
 }
 
 /// A Rust bus calls a method served by slixmpp, found by presence (the
-/// peer announces an instance per section 6).
+/// peer announces an instance per section 6: with `<instance/>` alone, the
+/// minimum, except on the embedded server, where `<status/>` and
+/// `<priority/>` come too, so both forms are exercised).
 #[tokio::test]
 async fn rust_calls_a_slixmpp_service() {
     common::matrix(async |kind| {
     let server = start_server(kind);
     let python = server.account().expect("account");
-    let mut peer = Peer::start(
-        &server,
-        &python,
-        Tls::Plaintext,
-        r#"{"scenario": "serve", "calls": 5, "methods": {
-            "py.sum": {"encoding": "json", "version": 1},
-            "py.sum_packed": {"encoding": "msgpack", "version": 2}}}"#,
-    )
-    .await;
+    let presence = match kind {
+        ServerKind::Embedded => "full",
+        _ => "minimal",
+    };
+    let scenario = format!(
+        r#"{{"scenario": "serve", "calls": 5, "presence": "{presence}", "methods": {{
+            "py.sum": {{"encoding": "json", "version": 1}},
+            "py.sum_packed": {{"encoding": "msgpack", "version": 2}}}}}}"#
+    );
+    let mut peer = Peer::start(&server, &python, Tls::Plaintext, &scenario).await;
     let ready: Ready = peer.expect("ready").await;
     assert!(
         ready.jid.starts_with(&format!("{}/", python.jid)),

@@ -36,8 +36,6 @@ use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, Stream, StreamExt};
-use tokio_xmpp::connect::DnsConfig;
-use tokio_xmpp::xmlstream::Timeouts;
 use xbus::{Bus, BusConfig};
 pub use xbus_integration_tests::{Account, ServerKind, XmppServer};
 
@@ -149,22 +147,7 @@ pub async fn bus(server: &dyn XmppServer) -> Bus {
 /// A raw tokio-xmpp client (no xbus) logged in as `account`: for injecting
 /// what a well-behaved bus would never send.
 pub async fn raw_client(server: &dyn XmppServer, account: &Account) -> tokio_xmpp::Client {
-    let mut client = tokio_xmpp::Client::new_plaintext(
-        account.jid.parse::<tokio_xmpp::jid::Jid>().expect("jid"),
-        account.password.clone(),
-        DnsConfig::addr(&server.addr().to_string()),
-        Timeouts::tight(),
-    );
-    within("raw client online", async {
-        while let Some(event) = client.next().await {
-            if event.is_online() {
-                return;
-            }
-        }
-        panic!("raw client stream ended before it was online");
-    })
-    .await;
-    client
+    xbus_integration_tests::raw::raw_client(server.addr(), account).await
 }
 
 /// Installs a tracing subscriber once (RUST_LOG decides what is shown).
@@ -187,24 +170,7 @@ pub async fn raw_iq(
         .unwrap_or_else(|| panic!("{}timed out after {STEP:?}: raw iq answer", tag()))
 }
 
-/// [`raw_iq`], giving up after `limit` with `None`.
-pub async fn raw_iq_within(
-    client: &mut tokio_xmpp::Client,
-    to: &str,
-    request: tokio_xmpp::IqRequest,
-    limit: Duration,
-) -> Option<tokio_xmpp::IqResponse> {
-    let to = to.parse::<tokio_xmpp::jid::Jid>().expect("jid");
-    let token = client.send_iq(Some(to), request).await;
-    tokio::time::timeout(limit, async {
-        tokio::select! {
-            response = token => response.expect("iq answered"),
-            _ = async { loop { let _ = client.next().await; } } => unreachable!(),
-        }
-    })
-    .await
-    .ok()
-}
+pub use xbus_integration_tests::raw::raw_iq_within;
 
 /// A server of `kind` and two buses on it (tracing initialised): the usual
 /// start.

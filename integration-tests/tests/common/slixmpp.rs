@@ -14,7 +14,10 @@ pub use serde::{Deserialize, Serialize};
 pub use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 pub use tokio::process::{Child, ChildStdout, Command};
 pub use tokio::task::JoinHandle;
-pub use xbus::{Context, Encoding, Event, Headers, RawPayload, Request, RequestError, RpcError};
+pub use xbus::{
+    Context, DecodeError, DeliveryError, Encoding, Event, Headers, RawPayload, Request,
+    RequestError, RpcError,
+};
 pub use xbus_integration_tests::{Account, ServerKind, XmppServer};
 
 // --- The server: the one place to switch to the server matrix. ---
