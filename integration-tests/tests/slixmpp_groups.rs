@@ -15,6 +15,8 @@ mod slixmpp;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
+use futures::StreamExt as _;
+
 use slixmpp::*;
 use xbus_integration_tests::InstanceProcess;
 
@@ -413,6 +415,106 @@ async fn a_slixmpp_member_follows_the_new_leader_when_the_leader_is_killed() {
         within("close publisher", publisher.close())
             .await
             .expect("close");
+    })
+    .await;
+}
+
+/// Items a foreign publisher got wrong (here: a payload whose `topic` is
+/// not its node, PROTOCOL §2) reach no member: the leader terms each at
+/// once, whoever it was meant for, and the consumers hear of it as
+/// `GroupError::Undecodable`, long before the 30 s ack wait; the good
+/// events around them are handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_no_member_can_read_are_termed_at_once() {
+    common::matrix(async |kind| {
+        let server = start_server(kind);
+        let (_account, buses) = common::instances(&server, 2).await;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut tasks = Vec::new();
+        for bus in &buses {
+            let options = xbus::ConsumeOptions::new().ack_wait(Duration::from_secs(30));
+            let mut jobs = within("consume", bus.consume::<common::Job>("billing", options))
+                .await
+                .expect("consume");
+            let tx = tx.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(job) = jobs.next().await {
+                    let _ = tx.send(match job {
+                        Ok(job) => {
+                            let seq = job.event.seq;
+                            job.ack().expect("ack");
+                            Ok(seq)
+                        }
+                        Err(error) => Err(error.to_string()),
+                    });
+                }
+            }));
+        }
+        let python = server.account().expect("account");
+        let item = |seq: u64, topic: &str| {
+            format!(
+                r#"{{"topic": "fault.job", "payload_topic": "{topic}", "encoding": "msgpack",
+                     "version": 1, "event": {{"seq": {seq}}}}}"#
+            )
+        };
+        let items: Vec<String> = (0..8)
+            .map(|seq| {
+                item(
+                    seq,
+                    if seq % 2 == 1 {
+                        "other.topic"
+                    } else {
+                        "fault.job"
+                    },
+                )
+            })
+            .collect();
+        let started = Instant::now();
+        let mut peer = Peer::start(
+            &server,
+            &python,
+            Tls::Plaintext,
+            &format!(
+                r#"{{"scenario": "publish", "items": [{}]}}"#,
+                items.join(",")
+            ),
+        )
+        .await;
+        let (mut acked, mut errors) = (BTreeSet::new(), Vec::new());
+        while acked.len() < 4 || errors.len() < 4 {
+            match within("the next job or error", rx.recv()).await {
+                Some(Ok(seq)) => {
+                    acked.insert(seq);
+                }
+                Some(Err(error)) => errors.push(error),
+                None => panic!("{}the consumers ended", common::tag()),
+            }
+        }
+        let took = started.elapsed();
+        eprintln!(
+            "{}4 events acked and 4 unreadable reported in {took:?}: {errors:?}",
+            common::tag()
+        );
+        assert_eq!(acked, BTreeSet::from([0, 2, 4, 6]));
+        for error in &errors {
+            assert!(
+                error.contains("other.topic") && error.contains("fault.job"),
+                "{}the error names the payload's topic and the node: {error}",
+                common::tag()
+            );
+        }
+        assert!(
+            took < Duration::from_secs(20),
+            "{}termed at once, not after the 30 s ack wait: {took:?}",
+            common::tag()
+        );
+        let _ = peer.expect::<Kind>("node").await;
+        for task in tasks {
+            task.abort();
+        }
+        for bus in buses {
+            within("close", bus.close()).await.expect("close");
+        }
     })
     .await;
 }

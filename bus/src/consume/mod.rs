@@ -381,7 +381,9 @@ impl<E> Job<E> {
 #[non_exhaustive]
 pub enum GroupError {
     /// An event that does not decode as the consumer's type. It was
-    /// dead-lettered at once (it would fail on every instance).
+    /// termed at once (it would fail on every instance): dead-lettered if
+    /// it is an xbus payload, only termed if it is no readable payload at
+    /// all (then the leader reports it, whichever member it was for).
     #[error(transparent)]
     Undecodable(#[from] DeliveryError),
     /// The topic dropped events before the group handled them: more were
@@ -406,7 +408,7 @@ pub enum GroupError {
 /// A stream of [`Job`]s: this instance's share of a group's events.
 ///
 /// Besides jobs it yields [`GroupError`]s: an event that does not decode
-/// as `E` (dead-lettered at once), and events the topic lost before the
+/// as `E` (termed at once), and events the topic lost before the
 /// group handled them. The stream ends when the bus is closed. Dropping it
 /// leaves the group: the jobs it held go to the other instances.
 #[derive(Debug)]

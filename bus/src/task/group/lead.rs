@@ -9,16 +9,26 @@ use xmpp_parsers::minidom::Element;
 use xmpp_parsers::stanza_error::StanzaError;
 
 use crate::consume::{Handed, JobRoute, Verdict};
+use crate::error::DecodeError;
 use crate::event::Persistence;
 use crate::group::GroupKey;
 use crate::group::fence::Leadership;
-use crate::group::ledger::Dead;
+use crate::group::ledger::{Dead, Delivery};
 use crate::group::wire::{self, JobOffer, Outcome};
 use crate::pubsub::{self, Incoming};
 use crate::task::Task;
 use crate::task::iq::PendingIq;
 
 use super::*;
+
+/// A delivery whose stored payload does not parse: the delivery, the
+/// topic, the publisher, and why (with the raw XML).
+type Unreadable = (
+    Delivery<String>,
+    String,
+    Option<String>,
+    (DecodeError, String),
+);
 
 impl Task {
     /// A live event on `topic`: each group we lead on it gets it.
@@ -141,9 +151,14 @@ impl Task {
                 remote.push((d, incoming));
             }
         }
+        let mut unreadable = Vec::new();
         for (d, incoming) in remote {
-            let Ok(payload) = incoming.payload else {
-                continue;
+            let payload = match incoming.payload {
+                Ok(payload) => payload,
+                Err(bad) => {
+                    unreadable.push((d, incoming.topic, incoming.from, bad));
+                    continue;
+                }
             };
             let Ok(to) = d.worker.parse::<FullJid>() else {
                 continue;
@@ -167,6 +182,39 @@ impl Task {
             self.send_iq(Jid::from(to), true, offer.to_element(), pending)
                 .await;
         }
+        self.term_unreadable(key, unreadable).await;
+    }
+
+    /// Items whose stored payload does not parse (not an xbus payload, or
+    /// its `topic` is not the node): no member could take them, so they
+    /// are termed at once rather than sent, and this instance's consumer
+    /// hears of each as [`GroupError::Undecodable`](crate::consume::GroupError).
+    async fn term_unreadable(&mut self, key: &GroupKey, unreadable: Vec<Unreadable>) {
+        let mut dead = Vec::new();
+        for (d, topic, from, (reason, raw)) in unreadable {
+            let Some(group) = self.groups.local.get_mut(key) else {
+                return;
+            };
+            warn!(group = key.group, item = d.item, %reason, "an item no member can read: termed");
+            let notice = crate::error::DeliveryError::new(
+                reason.clone(),
+                topic,
+                Some(d.item.clone()),
+                from,
+                raw,
+            );
+            let _ = group.notices.try_send(notice.into());
+            if let Some(leading) = group.leading.as_mut() {
+                leading.unsaved += 1;
+                leading.dirty = true;
+                dead.extend(leading.ledger.term(
+                    &d.item,
+                    &d.worker,
+                    format!("undecodable: {reason}"),
+                ));
+            }
+        }
+        self.bury(key, dead).await;
     }
 
     /// An instance's answer to a job.
