@@ -312,3 +312,50 @@ pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}")))
         .collect()
 }
+
+/// Runs the slixmpp interop peer (`integration-tests/slixmpp/xbus_peer.py`)
+/// with `job` on stdin, within 60 s; returns its stdout, panicking with
+/// its stderr if it failed. Its Python is the venv `scripts/slixmpp-venv.sh`
+/// makes (or `XBUS_SLIXMPP_PYTHON`): without it this panics with that
+/// command, it never skips.
+pub async fn slixmpp_peer(job: &str) -> String {
+    use tokio::io::AsyncWriteExt as _;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = std::env::var_os("XBUS_SLIXMPP_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/slixmpp-venv/bin/python"));
+    assert!(
+        python.exists(),
+        "{} does not exist: create the slixmpp venv with scripts/slixmpp-venv.sh \
+         (from the repository root), or set XBUS_SLIXMPP_PYTHON",
+        python.display()
+    );
+    let mut child = Command::new(python)
+        .arg(root.join("integration-tests/slixmpp/xbus_peer.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the slixmpp peer");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin
+        .write_all(job.as_bytes())
+        .await
+        .expect("write the job");
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the slixmpp peer ends within 60 s")
+        .expect("wait for the slixmpp peer");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(
+        out.status.success(),
+        "the slixmpp peer failed ({}):\n{stdout}\n--- stderr ---\n{stderr}",
+        out.status
+    );
+    stdout
+}

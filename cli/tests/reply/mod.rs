@@ -232,3 +232,56 @@ async fn reply_rejects_a_bad_answer_before_connecting() {
     let out = run(xbus(&[&both[..], &unreachable[..]].concat())).await;
     assert_eq!(out.code, Some(2), "{out:?}");
 }
+
+/// A foreign client's calls checked against a real xbus responder: the
+/// slixmpp peer (`integration-tests/slixmpp/xbus_peer.py`, written from
+/// docs/PROTOCOL.md) finds `xbus reply`'s instance by presence and calls it
+/// in both encodings; an unknown method gets §5.1's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slixmpp_client_calls_xbus_reply() {
+    matrix(async |kind| {
+        let (responder, caller) = (User::new(kind), User::new(kind));
+        let answer = r#"{"sum":6,"count":3,"caller":"mock"}"#;
+        let (replier, _instance) = reply(&responder, &["py.mock", answer, "--count", "2"]).await;
+        let job = json!({
+            "host": caller.addr.ip().to_string(),
+            "port": caller.addr.port(),
+            "jid": caller.jid(),
+            "password": caller.account.password,
+            "tls": "plaintext",
+            "pubsub": crate::common::server(kind).pubsub_service(),
+            "timeout": 10,
+            "scenario": "call",
+            "service": responder.jid(),
+            "calls": [
+                // First: the replier closes once it served --count calls.
+                {"method": "py.other", "encoding": "json", "version": 1, "request": {}},
+                {"method": "py.mock", "encoding": "json", "version": 1,
+                 "request": {"values": [1, 2, 3]}},
+                {"method": "py.mock", "encoding": "msgpack", "version": 1,
+                 "request": {"values": [4]}},
+            ],
+        });
+        let out = crate::common::slixmpp_peer(&job.to_string()).await;
+        let lines = json_lines(&out);
+        let kinds: Vec<&str> = lines.iter().filter_map(|l| l["kind"].as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["instance", "error", "response", "response", "done"],
+            "{out}"
+        );
+        for (line, encoding) in lines[2..4].iter().zip(["json", "msgpack"]) {
+            assert_eq!(line["encoding"], json!(encoding), "{line}");
+            assert_eq!(
+                line["response"],
+                serde_json::from_str::<serde_json::Value>(answer).unwrap()
+            );
+        }
+        assert_eq!(lines[1]["condition"], json!("feature-not-implemented"));
+        assert_eq!(lines[1]["unknown_method"], json!("py.other"));
+        let served = json_lines(replier.finish().await.ok());
+        assert_eq!(served.len(), 2);
+        assert_eq!(served[0]["request"], json!({"values": [1, 2, 3]}));
+    })
+    .await;
+}
