@@ -42,11 +42,13 @@ echo "== user build (a new crate on xbus, newest compatible dependencies, warnin
 scripts/user-build.sh
 echo "== slixmpp venv for the interop test (target/slixmpp-venv)"
 scripts/slixmpp-venv.sh
+# --no-fail-fast: one failing test binary does not hide the others'
+# results; the exit status is still a failure.
 echo "== cargo test (servers: ${XBUS_TEST_SERVERS:-default})"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace "$@" 2>&1 | tee "$log"
+cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole workspace (the last per-crate line is
