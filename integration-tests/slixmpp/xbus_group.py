@@ -26,20 +26,17 @@ and exit status 1.
 """
 
 import asyncio
-import json
-import logging
-import os
 import signal
 import sys
 import time
 import xml.etree.ElementTree as ET
 from collections import deque
 
-from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.exceptions import IqError
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from xbus_peer import CLIENT, NS, STANZAS, Failed, Peer, emit, read_body
+from xbus_peer import CLIENT, NS, STANZAS, Failed, Peer, emit, read_body, run_main
 
 GROUP = "urn:xbus:group:0"
 # Section 10: a member reports what it acked or termed in the last 30 s,
@@ -254,28 +251,7 @@ async def run(job):
 
 
 def main():
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
-    if os.environ.get("XBUS_PEER_XML_LOG"):
-        # Every stanza sent and received (slixmpp's SEND:/RECV: lines), for
-        # the captures in docs/PROTOCOL.md.
-        wire = logging.FileHandler(os.environ["XBUS_PEER_XML_LOG"])
-        wire.setLevel(logging.DEBUG)
-        stream_log = logging.getLogger("slixmpp.xmlstream.xmlstream")
-        stream_log.setLevel(logging.DEBUG)
-        stream_log.addHandler(wire)
-    raw = sys.argv[1] if len(sys.argv) > 1 else sys.stdin.read()
-    try:
-        asyncio.run(run(json.loads(raw)))
-    except Failed as err:
-        reason = str(err)
-    except Exception as err:  # noqa: BLE001 - any failure must be a clear exit 1
-        reason = f"{type(err).__name__}: {err}"
-    else:
-        return 0
-    emit("failed", reason=reason)
-    print(f"xbus_group: {reason}", file=sys.stderr)
-    return 1
+    return run_main("xbus_group", run)
 
 
 if __name__ == "__main__":

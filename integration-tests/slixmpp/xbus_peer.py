@@ -51,6 +51,7 @@ import base64
 import binascii
 import json
 import logging
+import os
 import sys
 import uuid
 import xml.etree.ElementTree as ET
@@ -526,14 +527,23 @@ async def run(job):
             peer.abort()
 
 
-def main():
+def run_main(name, scenario):
+    """The scripts' entry point: reads the JSON job (argv[1] or stdin),
+    runs `scenario(job)` (a coroutine), and turns any failure into a
+    {"kind": "failed"} line, the reason on stderr and exit status 1.
+    XBUS_PEER_XML_LOG=FILE logs every stanza sent and received (slixmpp's
+    SEND:/RECV: lines), for the captures in docs/PROTOCOL.md."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    if os.environ.get("XBUS_PEER_XML_LOG"):
+        wire = logging.FileHandler(os.environ["XBUS_PEER_XML_LOG"])
+        wire.setLevel(logging.DEBUG)
+        stream_log = logging.getLogger("slixmpp.xmlstream.xmlstream")
+        stream_log.setLevel(logging.DEBUG)
+        stream_log.addHandler(wire)
     raw = sys.argv[1] if len(sys.argv) > 1 else sys.stdin.read()
     try:
-        job = json.loads(raw)
-        wait = float(job.get("timeout", 10))
-        asyncio.run(asyncio.wait_for(run(job), 6 * wait))
+        asyncio.run(scenario(json.loads(raw)))
     except Failed as err:
         reason = str(err)
     except asyncio.TimeoutError:
@@ -543,8 +553,14 @@ def main():
     else:
         return 0
     emit("failed", reason=reason)
-    print(f"xbus_peer: {reason}", file=sys.stderr)
+    print(f"{name}: {reason}", file=sys.stderr)
     return 1
+
+
+def main():
+    # Every wait is bounded by the job's "timeout"; the whole run by 6 times that.
+    return run_main("xbus_peer", lambda job: asyncio.wait_for(
+        run(job), 6 * float(job.get("timeout", 10))))
 
 
 if __name__ == "__main__":
