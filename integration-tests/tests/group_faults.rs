@@ -2,7 +2,8 @@
 //! through a group of three while the harness's proxy cuts every member's
 //! connection, or while the server is killed and restarted. Every event
 //! whose publish was confirmed is handled and acked; events handled twice
-//! stay within what was in flight at the faults.
+//! stay within what was in flight at the faults. And a leader whose
+//! server lost the group's saved progress at a crash saves it again.
 //!
 //! The figures (`[kind] group faults: ...` lines) are printed for the
 //! record; see them with `--nocapture`.
@@ -346,21 +347,29 @@ async fn a_group_loses_nothing_while_its_connections_are_cut() {
     .await;
 }
 
+/// A server of `kind` to crash, with the group's account and the
+/// publisher's, written out by a clean restart (see faults.rs, fault 1);
+/// `None` for the embedded server, which keeps everything in memory: a
+/// restart loses the topic, its items and the group's state
+/// (docs/RELIABILITY.md, "Limits").
+fn crashable(kind: ServerKind) -> Option<(Server, Account, Account)> {
+    if kind == ServerKind::Embedded {
+        eprintln!("[embedded] needs a server that persists items: run on prosody and ejabberd");
+        return None;
+    }
+    let mut server = start(kind);
+    let account = server.account().expect("register account");
+    let publisher_account = server.account().expect("register account");
+    server.restart().expect("restart the server cleanly");
+    Some((server, account, publisher_account))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_loses_nothing_when_the_server_is_killed_and_restarted() {
     matrix(async |kind| {
-        if kind == ServerKind::Embedded {
-            // The embedded server keeps everything in memory: a restart
-            // loses the topic, its items and the group's state
-            // (docs/RELIABILITY.md, "Limits").
-            eprintln!("[embedded] needs a server that persists items: run on prosody and ejabberd");
+        let Some((mut server, account, publisher_account)) = crashable(kind) else {
             return;
-        }
-        let mut server = start(kind);
-        let account = server.account().expect("register account");
-        let publisher_account = server.account().expect("register account");
-        // Accounts written out before the crash (see faults.rs, fault 1).
-        server.restart().expect("restart the server cleanly");
+        };
         let addr = server.addr().to_string();
         let group = start_group(&account, &addr).await;
         let record = group.2.clone();
@@ -383,6 +392,116 @@ async fn a_group_loses_nothing_when_the_server_is_killed_and_restarted() {
             started,
         )
         .await;
+    })
+    .await;
+}
+
+/// The state node of the group [`consume`] joins.
+const STATE_NODE: &str = "xbus.group.billing.groupfaults.orders";
+
+/// Removes every saved state of the group, as a raw client of `account`:
+/// what a server that confirmed the saves and then lost them at a crash
+/// (ejabberd's Mnesia writes a moment after it answers) has after its
+/// restart. Returns how many there were.
+async fn lose_saved_states(server: &dyn XmppServer, account: &Account) -> usize {
+    use tokio_xmpp::{IqRequest, IqResponse, minidom::Element};
+    const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+    let name = |n: &str| n.try_into().expect("attribute name");
+    let service = server.pubsub_service();
+    let mut raw = raw_client(server, account).await;
+    let items = Element::builder("pubsub", PUBSUB)
+        .append(Element::builder("items", PUBSUB).attr(name("node"), STATE_NODE))
+        .build();
+    let IqResponse::Result(Some(answer)) = raw_iq(&mut raw, &service, IqRequest::Get(items)).await
+    else {
+        panic!("{}reading the group's states failed", tag());
+    };
+    let ids: Vec<String> = answer
+        .children()
+        .flat_map(|items| items.children())
+        .filter_map(|item| item.attr("id").map(str::to_owned))
+        .collect();
+    for id in &ids {
+        let retract = Element::builder("pubsub", PUBSUB)
+            .append(
+                Element::builder("retract", PUBSUB)
+                    .attr(name("node"), STATE_NODE)
+                    .append(Element::builder("item", PUBSUB).attr(name("id"), id.as_str())),
+            )
+            .build();
+        let answer = raw_iq(&mut raw, &service, IqRequest::Set(retract)).await;
+        assert!(
+            matches!(answer, IqResponse::Result(_)),
+            "{}retracting state {id}: {answer:?}",
+            tag()
+        );
+    }
+    drop(raw);
+    ids.len()
+}
+
+/// A leader knows more than the server may keep: after a crash that lost
+/// the group's saved progress, the leader saves it again and keeps what it
+/// saw done for the next leader (itself, here: the members that had
+/// handled most of the events left before the crash), so the events
+/// handled before the crash are not handed out again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_saves_again_what_the_crashed_server_lost() {
+    const BEFORE: u64 = 300;
+    const AFTER: u64 = 30;
+    matrix(async |kind| {
+        let Some((mut server, account, publisher_account)) = crashable(kind) else {
+            return;
+        };
+        let addr = server.addr().to_string();
+        let (mut members, mut tasks, record) = start_group(&account, &addr).await;
+        let publisher = member(&publisher_account, "p", addr).await;
+        for seq in 0..BEFORE {
+            within("publish", publisher.publish(&Order { seq }))
+                .await
+                .expect("publish");
+        }
+        acked_reaches(&record, BEFORE as usize, "before the crash").await;
+        // The group shrinks to its first member, the leader: nobody else
+        // will tell the next leader what was done.
+        let leaving: Vec<Bus> = members.drain(1..).collect();
+        close_all(leaving.iter(), tasks.drain(1..).collect()).await;
+        // The last save is confirmed (saves go out every 50 ms).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let lost = lose_saved_states(&*server, &account).await;
+        assert!(lost > 0, "{}no saved state to lose", tag());
+        server.kill();
+        server.restart().expect("restart the server");
+        for seq in BEFORE..BEFORE + AFTER {
+            within(
+                "publish after the restart",
+                publisher.publish(&Order { seq }),
+            )
+            .await
+            .expect("publish");
+        }
+        let all: Vec<u64> = (0..BEFORE + AFTER).collect();
+        all_acked(&record, &all, &publisher).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let record = std::mem::take(&mut *record.lock().unwrap());
+        let again: Vec<u64> = (0..BEFORE)
+            .filter(|seq| record.handled.get(seq).is_some_and(|n| *n > 1))
+            .collect();
+        let (takeovers, resets) = changes(&members).await;
+        eprintln!(
+            "{}{lost} saved states lost at the crash; {} of the {BEFORE} events before it \
+             handled again; {takeovers} leaderships, {resets} session resets",
+            tag(),
+            again.len()
+        );
+        assert!(
+            again.is_empty(),
+            "{}{} events handled before the crash were handed out again, e.g. {:?}",
+            tag(),
+            again.len(),
+            &again[..again.len().min(20)]
+        );
+        close_all(members.iter().chain([&publisher]), tasks).await;
     })
     .await;
 }

@@ -106,6 +106,7 @@ impl Task {
                 self.counters.session_resets += 1;
                 self.shared.status.report(ConnectionEvent::SessionReset);
                 info!(jid = %bound_jid, "new session bound; restoring presence, subscriptions and unconfirmed publishes");
+                let previous = self.bound().to_string();
                 if let Ok(full) = bound_jid.try_into_full() {
                     *self.shared.bound.write().expect("lock poisoned") = full;
                 }
@@ -125,8 +126,9 @@ impl Task {
                 }
                 self.directory.forget_instances().await;
                 self.stale.reset();
-                self.reset_groups();
+                let resave = self.reset_groups(&previous);
                 self.start_session().await;
+                self.resave_groups(resave).await;
                 self.resubscribe_all().await;
                 self.resend_after_reset().await;
                 self.republish_recent().await;

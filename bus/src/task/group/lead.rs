@@ -405,6 +405,26 @@ impl Task {
         None
     }
 
+    /// After a session reset: saves again the progress of the groups we
+    /// led (see [`reset_groups`](Self::reset_groups)), each under the item
+    /// it was saved under, before any new leader reads it.
+    pub(in crate::task) async fn resave_groups(&mut self, saves: Vec<(GroupKey, String, Element)>) {
+        for (key, item, state) in saves {
+            tracing::debug!(
+                group = key.group,
+                item,
+                "saving the group's progress again after a reset"
+            );
+            let publish = pubsub::publish(&key.state_node(), &item, state);
+            let to = self.pubsub.clone();
+            let pending = PendingIq::Fire {
+                to: to.clone(),
+                what: "save the group's progress again after a reset",
+            };
+            self.send_iq(to, true, publish, pending).await;
+        }
+    }
+
     /// The server's answer to a save of the group's progress.
     pub(in crate::task) async fn on_group_saved(
         &mut self,

@@ -421,10 +421,29 @@ impl Task {
     }
 
     /// After a session reset: leadership and membership start over.
-    pub(super) fn reset_groups(&mut self) {
+    ///
+    /// What a group we led had done is not dropped with the leadership:
+    /// the server may have lost the saves it confirmed last (ejabberd's
+    /// Mnesia writes to disk a moment after it answers, so a crash loses
+    /// them), and whoever leads next reads what is stored. So the group's
+    /// last progress is returned, to be saved again under the same item
+    /// ([`resave_groups`](Self::resave_groups)), and the items it saw done
+    /// lately join the ones reported to the next leader.
+    /// `previous` is the full JID of the session that was lost.
+    pub(super) fn reset_groups(&mut self, previous: &str) -> Vec<(GroupKey, String, Element)> {
         let me = self.bound().to_string();
+        let mut resave = Vec::new();
         for (key, group) in &mut self.groups.local {
-            if let Some(leading) = group.leading.take() {
+            if let Some(mut leading) = group.leading.take() {
+                if leading.early.is_none() {
+                    let state = leading.state();
+                    let item = state_item(state.epoch, previous);
+                    resave.push((key.clone(), item, state.to_element()));
+                    report::remember_all(
+                        &mut group.recent,
+                        leading.done_lately(report::RECENT_MAX),
+                    );
+                }
                 self.counters.add_group(leading.ledger.counts());
                 if let Some(topic) = self.topics.get_mut(&key.topic) {
                     topic.groups = topic.groups.saturating_sub(1);
@@ -446,6 +465,7 @@ impl Task {
                 .or_default()
                 .insert(me.clone());
         }
+        resave
     }
 }
 
@@ -485,6 +505,17 @@ impl Leading {
                 self.below = Some(old);
             }
         }
+    }
+
+    /// The newest `most` items this leader saw done, oldest first.
+    fn done_lately(&self, most: usize) -> Vec<String> {
+        let done: Vec<&String> = self
+            .trail
+            .iter()
+            .chain(self.seen.iter().filter(|i| self.ledger.is_done(i)))
+            .collect();
+        let start = done.len().saturating_sub(most);
+        done[start..].iter().map(|i| (*i).clone()).collect()
     }
 
     fn state(&mut self) -> GroupState {

@@ -3,6 +3,7 @@
 //! Without it, a takeover would hand out again everything acked since the
 //! last save that reached the server.
 
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -23,7 +24,35 @@ const RECENT_WINDOW: Duration = Duration::from_secs(30);
 /// a new leader; reported in [`wire::MAX_REPORT`]s. About 80 bytes each.
 /// A state a crashed server lost entirely (a group begun just before the
 /// crash) leaves the new leader with only these.
-const RECENT_MAX: usize = 4 * wire::MAX_REPORT;
+pub(super) const RECENT_MAX: usize = 4 * wire::MAX_REPORT;
+
+/// Adds `items` (oldest first) to a group's recent settlements, those not
+/// there yet.
+pub(super) fn remember_all(
+    recent: &mut VecDeque<(String, Instant)>,
+    items: impl IntoIterator<Item = String>,
+) {
+    let known: HashSet<String> = recent.iter().map(|(item, _)| item.clone()).collect();
+    let now = Instant::now();
+    recent.extend(
+        items
+            .into_iter()
+            .filter(|item| !known.contains(item))
+            .map(|item| (item, now)),
+    );
+    forget_old(recent);
+}
+
+/// Forgets the recent settlements past [`RECENT_MAX`] or [`RECENT_WINDOW`].
+fn forget_old(recent: &mut VecDeque<(String, Instant)>) {
+    while recent.len() > RECENT_MAX
+        || recent
+            .front()
+            .is_some_and(|(_, at)| at.elapsed() > RECENT_WINDOW)
+    {
+        recent.pop_front();
+    }
+}
 
 impl Task {
     /// This instance acked or termed `item` of `key`.
@@ -32,14 +61,7 @@ impl Task {
             return;
         };
         group.recent.push_back((item.to_owned(), Instant::now()));
-        while group.recent.len() > RECENT_MAX
-            || group
-                .recent
-                .front()
-                .is_some_and(|(_, at)| at.elapsed() > RECENT_WINDOW)
-        {
-            group.recent.pop_front();
-        }
+        forget_old(&mut group.recent);
     }
 
     /// Sends each leader followed since the last report what this
