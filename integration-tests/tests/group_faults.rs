@@ -407,12 +407,11 @@ async fn lose_saved_states(server: &dyn XmppServer, account: &Account) -> usize 
     use tokio_xmpp::{IqRequest, IqResponse, minidom::Element};
     const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
     let name = |n: &str| n.try_into().expect("attribute name");
-    let service = server.pubsub_service();
-    let mut raw = raw_client(server, account).await;
-    let items = Element::builder("pubsub", PUBSUB)
-        .append(Element::builder("items", PUBSUB).attr(name("node"), STATE_NODE))
-        .build();
-    let IqResponse::Result(Some(answer)) = raw_iq(&mut raw, &service, IqRequest::Get(items)).await
+    let IqResponse::Result(Some(answer)) = pubsub_query(server, account, "read the states", || {
+        let items = Element::builder("items", PUBSUB).attr(name("node"), STATE_NODE);
+        IqRequest::Get(Element::builder("pubsub", PUBSUB).append(items).build())
+    })
+    .await
     else {
         panic!("{}reading the group's states failed", tag());
     };
@@ -422,21 +421,24 @@ async fn lose_saved_states(server: &dyn XmppServer, account: &Account) -> usize 
         .filter_map(|item| item.attr("id").map(str::to_owned))
         .collect();
     for id in &ids {
-        let retract = Element::builder("pubsub", PUBSUB)
-            .append(
-                Element::builder("retract", PUBSUB)
-                    .attr(name("node"), STATE_NODE)
-                    .append(Element::builder("item", PUBSUB).attr(name("id"), id.as_str())),
-            )
-            .build();
-        let answer = raw_iq(&mut raw, &service, IqRequest::Set(retract)).await;
-        assert!(
-            matches!(answer, IqResponse::Result(_)),
-            "{}retracting state {id}: {answer:?}",
-            tag()
-        );
+        let answer = pubsub_query(server, account, "retract a state", || {
+            let item = Element::builder("item", PUBSUB).attr(name("id"), id.as_str());
+            let retract = Element::builder("retract", PUBSUB)
+                .attr(name("node"), STATE_NODE)
+                .append(item);
+            IqRequest::Set(Element::builder("pubsub", PUBSUB).append(retract).build())
+        })
+        .await;
+        // item-not-found: gone already (an earlier try was answered late).
+        let gone = match &answer {
+            IqResponse::Result(_) => true,
+            IqResponse::Error(e) => {
+                e.defined_condition
+                    == tokio_xmpp::parsers::stanza_error::DefinedCondition::ItemNotFound
+            }
+        };
+        assert!(gone, "{}retracting state {id}: {answer:?}", tag());
     }
-    drop(raw);
     ids.len()
 }
 

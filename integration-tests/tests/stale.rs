@@ -26,33 +26,16 @@ const TOPIC: &str = "fault.stale";
 const OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
 
 /// The full JIDs subscribed to [`TOPIC`], as its owner sees them
-/// (XEP-0060 §8.8.1).
-///
-/// The query goes out on a fresh raw connection each time. It went
-/// unanswered for 10 s twice in many runs (once on the embedded server
-/// under heavy load, once on the ejabberd cluster in CI), so an unanswered
-/// query is asked again, up to three times, on a new connection: the
-/// listing is the test's view of the server, not xbus behaviour.
+/// (XEP-0060 §8.8.1), asked on a fresh connection ([`pubsub_query`]).
 async fn subscribers(server: &dyn XmppServer, owner: &Account) -> Vec<String> {
-    let mut answer = None;
-    for attempt in 1..=3 {
-        let mut raw = raw_client(server, owner).await;
+    let answer = pubsub_query(server, owner, "owner subscriptions query", || {
         let query: Element =
             format!("<pubsub xmlns='{OWNER}'><subscriptions node='{TOPIC}'/></pubsub>")
                 .parse()
                 .expect("query");
-        let to = server.pubsub_service();
-        answer = raw_iq_within(&mut raw, &to, IqRequest::Get(query), STEP).await;
-        if answer.is_some() {
-            break;
-        }
-        eprintln!(
-            "{}owner subscriptions query unanswered after {STEP:?} (attempt {attempt} of 3)",
-            tag()
-        );
-    }
-    let answer =
-        answer.unwrap_or_else(|| panic!("{}owner subscriptions of {TOPIC}: no answer", tag()));
+        IqRequest::Get(query)
+    })
+    .await;
     let listing = match answer {
         IqResponse::Result(Some(listing)) => listing,
         other => panic!("{}owner subscriptions of {TOPIC}: {other:?}", tag()),

@@ -172,6 +172,32 @@ pub async fn raw_iq(
 
 pub use xbus_integration_tests::raw::raw_iq_within;
 
+/// Asks the server's pubsub service `request` (built by `request` for each
+/// try) as `account`, each try on a fresh raw connection, and returns the
+/// answer. Such a query went unanswered for 10 s a few times in many runs
+/// (on the embedded server under heavy load, on the ejabberd cluster in
+/// CI), so an unanswered one is asked again, up to three times: it is the
+/// test's view of the server, not xbus behaviour.
+pub async fn pubsub_query(
+    server: &dyn XmppServer,
+    account: &Account,
+    what: &str,
+    request: impl Fn() -> tokio_xmpp::IqRequest,
+) -> tokio_xmpp::IqResponse {
+    let to = server.pubsub_service();
+    for attempt in 1..=3 {
+        let mut raw = raw_client(server, account).await;
+        if let Some(answer) = raw_iq_within(&mut raw, &to, request(), STEP).await {
+            return answer;
+        }
+        eprintln!(
+            "{}{what}: unanswered after {STEP:?} (attempt {attempt} of 3)",
+            tag()
+        );
+    }
+    panic!("{}{what}: no answer in three tries", tag())
+}
+
 /// A server of `kind` and two buses on it (tracing initialised): the usual
 /// start.
 pub async fn two_buses(kind: ServerKind) -> (Server, Bus, Bus) {
